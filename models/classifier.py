@@ -1,0 +1,350 @@
+"""LightningModules that train the plain networks of `models.components` on image classification.
+
+One base, `ClassificationModule`, owns what every seed task shares: one step for
+train/val/test, torchmetrics per stage (accuracy, macro precision/recall/F1), and on the
+test set per-class accuracy and the confusion matrix. Subclasses only say which network
+to build from their constructor arguments, so a YAML file under experiments/ (parsed by
+jsonargparse from these typed signatures) is the whole configuration:
+
+    python -m experiments run s1-mlp --model.lr 0.05 --model.hidden_sizes '[256]'
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from jsonargparse.typing import NonNegativeFloat, PositiveFloat, PositiveInt
+from torch import Tensor, nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassConfusionMatrix,
+    MulticlassF1Score,
+    MulticlassPrecision,
+    MulticlassRecall,
+)
+
+from models.activations import ActivationName
+from models.components import MLP, ConvNet, FourBlockCNN, LeNet, ScratchTwoLayerNet
+
+Stage = Literal["train", "val", "test"]
+
+
+def _stage_metrics(num_classes: int, stage: str) -> MetricCollection:
+    # Macro averages: the seed tasks ask for precision over classes, and the per-class
+    # analysis (S2) is about classes being unequal, which micro averaging would hide.
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_classes, average="micro"),
+            "precision": MulticlassPrecision(num_classes, average="macro"),
+            "recall": MulticlassRecall(num_classes, average="macro"),
+            "f1": MulticlassF1Score(num_classes, average="macro"),
+        },
+        prefix=f"{stage}/",
+    )
+
+
+class ClassificationModule(L.LightningModule):
+    """Shared train/val/test logic; subclasses set `self.network` in their constructor."""
+
+    #: model family, logged as an MLflow tag so runs can be grouped in the UI.
+    family: ClassVar[str] = "classifier"
+
+    def __init__(
+        self,
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: PositiveInt = 10,
+    ) -> None:
+        super().__init__()
+        self.input_shape = tuple(input_shape)
+        self.num_classes = int(num_classes)
+        # Training accuracy only: it is what the learning curves need, and precision/F1 on
+        # every training batch would cost time on the hot path for numbers nobody reads.
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        self.train_loss = MeanMetric()
+        self.val_metrics = _stage_metrics(self.num_classes, "val")
+        self.test_metrics = _stage_metrics(self.num_classes, "test")
+        self.test_class_acc = MulticlassAccuracy(self.num_classes, average=None)
+        self.test_confusion = MulticlassConfusionMatrix(self.num_classes)
+        #: filled at the end of `test`: (num_classes, num_classes) counts, rows = true class.
+        self.confusion_matrix: Tensor | None = None
+        self.network: nn.Module
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.network(x)
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y)
+
+    def shared_step(self, batch: tuple[Tensor, Tensor], stage: Stage) -> tuple[Tensor, Tensor]:
+        """Forward, loss and metric updates for one batch of any stage."""
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.observe(stage, loss, logits, y)
+        return loss, logits
+
+    def observe(self, stage: Stage, loss: Tensor, logits: Tensor, y: Tensor) -> None:
+        n = y.shape[0]
+        if stage == "train":
+            # Accumulated here and logged once per validation (or epoch): per-step MLflow
+            # calls are the main tracking cost, and the curves only need epoch points.
+            self.train_loss.update(loss.detach(), weight=n)
+            self.train_acc.update(logits.detach(), y)
+            self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=n)
+            return
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(logits, y)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
+        if stage == "test":
+            self.test_class_acc.update(logits, y)
+            self.test_confusion.update(logits, y)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        return self.shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
+    def _log_train_summary(self) -> None:
+        # Mean training loss/accuracy since the last point: per epoch normally, per
+        # validation interval when validation runs every N steps (S4's 100 iterations).
+        if self.train_loss.update_count == 0:
+            return
+        self.log("train/loss", self.train_loss.compute())
+        self.log("train/acc", self.train_acc.compute())
+        self.train_loss.reset()
+        self.train_acc.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._log_train_summary()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_train_summary()
+
+    def on_test_epoch_end(self) -> None:
+        per_class = self.test_class_acc.compute()
+        self.confusion_matrix = self.test_confusion.compute().cpu()
+        self.per_class_accuracy = per_class.cpu()
+        for index, value in enumerate(per_class):
+            self.log(f"test/class_acc/{index}", value)
+        self.test_class_acc.reset()
+        self.test_confusion.reset()
+
+
+class ImageClassifier(ClassificationModule):
+    """A network trained by autograd with Adam or SGD (momentum), optional cosine schedule."""
+
+    def __init__(
+        self,
+        optimizer: Literal["adam", "sgd"] = "adam",
+        lr: PositiveFloat = 1e-3,
+        momentum: NonNegativeFloat = 0.0,
+        weight_decay: NonNegativeFloat = 0.0,
+        scheduler: Literal["none", "cosine"] = "none",
+        label_smoothing: NonNegativeFloat = 0.0,
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: PositiveInt = 10,
+    ) -> None:
+        super().__init__(input_shape=input_shape, num_classes=num_classes)
+        self.optimizer_name = optimizer
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.weight_decay = float(weight_decay)
+        self.scheduler_name = scheduler
+        self.label_smoothing = float(label_smoothing)
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+
+    def configure_optimizers(self) -> Any:
+        params = self.network.parameters()
+        if self.optimizer_name == "adam":
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            opt = torch.optim.SGD(
+                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        if self.scheduler_name == "none":
+            return opt
+        epochs = max(int(self.trainer.max_epochs or 1), 1)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+class MLPClassifier(ImageClassifier):
+    """Fully connected network (S0.2, S1.2, S4 with autograd)."""
+
+    family = "mlp"
+
+    def __init__(
+        self,
+        hidden_sizes: list[int] = [128],  # noqa: B006 (jsonargparse needs a literal default)
+        activation: ActivationName = "relu",
+        negative_slope: float = 0.01,
+        dropout: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        c, h, w = self.input_shape
+        self.network = MLP(
+            c * h * w, self.num_classes, hidden_sizes, activation, negative_slope, dropout
+        )
+
+
+class FourBlockCNNClassifier(ImageClassifier):
+    """S1.3: four conv blocks (conv-act-pool-BN-dropout) then a two-layer head."""
+
+    family = "cnn"
+
+    def __init__(
+        self,
+        channels: list[int] = [32, 64, 128, 256],  # noqa: B006
+        dropout: float = 0.3,
+        hidden: PositiveInt = 128,
+        activation: ActivationName = "relu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        c, h, _ = self.input_shape
+        self.network = FourBlockCNN(
+            in_channels=c,
+            num_classes=self.num_classes,
+            input_size=h,
+            channels=tuple(channels),
+            dropout=dropout,
+            hidden=hidden,
+            activation=activation,
+        )
+
+
+class LeNetClassifier(ImageClassifier):
+    """S0.3: LeNet-5 style CNN, small enough to 'not run forever'."""
+
+    family = "cnn"
+
+    def __init__(self, activation: ActivationName = "relu", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        c, h, _ = self.input_shape
+        self.network = LeNet(
+            in_channels=c, num_classes=self.num_classes, input_size=h, activation=activation
+        )
+
+
+class ConvNetClassifier(ImageClassifier):
+    """S2: CNN with configurable kernel/stride/padding, batch norm and dropout."""
+
+    family = "cnn"
+
+    def __init__(
+        self,
+        channels: list[int] = [32, 64, 128],  # noqa: B006
+        kernel_size: PositiveInt = 2,
+        stride: PositiveInt = 2,
+        padding: int = 0,
+        batch_norm: bool = False,
+        dropout: float = 0.1,
+        hidden: PositiveInt = 128,
+        activation: ActivationName = "relu",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.save_hyperparameters()
+        c, h, _ = self.input_shape
+        self.network = ConvNet(
+            in_channels=c,
+            num_classes=self.num_classes,
+            input_size=h,
+            channels=tuple(channels),
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            batch_norm=batch_norm,
+            dropout=dropout,
+            hidden=hidden,
+            activation=activation,
+        )
+
+
+class ScratchClassifier(ClassificationModule):
+    """The from-scratch two-layer network (S1.1, S3, S4): hand-written backward pass, plain SGD.
+
+    Lightning runs the loop; the update is manual (`automatic_optimization = False`) because
+    the gradients come from `ScratchTwoLayerNet.loss_and_grads`, not from autograd.
+    """
+
+    family = "scratch"
+
+    def __init__(
+        self,
+        hidden_size: PositiveInt = 128,
+        activation: ActivationName = "relu",
+        negative_slope: float = 0.01,
+        init: Literal["normal", "he"] = "normal",
+        init_std: PositiveFloat = 0.01,
+        init_seed: int = 0,
+        lr: PositiveFloat = 0.1,
+        l2_lambda: NonNegativeFloat = 0.0,
+        loss_scale: Literal["mean", "per_class"] = "mean",
+        input_shape: tuple[int, int, int] = (1, 28, 28),
+        num_classes: PositiveInt = 10,
+    ) -> None:
+        super().__init__(input_shape=input_shape, num_classes=num_classes)
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        c, h, w = self.input_shape
+        self.network = ScratchTwoLayerNet(
+            c * h * w,
+            hidden_size,
+            self.num_classes,
+            activation=activation,
+            negative_slope=negative_slope,
+            init=init,
+            init_std=init_std,
+            seed=init_seed,
+        )
+        self.lr = float(lr)
+        self.l2_lambda = float(l2_lambda)
+        # S1.1 divides the cross-entropy by the number of classes; the gradients follow it.
+        self.loss_scale = 1.0 / self.num_classes if loss_scale == "per_class" else 1.0
+
+    def loss(self, logits: Tensor, y: Tensor) -> Tensor:
+        return self.loss_scale * F.cross_entropy(logits, y)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        loss, grads, logits = self.network.training_terms(x, y, self.l2_lambda, self.loss_scale)
+        # The hand-derived gradients are handed to a plain SGD step (p -= lr * g, no momentum,
+        # no weight decay: the L2 term is already in the gradients). Going through a Lightning
+        # optimizer keeps global_step, max_steps and checkpoint timing working as usual.
+        for name, param in self.network.named_parameters():
+            param.grad = grads[name]
+        optimizer = self.optimizers()
+        optimizer.step()
+        optimizer.zero_grad()
+        self.observe("train", loss, logits, y)
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.network.parameters(), lr=self.lr)
+
+
+#: model classes by the family tag logged with each run
+MODEL_CLASSES = (
+    MLPClassifier,
+    FourBlockCNNClassifier,
+    LeNetClassifier,
+    ConvNetClassifier,
+    ScratchClassifier,
+)

@@ -1,0 +1,189 @@
+"""End to end: each catalog experiment runs on tiny data into a real SQLite MLflow store."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from experiments.__main__ import main as cli
+from experiments.config import ConfigError, catalog, parse
+from experiments.run import run_experiment
+from tests.conftest import data_overrides
+
+EXPERIMENTS = ["s0-mlp", "s0-cnn", "s1-scratch", "s1-mlp", "s1-cnn", "s2-cnn", "s4-mlp"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _short(name: str) -> list[str]:
+    # s4-mlp and the batch-4 LeNet are step-driven: cap the steps so the test stays fast.
+    if name == "s4-mlp":
+        return [
+            "--trainer.max_epochs",
+            "-1",
+            "--trainer.max_steps",
+            "20",
+            "--trainer.val_check_interval",
+            "10",
+        ]
+    if name == "s0-cnn":
+        return ["--trainer.limit_train_batches", "30"]
+    return []
+
+
+def test_catalog_lists_the_seven_experiments(capsys):
+    assert [e.name for e in catalog()] == sorted(EXPERIMENTS)
+    assert cli(["list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 7
+    tasks = {line.split()[0]: line.split()[1] for line in lines}
+    assert tasks == {
+        "s0-cnn": "S0.3",
+        "s0-mlp": "S0.2",
+        "s1-cnn": "S1.3",
+        "s1-mlp": "S1.2",
+        "s1-scratch": "S1.1",
+        "s2-cnn": "S2",
+        "s4-mlp": "S4",
+    }
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_runs_end_to_end(name, store, fashion_dir, cifar_dir):
+    cfg = parse(name, [*data_overrides(name, fashion_dir, cifar_dir), *_short(name)])
+    result = run_experiment(cfg, store)
+    assert result.status == "FINISHED"
+
+    client = MlflowClient(store)
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    metrics = run.data.metrics
+    for key in ("test/acc", "test/precision", "test/recall", "test/f1", "train/loss", "val/loss"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert "val/acc" in metrics and "val/precision" in metrics
+    params = run.data.params
+    assert params["seed"] == "0"
+    assert params["model.class_path"] == cfg.model_class_path
+    assert params["trainer.max_epochs"] == str(cfg.values["trainer"]["max_epochs"])
+    tags = run.data.tags
+    assert tags["task"] == cfg.task
+    assert tags["experiment"] == name
+    assert tags["dataset"] == (
+        "cifar100-large_man-made_outdoor_things" if name.startswith("s0") else "fashion-mnist"
+    )
+    assert tags["lineage.source"] == "explicit"
+    assert tags["version.torch"] and tags["hardware"]
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert "config.yaml" in artifacts
+    assert [a.path for a in client.list_artifacts(result.run_id, "checkpoints")] == [
+        "checkpoints/best.ckpt"
+    ]
+    logged = yaml.safe_load(
+        Path(client.download_artifacts(result.run_id, "config.yaml")).read_text()
+    )
+    assert logged["model"]["class_path"] == cfg.model_class_path
+    assert logged["seed"] == 0
+
+
+def test_runs_of_one_dataset_share_one_experiment(store, fashion_dir, cifar_dir):
+    ids = set()
+    for name in ("s1-mlp", "s2-cnn"):
+        cfg = parse(
+            name,
+            [*data_overrides(name, fashion_dir, cifar_dir), "--trainer.limit_train_batches", "2"],
+        )
+        ids.add(MlflowClient(store).get_run(run_experiment(cfg, store).run_id).info.experiment_id)
+    assert len(ids) == 1
+
+
+def test_same_config_and_seed_give_the_same_metrics(store, fashion_dir, cifar_dir):
+    overrides = [
+        *data_overrides("s1-cnn", fashion_dir, cifar_dir),
+        "--trainer.limit_train_batches",
+        "4",
+    ]
+    first = run_experiment(parse("s1-cnn", overrides), store).test_metrics
+    second = run_experiment(parse("s1-cnn", overrides), store).test_metrics
+    other_seed = run_experiment(parse("s1-cnn", [*overrides, "--seed", "1"]), store).test_metrics
+    assert first == second
+    assert first["test/loss"] != other_seed["test/loss"]
+
+
+def test_resolved_config_file_runs_again(store, fashion_dir, cifar_dir, tmp_path):
+    cfg = parse("s1-mlp", [*data_overrides("s1-mlp", fashion_dir, cifar_dir), "--model.lr", "0.05"])
+    path = tmp_path / "resolved.yaml"
+    path.write_text(cfg.as_yaml())
+    again = parse(str(path), [])
+    assert again.values == cfg.values
+
+
+BAD_INPUTS = [
+    (["run", "s1-mlp", "--model.lr", "-1"], ["model.lr", "-1", "v>0"]),
+    (["run", "s1-mlp", "--model.lr", "0"], ["model.lr", "0", "v>0"]),
+    (["run", "s1-mlp", "--data.batch_size", "0"], ["data.batch_size", "0", "v>0"]),
+    (
+        ["run", "s1-mlp", "--model.optimizer", "rmsprop"],
+        ["model.optimizer", "rmsprop", "adam", "sgd"],
+    ),
+    (
+        ["run", "s4-mlp", "--model.activation", "nope"],
+        [
+            "model.activation",
+            "nope",
+            "relu",
+            "leaky_relu",
+            "elu",
+            "selu",
+            "swish",
+            "sigmoid",
+            "tanh",
+        ],
+    ),
+    (
+        ["run", "s0-mlp", "--data.superclass", "spaceships"],
+        ["superclass", "spaceships", "large_man-made_outdoor_things", "vehicles_1"],
+    ),
+    (["run", "nope-experiment"], ["nope-experiment", "s1-mlp", "s4-mlp"]),
+    (["run", "s1-mlp", "--trainer.max_epochs", "1.5"], ["trainer.max_epochs", "1.5"]),
+    (["run", "s1-mlp", "--model.bogus", "1"], ["--model.bogus", "valid keys under 'model'", "lr"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    BAD_INPUTS,
+    ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0] == "run" else None,
+)
+def test_bad_input_fails_before_any_run(argv, expected, store, capsys):
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    for fragment in expected:
+        assert fragment in err, (fragment, err)
+    # No MLflow store (hence no run) was created by a rejected command.
+    assert not Path("mlruns").exists()
+
+
+def test_unparseable_yaml_is_named(store, tmp_path, capsys):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml"):
+        parse(str(bad), [])
+
+
+def test_cli_exit_code_and_no_run_for_unknown_activation(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "run", "s4-mlp", "--model.activation", "nope"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "relu, leaky_relu, elu, selu, swish, sigmoid, tanh" in proc.stderr.replace("'", "")
+    assert not (tmp_path / "mlruns").exists()
