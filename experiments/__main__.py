@@ -11,16 +11,30 @@ run, so `--help` and `list` answer at once.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
+# name -> (module with a `main(argv) -> int`, one-line description). Modules are imported
+# only when their command runs.
 COMMANDS = {
-    "list": "show the experiment catalog, one line per experiment",
-    "run": "train/validate/test one experiment as a tracked MLflow run",
-    "ui": "serve the MLflow UI for the project's store on 127.0.0.1",
+    "list": ("experiments.__main__", "show the experiment catalog, one line per experiment"),
+    "run": ("experiments.run", "train/validate/test one experiment as a tracked MLflow run"),
+    "worked": ("experiments.worked", "worked examples S0.1 and S3: autograd vs chain rule"),
+    "compare-activations": (
+        "experiments.compare_activations",
+        "S4: train each activation for several seeds, log a summary run",
+    ),
+    "report": ("experiments.report", "write one report of every seed task from the store"),
+    "search": ("experiments.search", "run an Optuna study, tracked as nested MLflow runs"),
+    "compare": ("experiments.compare", "table of runs from the store, grouped, mean +- std"),
+    "ui": ("experiments.ui", "serve the MLflow UI for the project's store on 127.0.0.1"),
+    "server": ("experiments.server", "start a shared MLflow server (PostgreSQL backend)"),
+    "doctor": ("experiments.doctor", "check the store, data and storage; mark orphaned runs"),
+    "bench": ("experiments.bench", "benchmarks: accuracy, speed, search"),
 }
 
 
-def _list(argv: list[str]) -> int:
+def list_main(argv: list[str]) -> int:
     from experiments.config import catalog
 
     entries = catalog()
@@ -37,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Tracked, repeatable experiments for the seed tasks S0-S4.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
-        + "\n".join(f"  {name:<20} {text}" for name, text in COMMANDS.items())
+        + "\n".join(f"  {name:<20} {text}" for name, (_, text) in COMMANDS.items())
         + "\n\n`python -m experiments COMMAND --help` describes one command.",
     )
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
@@ -45,19 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv else 2
     args = parser.parse_args(argv[:1])
-    rest = argv[1:]
+    module_name, _ = COMMANDS[args.command]
     if args.command == "list":
-        return _list(rest)
-    if args.command == "run":
-        from experiments.run import main as run_main
-
-        return run_main(rest)
-    if args.command == "ui":
-        from experiments.ui import main as ui_main
-
-        return ui_main(rest)
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+        return list_main(argv[1:])
+    module = importlib.import_module(module_name)
+    return module.main(argv[1:])
 
 
 if __name__ == "__main__":

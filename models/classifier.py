@@ -11,6 +11,7 @@ jsonargparse from these typed signatures) is the whole configuration:
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar, Literal
 
 import lightning as L
@@ -134,8 +135,12 @@ class ClassificationModule(L.LightningModule):
         per_class = self.test_class_acc.compute()
         self.confusion_matrix = self.test_confusion.compute().cpu()
         self.per_class_accuracy = per_class.cpu()
-        for index, value in enumerate(per_class):
-            self.log(f"test/class_acc/{index}", value)
+        names = getattr(self.trainer.datamodule, "class_names", None) or [
+            str(i) for i in range(self.num_classes)
+        ]
+        for name, value in zip(names, per_class, strict=True):
+            # MLflow metric names allow letters, digits and _-./ space: "T-shirt/top" is fine.
+            self.log(f"test/class_acc/{re.sub(r'[^A-Za-z0-9_./ -]', '_', name)}", value)
         self.test_class_acc.reset()
         self.test_confusion.reset()
 
@@ -194,7 +199,7 @@ class MLPClassifier(ImageClassifier):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)
         c, h, w = self.input_shape
         self.network = MLP(
             c * h * w, self.num_classes, hidden_sizes, activation, negative_slope, dropout
@@ -212,12 +217,14 @@ class FourBlockCNNClassifier(ImageClassifier):
         dropout: float = 0.3,
         hidden: PositiveInt = 128,
         activation: ActivationName = "relu",
+        negative_slope: float = 0.01,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)
         c, h, _ = self.input_shape
         self.network = FourBlockCNN(
+            negative_slope=negative_slope,
             in_channels=c,
             num_classes=self.num_classes,
             input_size=h,
@@ -233,12 +240,18 @@ class LeNetClassifier(ImageClassifier):
 
     family = "cnn"
 
-    def __init__(self, activation: ActivationName = "relu", **kwargs: Any) -> None:
+    def __init__(
+        self, activation: ActivationName = "relu", negative_slope: float = 0.01, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)
         c, h, _ = self.input_shape
         self.network = LeNet(
-            in_channels=c, num_classes=self.num_classes, input_size=h, activation=activation
+            in_channels=c,
+            num_classes=self.num_classes,
+            input_size=h,
+            activation=activation,
+            negative_slope=negative_slope,
         )
 
 
@@ -257,12 +270,14 @@ class ConvNetClassifier(ImageClassifier):
         dropout: float = 0.1,
         hidden: PositiveInt = 128,
         activation: ActivationName = "relu",
+        negative_slope: float = 0.01,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)
         c, h, _ = self.input_shape
         self.network = ConvNet(
+            negative_slope=negative_slope,
             in_channels=c,
             num_classes=self.num_classes,
             input_size=h,
@@ -301,7 +316,7 @@ class ScratchClassifier(ClassificationModule):
         num_classes: PositiveInt = 10,
     ) -> None:
         super().__init__(input_shape=input_shape, num_classes=num_classes)
-        self.save_hyperparameters()
+        self.save_hyperparameters(logger=False)
         self.automatic_optimization = False
         c, h, w = self.input_shape
         self.network = ScratchTwoLayerNet(
