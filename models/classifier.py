@@ -64,7 +64,10 @@ class ClassificationModule(L.LightningModule):
         self.num_classes = int(num_classes)
         # Training accuracy only: it is what the learning curves need, and precision/F1 on
         # every training batch would cost time on the hot path for numbers nobody reads.
-        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro")
+        # validate_args=False: the per-step input checks (a torch.unique over the targets)
+        # cost more than the update itself for small models. (MeanMetric keeps its default
+        # nan_strategy: "disable" ignores `weight` in torchmetrics 1.9.)
+        self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
         self.train_loss = MeanMetric()
         self.val_metrics = _stage_metrics(self.num_classes, "val")
         self.test_metrics = _stage_metrics(self.num_classes, "test")
@@ -95,9 +98,11 @@ class ClassificationModule(L.LightningModule):
             # calls are the main tracking cost, and the curves only need epoch points.
             self.train_loss.update(loss.detach(), weight=n)
             self.train_acc.update(logits.detach(), y)
-            self.log("loss", loss.detach(), prog_bar=True, logger=False, batch_size=n)
+            # Nothing is logged per step: the progress bar reads `running_train_loss`.
             return
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n)
+        # sync_dist: under DDP the epoch loss is the sample-weighted mean over all ranks (the
+        # torchmetrics below sync themselves on compute); a no-op in one process.
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, batch_size=n, sync_dist=True)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         metrics.update(logits, y)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val")
@@ -114,13 +119,20 @@ class ClassificationModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
+    def running_train_loss(self) -> float | None:
+        """Mean training loss since the last summary, on this process (for the progress bar)."""
+        weight = float(self.train_loss.weight)
+        return float(self.train_loss.mean_value) / weight if weight else None
+
     def _log_train_summary(self) -> None:
         # Mean training loss/accuracy since the last point: per epoch normally, per
         # validation interval when validation runs every N steps (S4's 100 iterations).
         if self.train_loss.update_count == 0:
             return
-        self.log("train/loss", self.train_loss.compute())
-        self.log("train/acc", self.train_acc.compute())
+        # compute() already syncs across DDP ranks; sync_dist then averages equal values
+        # (a no-op) and keeps Lightning from warning that the epoch value is per-rank.
+        self.log("train/loss", self.train_loss.compute(), sync_dist=True)
+        self.log("train/acc", self.train_acc.compute(), sync_dist=True)
         self.train_loss.reset()
         self.train_acc.reset()
 
@@ -140,7 +152,8 @@ class ClassificationModule(L.LightningModule):
         ]
         for name, value in zip(names, per_class, strict=True):
             # MLflow metric names allow letters, digits and _-./ space: "T-shirt/top" is fine.
-            self.log(f"test/class_acc/{re.sub(r'[^A-Za-z0-9_./ -]', '_', name)}", value)
+            key = f"test/class_acc/{re.sub(r'[^A-Za-z0-9_./ -]', '_', name)}"
+            self.log(key, value, sync_dist=True)  # synced by compute(): see _log_train_summary
         self.test_class_acc.reset()
         self.test_confusion.reset()
 

@@ -1,0 +1,348 @@
+"""Accuracy benchmark: the Fashion-MNIST seed tasks at full length, against their targets.
+
+    python -m experiments bench accuracy                       # S1.1, S1.2, S1.3, S2
+    python -m experiments bench accuracy --tasks S1.3,S2 --tracking-uri sqlite:////tmp/acc/mlflow.db
+    python -m experiments bench accuracy --quick               # 1 short epoch each (CI)
+    python -m experiments bench accuracy --seed-settings       # the seeds' own settings
+
+Each task's catalog experiment (s1-scratch, s1-mlp, s1-cnn, s2-cnn) goes through
+`experiments.config.parse` and `experiments.run.run_experiment`, so every benchmark run is
+an ordinary tracked MLflow run (tag `bench=accuracy`) with its config, metrics and best
+checkpoint. The table puts the seed's bar, our target and the measured test accuracy side
+by side, with epochs, wall time, hardware and library versions; for S2 the per-class test
+accuracies sit next to the ones the seed reported.
+
+`--quick` (1 epoch, a few batches) only proves that the command works: its accuracies say
+nothing about the targets. `--seed-settings` runs experiments/seed_settings/*.yaml instead of
+the catalog: the settings the seed texts fixed, with our earlier defaults where they were open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from experiments.config import EXPERIMENTS_DIR, ConfigError, ResolvedConfig, parse
+
+SEED_SETTINGS_DIR = EXPERIMENTS_DIR / "seed_settings"
+
+#: MLflow tag that marks the runs of this benchmark.
+BENCH_TAG = ("bench", "accuracy")
+
+
+@dataclass(frozen=True)
+class BenchTask:
+    task: str
+    experiment: str  # catalog name
+    seed_settings: str  # file under experiments/seed_settings/
+    bar: float  # the seed's own pass mark (or its reported accuracy)
+    target: float  # what our defaults must reach
+    note: str = ""
+
+
+TASKS: dict[str, BenchTask] = {
+    t.task: t
+    for t in (
+        BenchTask("S1.1", "s1-scratch", "s1-scratch-seed.yaml", 0.77, 0.85),
+        BenchTask("S1.2", "s1-mlp", "s1-mlp-seed.yaml", 0.80, 0.88),
+        BenchTask("S1.3", "s1-cnn", "s1-cnn-seed.yaml", 0.85, 0.92, "in 10 epochs"),
+        BenchTask("S2", "s2-cnn", "s2-cnn-seed.yaml", 0.90, 0.91, "seed reported 0.90"),
+    )
+}
+
+#: S2's per-class test accuracy as reported in the seed text (percent).
+S2_SEED_CLASS_ACC: dict[str, float] = {
+    "T-shirt/top": 82,
+    "Trouser": 98,
+    "Pullover": 90,
+    "Dress": 93,
+    "Coat": 78,
+    "Sandal": 96,
+    "Shirt": 73,
+    "Sneaker": 99,
+    "Bag": 100,
+    "Ankle boot": 93,
+}
+S2_SEED_OVERALL = 90
+
+# --quick: one epoch of a few batches and a small validation split, so the whole command
+# runs in seconds on any data (the test set stays complete: it is cheap to evaluate).
+QUICK_OVERRIDES = [
+    "--trainer.max_epochs",
+    "1",
+    "--trainer.limit_train_batches",
+    "5",
+    "--data.val_size",
+    "100",
+]
+# The benchmark prints its own one line per epoch; Lightning's bars would bury the table.
+QUIET_OVERRIDES = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
+
+
+@dataclass
+class Outcome:
+    spec: BenchTask
+    cfg: ResolvedConfig
+    status: str = "not run"
+    run_id: str = ""
+    test_acc: float | None = None
+    class_acc: dict[str, float] | None = None
+    epochs: int = 0
+    minutes: float = 0.0
+    error: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.test_acc is not None and self.test_acc >= self.spec.target
+
+
+def parse_tasks(text: str) -> list[BenchTask]:
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in names if t not in TASKS]
+    if unknown or not names:
+        raise ConfigError(
+            f"--tasks={text!r}: unknown task(s) {unknown or '(none given)'}; "
+            f"allowed: {', '.join(TASKS)} (comma-separated)"
+        )
+    return [TASKS[t] for t in dict.fromkeys(names)]
+
+
+def config_source(spec: BenchTask, seed_settings: bool) -> str:
+    return str(SEED_SETTINGS_DIR / spec.seed_settings) if seed_settings else spec.experiment
+
+
+def overrides_for(quick: bool, data_dir: str | None) -> list[str]:
+    overrides = list(QUIET_OVERRIDES)
+    if data_dir is not None:
+        overrides += ["--data.data_dir", data_dir, "--data.download", "false"]
+    if quick:
+        overrides += QUICK_OVERRIDES
+    return overrides
+
+
+def _epoch_printer(label: str, max_epochs: int):
+    """A callback printing one progress line per finished training epoch."""
+    from lightning.pytorch.callbacks import Callback
+
+    class EpochProgress(Callback):
+        def __init__(self) -> None:
+            self.start = time.monotonic()
+            self.epochs_done = 0
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            # Validation has run by now, so val/acc of this epoch is in callback_metrics.
+            self.epochs_done = trainer.current_epoch + 1
+            metrics = trainer.callback_metrics
+            parts = [
+                f"{k} {float(metrics[k]):.4f}" for k in ("train/acc", "val/acc") if k in metrics
+            ]
+            minutes = (time.monotonic() - self.start) / 60
+            print(
+                f"  {label} epoch {self.epochs_done}/{max_epochs}  {'  '.join(parts)}  "
+                f"({minutes:.1f} min)",
+                flush=True,
+            )
+
+    return EpochProgress()
+
+
+def run_one(outcome: Outcome, tracking_uri: str, quick: bool, seed_settings: bool) -> None:
+    from experiments.run import run_experiment
+
+    spec, cfg = outcome.spec, outcome.cfg
+    max_epochs = int(cfg.values["trainer"].get("max_epochs") or 0)
+    progress = _epoch_printer(spec.task, max_epochs)
+    tags = {
+        BENCH_TAG[0]: BENCH_TAG[1],
+        "bench.quick": str(int(quick)),
+        "bench.settings": "seed" if seed_settings else "catalog",
+    }
+    start = time.monotonic()
+    try:
+        result = run_experiment(
+            cfg,
+            tracking_uri,
+            callbacks=[progress],
+            tags=tags,
+            run_name=f"bench-accuracy-{cfg.name}",
+            verbose=False,
+        )
+    except ConfigError as exc:
+        outcome.status, outcome.error = "config error", str(exc)
+        return
+    except Exception as exc:  # the run is marked FAILED in MLflow; go on with the next task
+        outcome.status, outcome.error = "FAILED", f"{type(exc).__name__}: {exc}"
+        return
+    finally:
+        outcome.minutes = (time.monotonic() - start) / 60
+        outcome.epochs = progress.epochs_done
+    outcome.status, outcome.run_id = result.status, result.run_id
+    outcome.test_acc = result.test_metrics.get("test/acc")
+    prefix = "test/class_acc/"
+    outcome.class_acc = {
+        k[len(prefix) :]: v for k, v in result.test_metrics.items() if k.startswith(prefix)
+    }
+
+
+def environment() -> dict[str, str]:
+    import lightning
+    import torch
+
+    from experiments.tracking import environment_tags
+
+    return {
+        "hardware": environment_tags()["hardware"],
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "threads": str(torch.get_num_threads()),
+    }
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def results_table(outcomes: Sequence[Outcome], quick: bool) -> str:
+    """Markdown table, one row per task (pasteable into the README as is)."""
+    header = "| task | experiment | seed bar | target | test acc | vs target | epochs | wall min |"
+    lines = [header, _rule(header)]
+    for o in outcomes:
+        if o.test_acc is None:
+            verdict = o.status
+        elif quick:
+            verdict = "n/a (quick)"
+        else:
+            verdict = "pass" if o.passed else f"FAIL ({o.test_acc - o.spec.target:+.4f})"
+        target = f">= {o.spec.target:.2f}" + (f" {o.spec.note}" if o.spec.note else "")
+        lines.append(
+            f"| {o.spec.task} | {o.cfg.name} | {o.spec.bar:.2f} | {target} | "
+            f"{_fmt(o.test_acc)} | {verdict} | {o.epochs} | {o.minutes:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _rule(header: str) -> str:
+    return "|" + "---|" * (header.count("|") - 1)
+
+
+def class_table(class_acc: dict[str, float], overall: float | None) -> str:
+    """S2's per-class test accuracy (percent) beside the seed's reported numbers."""
+    header = "| class | seed % | ours % | diff |"
+    lines = [header, _rule(header)]
+    for name, seed in S2_SEED_CLASS_ACC.items():
+        ours = class_acc.get(name)
+        ours_pct = None if ours is None else 100 * ours
+        diff = "-" if ours_pct is None else f"{ours_pct - seed:+.1f}"
+        lines.append(f"| {name} | {seed:.0f} | {_fmt(ours_pct, 1)} | {diff} |")
+    overall_pct = None if overall is None else 100 * overall
+    diff = "-" if overall_pct is None else f"{overall_pct - S2_SEED_OVERALL:+.1f}"
+    lines.append(f"| overall | {S2_SEED_OVERALL} | {_fmt(overall_pct, 1)} | {diff} |")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments bench accuracy",
+        description="Run the Fashion-MNIST seed tasks at full length and compare the test "
+        "accuracy with the seed's bar and our target.",
+    )
+    parser.add_argument(
+        "--tasks",
+        default=",".join(TASKS),
+        help=f"comma-separated subset of {','.join(TASKS)} (default: all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 epoch of 5 batches per task: proves the command works (CI), not the targets",
+    )
+    parser.add_argument(
+        "--seed-settings",
+        action="store_true",
+        help="run experiments/seed_settings/*.yaml (the seeds' own settings) instead of the "
+        "catalog",
+    )
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    parser.add_argument(
+        "--data-dir",
+        help="Fashion-MNIST directory to use instead of the normal lookup (downloads disabled)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    from experiments import tracking
+
+    args = build_parser().parse_args(list(argv))
+    try:
+        specs = parse_tasks(args.tasks)
+        overrides = overrides_for(args.quick, args.data_dir)
+        # Every config is parsed before anything runs: a typo fails in a second, not after
+        # the first hour of training.
+        outcomes = [
+            Outcome(spec, parse(config_source(spec, args.seed_settings), overrides))
+            for spec in specs
+        ]
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    env = environment()
+    started = dt.datetime.now().astimezone()
+    load_before = os.getloadavg()
+    mode = "quick (1 epoch, 5 batches)" if args.quick else "full length"
+    print(
+        f"Accuracy benchmark, {mode}, {'seed settings' if args.seed_settings else 'catalog'}: "
+        f"{', '.join(s.task for s in specs)} -> {uri}",
+        flush=True,
+    )
+    for i, outcome in enumerate(outcomes, 1):
+        trainer = outcome.cfg.values["trainer"]
+        print(
+            f"[{i}/{len(outcomes)}] {outcome.spec.task} {outcome.cfg.name}: "
+            f"{trainer.get('max_epochs')} epochs ...",
+            flush=True,
+        )
+        run_one(outcome, uri, args.quick, args.seed_settings)
+        acc = _fmt(outcome.test_acc)
+        print(
+            f"[{i}/{len(outcomes)}] {outcome.spec.task} {outcome.status}: test/acc {acc} "
+            f"in {outcome.minutes:.1f} min (run {outcome.run_id or '-'})",
+            flush=True,
+        )
+        if outcome.error:
+            print(f"  error: {outcome.error}", file=sys.stderr)
+
+    load_after = os.getloadavg()
+    print()
+    print(f"Date: {started:%Y-%m-%d %H:%M %Z}  store: {uri}")
+    print(f"Hardware: {env['hardware']} (torch threads {env['threads']})")
+    print(f"Versions: torch {env['torch']}, lightning {env['lightning']}")
+    print(f"Load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    print()
+    print(results_table(outcomes, args.quick))
+    for outcome in outcomes:
+        if outcome.spec.task == "S2" and outcome.class_acc:
+            print()
+            print("S2 per-class test accuracy (seed's reported numbers beside ours):")
+            print()
+            print(class_table(outcome.class_acc, outcome.test_acc))
+    if args.quick:
+        print("\n--quick: accuracies after 5 batches only prove that the command works.")
+    failed = [o for o in outcomes if o.status != "FINISHED"]
+    missed = [] if args.quick else [o for o in outcomes if not o.passed]
+    return 1 if failed or missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

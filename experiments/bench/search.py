@@ -1,0 +1,205 @@
+"""Search benchmark: Optuna worker throughput and what pruning saves, measured in one run.
+
+    python -m experiments bench search            # full measurement (tens of minutes)
+    python -m experiments bench search --quick    # CI: proves the benchmark works
+
+Everything runs the real command (`python -m experiments search lr ...`) in fresh
+temporary stores, on a real Fashion-MNIST subset (the Debian dataset; the synthetic
+writer's data when it is missing), base s1-mlp:
+
+1. Throughput: the same unpruned study with 1 worker, then with 2 workers. Trials per
+   minute = trials / (last trial end - first trial start), read from the Optuna journal,
+   so process start-up and the final plots are not counted; the command's wall time is
+   printed too. Target: 2 workers >= 1.6x the trials per minute of 1, on 2 free cores.
+2. Pruning: the same study (same sampler seed, same trials) without and with the pruner.
+   Epochs spent and best val/acc of each. Target: the pruned study's best val/acc within
+   0.3 points (0.003) of the unpruned one's, with <= 40% of its epochs.
+
+Figures on a shared or busy machine are noisy: the load average is printed beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass
+class StudyFigures:
+    trials: int
+    span_s: float  # first trial start -> last trial end
+    wall_s: float  # the whole command
+    epochs: int
+    best: float
+    pruned: int
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * self.trials / self.span_s if self.span_s > 0 else float("nan")
+
+
+def data_overrides(root: Path) -> tuple[list[str], str]:
+    """Real Fashion-MNIST subset if installed, else the synthetic one; and its label."""
+    common = [
+        "--data.download",
+        "false",
+        "--data.val_size",
+        "5000",
+        "--trainer.limit_train_batches",
+        "60",  # 60 x 64 = 3,840 training images per epoch
+    ]
+    if any(FASHION_SYSTEM_DIR.glob("*ubyte*")):
+        return common, f"real Fashion-MNIST ({FASHION_SYSTEM_DIR}), 3,840 train/epoch, 5,000 val"
+    from datamodules.synthetic import write_fashion_mnist
+
+    folder = write_fashion_mnist(root / "fashion", n_train=8000, n_test=1000)
+    label = "synthetic Fashion-MNIST (real data not installed), 3,840 train/epoch, 5,000 val"
+    return [*common, "--data.data_dir", str(folder)], label
+
+
+def run_study(
+    folder: Path, overrides: list[str], *, trials: int, epochs: int, workers: int, pruner: str
+) -> StudyFigures:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.trial import TrialState
+
+    folder.mkdir(parents=True)
+    journal = folder / "journal.log"
+    cmd = [
+        sys.executable,
+        "-m",
+        "experiments",
+        "search",
+        "lr",
+        "--trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        "--pruner",
+        pruner,
+        "--study-name",
+        "bench",
+        "--storage",
+        str(journal),
+        "--tracking-uri",
+        f"sqlite:///{folder}/mlflow.db",
+        "--trainer.max_epochs",
+        str(epochs),
+        *overrides,
+    ]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    started = time.monotonic()
+    done = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+    wall = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"search failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    study = optuna.load_study(
+        study_name="bench", storage=JournalStorage(JournalFileBackend(str(journal)))
+    )
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    span = (
+        max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
+    ).total_seconds()
+    return StudyFigures(
+        trials=len(finished),
+        span_s=span,
+        wall_s=wall,
+        epochs=sum(int(t.user_attrs.get("epochs", 0)) for t in finished),
+        best=study.best_value,
+        pruned=sum(t.state == TrialState.PRUNED for t in finished),
+    )
+
+
+def load_average() -> str:
+    try:
+        return " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments bench search", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small studies (CI)")
+    parser.add_argument("--pruner", choices=("median", "hyperband"), default="median")
+    args = parser.parse_args(argv)
+    speed_trials, speed_epochs = (4, 1) if args.quick else (12, 3)
+    prune_trials, prune_epochs = (6, 3) if args.quick else (20, 8)
+
+    with tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        root = Path(tmp)
+        overrides, data_label = data_overrides(root)
+        print(
+            f"search benchmark{' (--quick)' if args.quick else ''}: lr study on s1-mlp, {data_label}"
+        )
+        print(f"machine: {os.cpu_count()} cores; load average before: {load_average()}")
+
+        print(
+            f"\n1. throughput: {speed_trials} unpruned trials x {speed_epochs} epochs", flush=True
+        )
+        speed = {}
+        for workers in (1, 2):
+            speed[workers] = f = run_study(
+                root / f"workers{workers}",
+                overrides,
+                trials=speed_trials,
+                epochs=speed_epochs,
+                workers=workers,
+                pruner="none",
+            )
+            print(
+                f"   {workers} worker(s): {f.trials} trials in {f.span_s:.1f} s = "
+                f"{f.per_minute:.2f} trials/min (command wall time {f.wall_s:.1f} s; "
+                f"load {load_average()})",
+                flush=True,
+            )
+        ratio = speed[2].per_minute / speed[1].per_minute
+        print(f"   ratio 2/1 workers: {ratio:.2f}x (target >= 1.6x)")
+
+        print(
+            f"\n2. pruning ({args.pruner}): {prune_trials} trials x up to {prune_epochs} epochs, "
+            "same sampler seed",
+            flush=True,
+        )
+        full = run_study(
+            root / "unpruned",
+            overrides,
+            trials=prune_trials,
+            epochs=prune_epochs,
+            workers=1,
+            pruner="none",
+        )
+        pruned = run_study(
+            root / "pruned",
+            overrides,
+            trials=prune_trials,
+            epochs=prune_epochs,
+            workers=1,
+            pruner=args.pruner,
+        )
+        for label, f in (("unpruned", full), ("pruned", pruned)):
+            print(
+                f"   {label:<8}: {f.epochs} epochs, {f.pruned} trials pruned, best val/acc "
+                f"{f.best:.4f} ({f.span_s:.0f} s)"
+            )
+        share = pruned.epochs / full.epochs
+        points = 100 * (full.best - pruned.best)
+        print(
+            f"   pruned/unpruned epochs: {share:.0%} (target <= 40%); best val/acc difference: "
+            f"{points:+.2f} points (unpruned - pruned; target <= 0.3)"
+        )
+        print(f"\nload average after: {load_average()}")
+    return 0

@@ -1,0 +1,471 @@
+"""Speed benchmark: the project's `run` path against a bare PyTorch loop, side by side.
+
+    python -m experiments bench speed            # full: several epochs per case
+    python -m experiments bench speed --quick    # CI: a few hundred batches per case
+    python -m experiments bench speed --json     # one JSON object with the headline figures
+
+For S1.2 (MLP 784-128-10, SGD, batch 64), S1.3 (four-block CNN, Adam, batch 64) and S0.3
+(LeNet, Adam, batch 4 on 2,500 CIFAR-shaped images) it times, in this one process:
+(a) a bare PyTorch loop over the same in-memory tensors (the reference), (b) the project's
+own `run` path with MLflow tracking on, and for S1.2 (c) the conventional set-up
+(torchvision `FashionMNIST` + `ToTensor`, default `DataLoader`, default `Trainer`).
+Seconds per epoch are the median over the measured epochs after one warm-up epoch;
+validation time is excluded from (b) and (c) because (a) has none. Also measured: CLI cold
+start (`python -m experiments --help`), time from `run` to the first training step (a
+fresh process), and the share of a 1-epoch S1.2 run's wall time spent in MLflow calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+# --- (a) the bare loop --------------------------------------------------------------------
+
+
+def bare_epoch_times(
+    make_network: Callable, make_optimizer: Callable, x, y, batch_size: int, epochs: int, limit
+) -> list[float]:
+    """Seconds per epoch of a plain loop: shuffle, slice, forward, loss, backward, step."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    network = make_network()
+    optimizer = make_optimizer(network.parameters())
+    network.train()
+    n = len(x) if limit is None else min(len(x), limit * batch_size)
+    times = []
+    for _ in range(epochs + 1):  # +1: the first epoch is the warm-up
+        start = time.perf_counter()
+        perm = torch.randperm(len(x))[:n]
+        xs, ys = x[perm], y[perm]
+        for i in range(0, n, batch_size):
+            loss = F.cross_entropy(network(xs[i : i + batch_size]), ys[i : i + batch_size])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        times.append(time.perf_counter() - start)
+    return times[1:]
+
+
+# --- (b)/(c) epoch timing through Lightning ---------------------------------------------
+
+
+def _epoch_timer():
+    """A callback that records training-epoch durations minus the validation inside them."""
+    import lightning as L
+
+    class EpochTimer(L.Callback):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+            self._start = 0.0
+            self._val = 0.0
+            self._val_start = 0.0
+
+        def on_train_epoch_start(self, trainer, pl_module) -> None:
+            self._start, self._val = time.perf_counter(), 0.0
+
+        def on_validation_start(self, trainer, pl_module) -> None:
+            self._val_start = time.perf_counter()
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            self._val += time.perf_counter() - self._val_start
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            self.times.append(time.perf_counter() - self._start - self._val)
+
+    return EpochTimer()
+
+
+def project_epoch_times(
+    name: str, overrides: list[str], uri: str, epochs: int
+) -> tuple[list[float], float]:
+    """Seconds per epoch of `python -m experiments run NAME` (tracking on); and its wall time."""
+    from experiments.config import parse
+    from experiments.run import run_experiment
+
+    cfg = parse(name, [*overrides, "--trainer.max_epochs", str(epochs + 1)])
+    timer = _epoch_timer()
+    start = time.perf_counter()
+    run_experiment(cfg, uri, callbacks=[timer])
+    return timer.times[1:], time.perf_counter() - start
+
+
+def conventional_epoch_times(raw_dir: Path, epochs: int, limit, workdir: Path) -> list[float]:
+    """torchvision FashionMNIST + ToTensor + default DataLoader + default Trainer (S1.2 model)."""
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+    from torchvision import datasets, transforms
+
+    from models.components import MLP
+
+    class PlainModule(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = MLP(784, 10, [128])
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = F.cross_entropy(self.network(x), y)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    # torchvision wants the uncompressed files under <root>/FashionMNIST/raw.
+    root = workdir / "torchvision"
+    raw = root / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for gz in raw_dir.glob("*-ubyte.gz"):
+        target = raw / gz.name[: -len(".gz")]
+        if not target.exists():
+            with gzip.open(gz) as src, open(target, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    dataset = datasets.FashionMNIST(root, train=True, transform=transforms.ToTensor())
+    torch.manual_seed(0)
+    timer = _epoch_timer()
+    trainer = L.Trainer(
+        max_epochs=epochs + 1,
+        accelerator="cpu",
+        default_root_dir=str(workdir / "conventional"),
+        callbacks=[timer],
+        limit_train_batches=limit,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(PlainModule(), DataLoader(dataset, batch_size=64, shuffle=True))
+    return timer.times[1:]
+
+
+# --- whole-process figures ----------------------------------------------------------------
+
+
+def cli_help_seconds(repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "experiments", "--help"],
+            cwd=REPO,
+            capture_output=True,
+            check=True,
+        )
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+FIRST_STEP_PROBE = """
+import sys, time
+import lightning as L
+from experiments.config import parse
+from experiments.run import run_experiment
+
+class FirstStep(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0 and trainer.current_epoch == 0:
+            print("FIRST_STEP", time.time(), flush=True)
+
+run_experiment(parse(sys.argv[1], sys.argv[3:]), sys.argv[2], callbacks=[FirstStep()])
+"""
+
+
+def first_step_seconds(name: str, overrides: list[str], uri: str, workdir: Path) -> float:
+    """Wall time from spawning `run` (a fresh interpreter) to its first training batch."""
+    start = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", FIRST_STEP_PROBE, name, uri, *overrides],
+        cwd=workdir,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("FIRST_STEP"):
+            return float(line.split()[1]) - start
+    raise RuntimeError(f"the probe printed no FIRST_STEP line:\n{proc.stdout}\n{proc.stderr}")
+
+
+@contextmanager
+def mlflow_call_timer():
+    """Time spent inside MlflowClient methods (outermost calls only), for the tracking share."""
+    from mlflow import MlflowClient
+
+    spent = {"seconds": 0.0, "calls": 0}
+    depth = {"n": 0}
+    originals = {}
+
+    def wrap(fn):
+        def timed(*args, **kwargs):
+            depth["n"] += 1
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                depth["n"] -= 1
+                if depth["n"] == 0:
+                    spent["seconds"] += time.perf_counter() - start
+                    spent["calls"] += 1
+
+        return timed
+
+    for attr in dir(MlflowClient):
+        value = getattr(MlflowClient, attr)
+        if not attr.startswith("_") and callable(value) and not isinstance(value, type):
+            originals[attr] = value
+            setattr(MlflowClient, attr, wrap(value))
+    try:
+        yield spent
+    finally:
+        for attr, value in originals.items():
+            setattr(MlflowClient, attr, value)
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def fashion_source(workdir: Path) -> tuple[Path, str]:
+    """The real Fashion-MNIST if installed, else a generated full-size stand-in."""
+    if all((FASHION_SYSTEM_DIR / f).exists() for f in ("train-images-idx3-ubyte.gz",)):
+        return FASHION_SYSTEM_DIR, "real Fashion-MNIST"
+    from datamodules.synthetic import write_fashion_mnist
+
+    root = write_fashion_mnist(workdir / "fashion", n_train=60000, n_test=10000)
+    return root / "FashionMNIST" / "raw", "generated Fashion-MNIST-shaped data"
+
+
+def cifar_source(workdir: Path) -> tuple[Path, str]:
+    """Generated CIFAR-100-format data: 500 train images per fine class (2,500 per superclass)."""
+    from datamodules.synthetic import write_cifar100
+
+    root = write_cifar100(workdir / "cifar", n_train_per_class=500, n_test_per_class=100)
+    return root, "generated CIFAR-shaped data (real CIFAR-100 unavailable offline)"
+
+
+# --- the benchmark ----------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
+    import torch
+
+    from datamodules import CIFAR100SuperclassDataModule, FashionMNISTDataModule
+    from models.components import MLP, FourBlockCNN, LeNet
+
+    uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
+    epochs = 1 if quick else 3
+    fashion_dir, fashion_kind = fashion_source(workdir)
+    cifar_dir, cifar_kind = cifar_source(workdir)
+    common = [
+        "--trainer.enable_model_summary",
+        "false",
+        "--data.download",
+        "false",
+    ]
+    fashion = FashionMNISTDataModule(data_dir=str(fashion_dir), download=False)
+    fashion.setup()
+    cifar = CIFAR100SuperclassDataModule(data_dir=str(cifar_dir), download=False)
+    cifar.setup()
+    figures: dict = {
+        "threads": torch.get_num_threads(),
+        "data": {"fashion": fashion_kind, "cifar": cifar_kind},
+        "epochs_measured": epochs,
+    }
+
+    # The store is created once up front: its one-off schema migration is not a per-run cost.
+    from experiments import tracking
+
+    tracking.ensure_experiment(tracking.client(uri), uri, "warm-up")
+
+    cases = {
+        "s12": dict(
+            name="s1-mlp",
+            x=fashion.train_x,
+            y=fashion.train_y,
+            batch=64,
+            net=lambda: MLP(784, 10, [128]),
+            opt=lambda p: torch.optim.SGD(p, lr=0.1),
+            data=["--data.data_dir", str(fashion_dir)],
+            limit=300 if quick else None,
+        ),
+        "s13": dict(
+            name="s1-cnn",
+            x=fashion.train_x,
+            y=fashion.train_y,
+            batch=64,
+            net=lambda: FourBlockCNN(),
+            opt=lambda p: torch.optim.Adam(p, lr=1e-3),
+            data=["--data.data_dir", str(fashion_dir)],
+            limit=40 if quick else None,
+        ),
+        "s03": dict(
+            name="s0-cnn",
+            x=cifar.train_x,
+            y=cifar.train_y,
+            batch=4,
+            net=lambda: LeNet(),
+            opt=lambda p: torch.optim.Adam(p, lr=1e-3),
+            data=["--data.data_dir", str(cifar_dir)],
+            limit=300 if quick else None,
+        ),
+    }
+    for key, case in cases.items():
+        log(f"[{key}] bare loop ...")
+        bare = bare_epoch_times(
+            case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs, case["limit"]
+        )
+        overrides = [*common, *case["data"], "--trainer.enable_progress_bar", "true"]
+        if case["limit"] is not None:
+            overrides += ["--trainer.limit_train_batches", str(case["limit"])]
+        log(f"[{key}] project run path (tracking on) ...")
+        project, _ = project_epoch_times(case["name"], overrides, uri, epochs)
+        figures[key] = {
+            "bare_s_per_epoch": _median(bare),
+            "project_s_per_epoch": _median(project),
+            "batches_per_epoch": -(-len(case["x"]) // case["batch"])
+            if case["limit"] is None
+            else case["limit"],
+        }
+        figures[f"{key}_vs_bare"] = _median(project) / _median(bare)
+        log(
+            f"[{key}] bare {_median(bare):.3f} s/epoch, project {_median(project):.3f} s/epoch, "
+            f"ratio {figures[f'{key}_vs_bare']:.3f}"
+        )
+
+    log("[s12] conventional set-up (torchvision + DataLoader + default Trainer) ...")
+    conventional = conventional_epoch_times(
+        fashion_dir, 1, cases["s12"]["limit"], workdir
+    )  # one measured epoch: it is the slow one
+    figures["s12"]["conventional_s_per_epoch"] = _median(conventional)
+    figures["s12_speedup_vs_conventional"] = (
+        _median(conventional) / figures["s12"]["project_s_per_epoch"]
+    )
+
+    log("CLI cold start ...")
+    figures["cli_help_s"] = cli_help_seconds()
+    log("time to first training step (fresh process) ...")
+    first_overrides = [*common, "--data.data_dir", str(fashion_dir), "--trainer.max_epochs", "1"]
+    first_overrides += [
+        "--trainer.limit_train_batches",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+    ]
+    figures["first_step_s"] = first_step_seconds("s1-mlp", first_overrides, uri, workdir)
+
+    log("tracking share of a 1-epoch S1.2 run ...")
+    with mlflow_call_timer() as spent:
+        start = time.perf_counter()
+        from experiments.config import parse
+        from experiments.run import run_experiment
+
+        run_experiment(
+            parse(
+                "s1-mlp",
+                [*common, "--data.data_dir", str(fashion_dir), "--trainer.max_epochs", "1"]
+                + (["--trainer.limit_train_batches", "300"] if quick else []),
+            ),
+            uri,
+        )
+        wall = time.perf_counter() - start
+    figures["tracking"] = {
+        "mlflow_s": spent["seconds"],
+        "calls": spent["calls"],
+        "run_wall_s": wall,
+    }
+    figures["tracking_share"] = spent["seconds"] / wall
+    return figures
+
+
+TARGETS = {
+    "s12_vs_bare": ("<=", 1.5),
+    "s12_speedup_vs_conventional": (">=", 5.0),
+    "s13_vs_bare": ("<=", 1.05),
+    "s03_vs_bare": ("<=", 1.25),
+    "cli_help_s": ("<=", 1.0),
+    "first_step_s": ("<=", 5.0),
+    "tracking_share": ("<=", 0.03),
+}
+JSON_KEYS = tuple(TARGETS)
+
+
+def _verdict(key: str, value: float) -> str:
+    op, bound = TARGETS[key]
+    ok = value <= bound if op == "<=" else value >= bound
+    return f"{op} {bound:<5} {'met' if ok else 'MISSED'}"
+
+
+def print_table(figures: dict) -> None:
+    from experiments.tracking import environment_tags
+
+    env = environment_tags()
+    print(f"\nhardware: {env['hardware']}; torch threads {figures['threads']}")
+    print(
+        f"versions: torch {env['version.torch']}, lightning {env['version.lightning']}, "
+        f"mlflow {env['version.mlflow']}; epochs measured per case: {figures['epochs_measured']}"
+    )
+    print(f"data: {figures['data']['fashion']}; S0.3: {figures['data']['cifar']}\n")
+    print(f"{'case':<6} {'batches':>8} {'bare s/ep':>10} {'project s/ep':>13} {'conv s/ep':>10}")
+    for key in ("s12", "s13", "s03"):
+        row = figures[key]
+        conv = row.get("conventional_s_per_epoch")
+        print(
+            f"{key:<6} {row['batches_per_epoch']:>8} {row['bare_s_per_epoch']:>10.3f} "
+            f"{row['project_s_per_epoch']:>13.3f} {'' if conv is None else f'{conv:10.3f}':>10}"
+        )
+    t = figures["tracking"]
+    print(
+        f"\ntracking: {t['mlflow_s']:.3f} s in {t['calls']} MLflow calls "
+        f"of a {t['run_wall_s']:.2f} s 1-epoch S1.2 run\n"
+    )
+    print(f"{'figure':<30} {'value':>8}  target")
+    for key in JSON_KEYS:
+        print(f"{key:<30} {figures[key]:>8.3f}  {_verdict(key, figures[key])}")
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments bench speed", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="short epochs (CI)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
+    args = parser.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="bench-speed-") as tmp:
+        workdir = Path(args.workdir or tmp).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        cwd = os.getcwd()
+        os.chdir(workdir)  # Lightning's default root (conventional set-up) lands here
+        try:
+            figures = measure(args.quick, workdir, log)
+        finally:
+            os.chdir(cwd)
+    if args.json:
+        print(json.dumps({key: figures[key] for key in JSON_KEYS} | {"details": figures}))
+    else:
+        print_table(figures)
+    return 0

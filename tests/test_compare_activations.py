@@ -1,0 +1,197 @@
+"""compare-activations: one tracked run per (activation, seed) plus a summary run, on tiny data."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from experiments.compare_activations import main as compare
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def empty_store_db(tmp_path_factory):
+    """An MLflow SQLite database with its schema created: the migrations take ~10 s, so one
+    copy is made per test session (in its base temp folder) and reused by every module."""
+    db = tmp_path_factory.getbasetemp() / "mlflow-empty-store" / "mlflow.db"
+    if not db.exists():
+        db.parent.mkdir(exist_ok=True)
+        MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def store(store, empty_store_db):
+    """conftest's `store`, starting from a copy of the migrated empty database."""
+    target = Path(store.removeprefix("sqlite:///"))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(empty_store_db, target)
+    return store
+
+
+def _tiny(fashion_dir) -> list[str]:
+    # 20 iterations, validation every 10; a 16-unit hidden layer keeps the per-run
+    # first-layer-weights figure small.
+    return [
+        "--trainer.max_steps",
+        "20",
+        "--trainer.val_check_interval",
+        "10",
+        "--data.data_dir",
+        str(fashion_dir),
+        "--data.val_size",
+        "100",
+        "--data.download",
+        "false",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+        "--model.hidden_size",
+        "16",
+    ]
+
+
+def _all_runs(client: MlflowClient):
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids, max_results=1000) if ids else []
+
+
+def _final(client: MlflowClient, run_id: str, key: str) -> float:
+    history = client.get_metric_history(run_id, key)
+    return max(history, key=lambda m: (m.step, m.timestamp)).value
+
+
+def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
+    args = ["--activations", "relu,swish", "--seeds", "2", "--tracking-uri", store]
+    assert compare([*args, *_tiny(fashion_dir)]) == 0
+    out = capsys.readouterr().out
+    for i in range(1, 5):
+        assert f"[{i}/4] activation=" in out  # progress: which run of how many
+
+    client = MlflowClient(store)
+    runs = _all_runs(client)
+    summaries = [r for r in runs if r.data.tags.get("kind") == "activation-summary"]
+    children = [r for r in runs if r.data.tags.get("kind") != "activation-summary"]
+    assert len(summaries) == 1 and len(children) == 4
+    summary = summaries[0]
+    group_id = summary.data.tags["group_id"]
+    assert summary.info.status == "FINISHED" and summary.data.tags["task"] == "S4"
+    assert {(r.data.tags["activation"], r.data.tags["seed"]) for r in children} == {
+        ("relu", "0"),
+        ("relu", "1"),
+        ("swish", "0"),
+        ("swish", "1"),
+    }
+    for run in children:
+        tags = run.data.tags
+        assert run.info.status == "FINISHED"
+        assert tags["study"] == "compare-activations" and tags["group_id"] == group_id
+        assert tags["experiment"] == "s4-mlp" and tags["task"] == "S4"
+        assert run.data.params["model.activation"] == tags["activation"]
+        assert run.data.params["trainer.max_steps"] == "20"
+
+    # The summary table against the child runs' own metric histories.
+    summary_id = summary.info.run_id
+    table = client.download_artifacts(summary_id, "activation_summary.csv")
+    rows = {row["activation"]: row for row in csv.DictReader(io.StringIO(Path(table).read_text()))}
+    assert list(rows) == ["relu", "swish"]
+    for name, row in rows.items():
+        mine = [r for r in children if r.data.tags["activation"] == name]
+        losses = [_final(client, r.info.run_id, "train/loss") for r in mine]
+        accs = [_final(client, r.info.run_id, "val/acc") for r in mine]
+        assert int(row["runs"]) == 2
+        assert float(row["final_train_loss_mean"]) == pytest.approx(statistics.fmean(losses))
+        assert float(row["final_train_loss_std"]) == pytest.approx(statistics.stdev(losses))
+        assert float(row["final_val_acc_mean"]) == pytest.approx(statistics.fmean(accs))
+        assert float(row["final_val_acc_std"]) == pytest.approx(statistics.stdev(accs), abs=1e-12)
+        assert set(row["run_ids"].split()) == {r.info.run_id for r in mine}
+        # The same numbers in the printed table and in the summary run's metrics.
+        mean, std = statistics.fmean(losses), statistics.stdev(losses)
+        assert f"| {name} | 2 | {mean:.4f} ± {std:.4f} |" in out
+        assert summary.data.metrics[f"{name}/final_val_acc_mean"] == pytest.approx(
+            statistics.fmean(accs)
+        )
+    markdown = Path(client.download_artifacts(summary_id, "activation_summary.md")).read_text()
+    assert "| relu | 2 |" in markdown and "1.49 / 0.470" in markdown
+
+    for name in ("activation_loss.png", "activation_val_acc.png", "activation_bars.png"):
+        data = Path(client.download_artifacts(summary_id, f"figures/{name}")).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000, name
+
+    # Completing the same group again reuses the four finished runs: only a new summary.
+    assert compare([*args, "--group-id", group_id, *_tiny(fashion_dir)]) == 0
+    assert "already finished in this group" in capsys.readouterr().out
+    runs = _all_runs(client)
+    assert len(runs) == 6
+    assert sum(r.data.tags.get("kind") == "activation-summary" for r in runs) == 2
+
+
+def test_unknown_activation_fails_before_any_run(store, fashion_dir, capsys):
+    argv = ["--activations", "relu,nope", "--seeds", "1", "--tracking-uri", store]
+    assert compare([*argv, *_tiny(fashion_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "'nope'" in err and "valid: relu, leaky_relu, elu, selu, swish, sigmoid, tanh" in err
+    assert _all_runs(MlflowClient(store)) == []
+
+
+def test_owned_flags_and_bad_overrides_fail_before_any_run(store, fashion_dir, capsys):
+    base = ["--seeds", "1", "--tracking-uri", store, *_tiny(fashion_dir)]
+    assert compare([*base, "--model.activation", "tanh"]) == 2
+    assert "use --activations" in capsys.readouterr().err
+    assert compare([*base, "--model.lr", "-1"]) == 2
+    assert "model.lr" in capsys.readouterr().err
+    assert _all_runs(MlflowClient(store)) == []
+
+
+@pytest.mark.slow
+def test_interrupted_comparison_keeps_finished_runs_and_completes_later(store, fashion_dir):
+    # A real process, stopped with Ctrl-C (SIGINT) once its second run has started.
+    argv = ["--activations", "relu", "--seeds", "2", "--tracking-uri", store, *_tiny(fashion_dir)]
+    log = Path(store.removeprefix("sqlite:///")).parent / "compare.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "experiments", "compare-activations", *argv],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            # A background child of a non-interactive shell inherits SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
+        deadline = time.monotonic() + 300
+        while "[2/2] activation=relu seed=1: training" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=120) == 130, log.read_text()
+    text = log.read_text()
+    group_id = re.search(r"--group-id (\S+)", text).group(1)
+
+    client = MlflowClient(store)
+    runs = _all_runs(client)
+    assert [r.data.tags["seed"] for r in runs if r.info.status == "FINISHED"] == ["0"]
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in runs)
+    assert not any(r.data.tags.get("kind") == "activation-summary" for r in runs)
+
+    # Completing the group trains only seed 1 again, then writes the summary of both.
+    assert compare([*argv, "--group-id", group_id]) == 0
+    runs = _all_runs(client)
+    finished = [r for r in runs if r.info.status == "FINISHED" and "kind" not in r.data.tags]
+    assert sorted(r.data.tags["seed"] for r in finished) == ["0", "1"]
+    summary = next(r for r in runs if r.data.tags.get("kind") == "activation-summary")
+    table = client.download_artifacts(summary.info.run_id, "activation_summary.csv")
+    row = next(csv.DictReader(io.StringIO(Path(table).read_text())))
+    assert set(row["run_ids"].split()) == {r.info.run_id for r in finished}

@@ -1,0 +1,361 @@
+"""Optuna studies tracked in MLflow: `python -m experiments search`.
+
+    python -m pytest tests/test_search.py              # fast part
+    python -m pytest tests/test_search.py -m slow      # real process kill, 2 workers
+
+Everything is real: a fresh SQLite MLflow store, Optuna's journal storage, Lightning
+training on the tiny Fashion-MNIST of conftest, and real processes for the kill/workers
+tests.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from experiments import search
+from experiments.config import ConfigError, parse
+from experiments.run import run_experiment
+from experiments.study_space import load_space
+from models.activations import ACTIVATIONS
+from tests.conftest import data_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny(fashion_dir, epochs: int = 1) -> list[str]:
+    overrides = data_overrides("s1-mlp", fashion_dir, None)
+    overrides[overrides.index("--trainer.max_epochs") + 1] = str(epochs)
+    return overrides
+
+
+def journal(tmp_path: Path) -> Path:
+    return tmp_path / "mlruns" / "optuna" / "journal.log"
+
+
+def load_study(tmp_path: Path, name: str = "lr-s1-mlp") -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal(tmp_path)))
+    )
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def study_runs(uri: str, name: str = "lr-s1-mlp"):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("fashion-mnist")
+    runs = client.search_runs([experiment.experiment_id], f"tags.study_name = '{name}'")
+    parents = [r for r in runs if r.data.tags["study_role"] == "parent"]
+    children = [r for r in runs if r.data.tags["study_role"] == "trial"]
+    return client, parents, children
+
+
+def write_space(path: Path, params: dict) -> Path:
+    path.write_text(yaml.safe_dump({"description": "test space", "params": params}))
+    return path
+
+
+# --- fast ------------------------------------------------------------------------------
+
+
+def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_dir, tmp_path):
+    argv = ["lr", "--trials", "4", "--tracking-uri", store, *tiny(fashion_dir, epochs=2)]
+    assert search.main(argv) == 0
+
+    client, parents, children = study_runs(store)
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status in ("FINISHED", "KILLED")
+        state = child.data.tags["trial_state"]
+        assert state == {"FINISHED": "COMPLETE", "KILLED": "PRUNED"}[child.info.status]
+        if state == "PRUNED":
+            assert "pruned_at_epoch" in child.data.tags and "error" not in child.data.tags
+        assert "objective/val/acc" in child.data.metrics
+        assert "trial.lr" in child.data.params
+        assert child.data.params["model.lr"] == child.data.params["trial.lr"]
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == [0, 1, 2, 3]
+
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"leaderboard.csv", "best_config.yaml", "plots"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    for name in ("optimization_history", "parallel_coordinate", "slice"):
+        assert f"plots/{name}.png" in plots
+    local = Path(client.download_artifacts(parent.info.run_id, "leaderboard.csv", str(tmp_path)))
+    lines = local.read_text().splitlines()
+    assert lines[0].startswith("rank,trial,state,val/acc,epochs_trained,seconds,param.lr,")
+    assert len(lines) == 5
+
+    # The best config is a complete experiment file that `run --config` accepts.
+    best = Path(client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path)))
+    cfg = parse(str(best), [])
+    study = load_study(tmp_path)
+    assert cfg.values["model"]["lr"] == pytest.approx(study.best_trial.params["lr"])
+    assert len(study.trials) == 4
+
+
+def test_pruned_trial_run_ends_killed_with_epoch_tag(store, fashion_dir):
+    """TrialPruned raised inside fit (as the pruning callback does) -> KILLED, not FAILED."""
+    from lightning.pytorch.callbacks import Callback
+
+    class PruneAtSecondEpoch(Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if trainer.current_epoch == 1:
+                raise optuna.TrialPruned("Trial was pruned at epoch 1.")
+
+    cfg = parse("s1-mlp", tiny(fashion_dir, epochs=3))
+    with pytest.raises(optuna.TrialPruned):
+        run_experiment(cfg, store, callbacks=[PruneAtSecondEpoch()], verbose=False)
+    run = MlflowClient(store).search_runs(
+        [MlflowClient(store).get_experiment_by_name("fashion-mnist").experiment_id]
+    )[0]
+    assert run.info.status == "KILLED"
+    assert run.data.tags["pruned_at_epoch"] == "1"
+    assert "error" not in run.data.tags
+
+
+def test_failed_trials_end_failed_with_the_error_and_stop_the_worker(
+    store, fashion_dir, tmp_path, capsys
+):
+    """A trial that raises inside the run (no GPU here) ends FAILED; 3 in a row stop."""
+    space = write_space(
+        tmp_path / "gpu.yaml",
+        {"device": {"type": "categorical", "choices": ["gpu"], "target": "trainer.accelerator"}},
+    )
+    argv = [str(space), "--trials", "2", "--tracking-uri", store, *tiny(fashion_dir)]
+    assert search.main(argv) == 1
+    captured = capsys.readouterr()
+    assert f"{search.MAX_CONSECUTIVE_FAILURES} trials in a row failed" in captured.err
+
+    _, parents, children = study_runs(store, "gpu-s1-mlp")
+    assert len(children) == search.MAX_CONSECUTIVE_FAILURES
+    for child in children:
+        assert child.info.status == "FAILED"
+        assert child.data.tags["trial_state"] == "FAIL"
+        assert "gpu" in child.data.tags["error"].lower()
+    assert parents[0].info.status == "FAILED"
+    study = load_study(tmp_path, "gpu-s1-mlp")
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3
+    assert "gpu" in study.trials[0].user_attrs["error"].lower()
+
+
+def test_bad_range_is_refused_before_any_study_or_run(store, tmp_path, capsys):
+    space = write_space(
+        tmp_path / "bad.yaml",
+        {"lr": {"type": "float", "low": 0.5, "high": 0.01, "log": True, "target": "model.lr"}},
+    )
+    assert search.main([str(space), "--tracking-uri", store]) == 2
+    err = capsys.readouterr().err
+    assert "param 'lr'" in err and "low (0.5) must be below high (0.01)" in err
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_unknown_target_key_is_named(store, tmp_path, capsys):
+    space = write_space(
+        tmp_path / "typo.yaml",
+        {"lr": {"type": "float", "low": 0.01, "high": 0.5, "target": "model.learning_rate"}},
+    )
+    assert search.main([str(space), "--tracking-uri", store]) == 2
+    err = capsys.readouterr().err
+    assert "learning_rate" in err and "valid keys under 'model'" in err
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_resume_with_a_different_space_is_refused(store, fashion_dir, tmp_path, capsys):
+    lr = {"type": "float", "low": 0.01, "high": 0.5, "log": True, "target": "model.lr"}
+    space = write_space(tmp_path / "mine.yaml", {"lr": lr})
+    argv = [str(space), "--tracking-uri", store, *tiny(fashion_dir)]
+    plan = search.make_plan(argv)
+    search.open_study(plan, create=True)  # the study exists, as after a first run
+
+    write_space(space, {"lr": {**lr, "high": 0.9}})
+    assert search.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "search_space.params.lr.high: was 0.5, now 0.9" in err
+    assert "--study-name" in err
+
+    # The other direction is part of the study too.
+    space.write_text(
+        yaml.safe_dump(
+            {
+                "objectives": [{"metric": "val/loss", "direction": "minimize"}],
+                "params": {"lr": lr},
+            }
+        )
+    )
+    assert search.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "directions.0: was 'maximize', now 'minimize'" in err
+
+
+def test_spaces_fit_their_base_models():
+    from models.classifier import LeNetClassifier, MLPClassifier, ScratchClassifier
+
+    activation = load_space("activation", MLPClassifier)
+    assert activation.params[0].choices == tuple(ACTIVATIONS)
+    mlp = load_space("regularization", MLPClassifier)
+    assert [(p.name, p.target) for p in mlp.params] == [
+        ("weight_decay", "model.weight_decay"),
+        ("dropout", "model.dropout"),
+    ]
+    scratch = load_space("regularization", ScratchClassifier)
+    assert [(p.name, p.target) for p in scratch.params] == [("l2_lambda", "model.l2_lambda")]
+    assert [p.name for p in load_space("regularization", LeNetClassifier).params] == [
+        "weight_decay"
+    ]
+    s3 = load_space("s3", ScratchClassifier)
+    assert s3.multi_objective and [o.metric for o in s3.objectives] == ["val/acc", "val/f1"]
+    assert {p.target for p in s3.params} == {"trainer.max_epochs", "model.lr", "model.l2_lambda"}
+    # Every built-in space parses against its default base.
+    for name in ("lr", "regularization", "activation", "s3"):
+        space = load_space(name, MLPClassifier)
+        parse("s1-mlp", space.example_overrides())
+
+
+def test_space_errors_name_the_param(tmp_path):
+    from models.classifier import MLPClassifier
+
+    cases = {
+        "log scale needs low > 0": {"type": "float", "low": 0.0, "high": 1.0, "log": True},
+        "type 'real' is not one of": {"type": "real", "low": 0.0, "high": 1.0},
+        "categorical needs 'choices'": {"type": "categorical", "choices": []},
+        "no target for model class MLPClassifier": {
+            "type": "float",
+            "low": 0.0,
+            "high": 1.0,
+            "target": {"ScratchClassifier": "model.l2_lambda"},
+        },
+    }
+    for message, spec in cases.items():
+        spec.setdefault("target", "model.lr")
+        path = write_space(tmp_path / "space.yaml", {"x": spec})
+        with pytest.raises(ConfigError, match="param 'x'") as info:
+            load_space(str(path), MLPClassifier)
+        assert message in str(info.value)
+
+
+# --- slow: real processes --------------------------------------------------------------
+
+
+def cli(tmp_path: Path, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", "experiments", "search", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def wait_for(predicate, timeout: float, proc: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            out = proc.stdout.read() if proc.stdout else ""
+            pytest.fail(f"search exited ({proc.returncode}) before {what}:\n{out}")
+        time.sleep(0.5)
+    proc.kill()
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def finished_states(tmp_path: Path) -> list[TrialState]:
+    if not journal(tmp_path).exists():
+        return []
+    try:
+        return [t.state for t in load_study(tmp_path).trials]
+    except KeyError:  # study not created yet
+        return []
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_without_losing_or_repeating_trials(store, fashion_dir, tmp_path):
+    args = ["lr", "--trials", "4", "--tracking-uri", store, *tiny(fashion_dir, epochs=2)]
+    proc = subprocess.Popen(
+        cli(tmp_path, args),
+        cwd=tmp_path,
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+    def one_done_and_next_running() -> bool:
+        states = finished_states(tmp_path)
+        done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
+        return done >= 1 and TrialState.RUNNING in states
+
+    wait_for(one_done_and_next_running, 240, proc, "one finished trial and one running")
+    proc.send_signal(signal.SIGKILL)  # no cleanup at all: the running trial stays RUNNING
+    proc.wait()
+
+    before = load_study(tmp_path).trials
+    finished_before = {
+        t.number: (t.state, t.params, t.user_attrs["mlflow_run_id"])
+        for t in before
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    }
+    killed = [t for t in before if t.state == TrialState.RUNNING]
+    assert finished_before and len(killed) == 1
+
+    rerun = subprocess.run(
+        cli(tmp_path, args), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600
+    )
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"trial {killed[0].number}: worker" in rerun.stdout
+
+    after = load_study(tmp_path).trials
+    finished = [t for t in after if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 4
+    numbers = [t.number for t in after]
+    assert len(numbers) == len(set(numbers))
+    for number, (state, params, run_id) in finished_before.items():
+        t = after[number]
+        assert (t.state, t.params, t.user_attrs["mlflow_run_id"]) == (state, params, run_id)
+    dead = after[killed[0].number]
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in finished if t.user_attrs.get("retry_of") == dead.number]
+    assert len(retries) == 1 and retries[0].params == dead.params
+    run_ids = [t.user_attrs["mlflow_run_id"] for t in finished]
+    assert len(set(run_ids)) == 4
+
+    _, parents, children = study_runs(store)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    by_id = {c.info.run_id: c for c in children}
+    assert {by_id[r].info.status for r in run_ids} <= {"FINISHED", "KILLED"}
+    if "mlflow_run_id" in dead.user_attrs:  # killed after its run was created
+        assert by_id[dead.user_attrs["mlflow_run_id"]].info.status == "KILLED"
+    assert all(c.info.status != "RUNNING" for c in children)
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_exactly(store, fashion_dir, tmp_path):
+    # Unpruned 3-epoch trials: the study outlasts the second worker's start-up.
+    args = ["lr", "--trials", "6", "--workers", "2", "--pruner", "none", "--tracking-uri", store]
+    args += tiny(fashion_dir, epochs=3)
+    done = subprocess.run(
+        cli(tmp_path, args), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "[worker 1]" in done.stdout
+
+    trials = load_study(tmp_path).trials
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 6 and len(trials) == 6
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert len({t.user_attrs["worker"] for t in trials}) == 2  # both processes ran trials
+
+    _, parents, children = study_runs(store)
+    assert len(parents) == 1 and len(children) == 6
+    assert sorted(int(c.data.tags["trial_number"]) for c in children) == list(range(6))
+    assert all(c.info.status == "FINISHED" for c in children)

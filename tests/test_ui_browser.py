@@ -1,0 +1,226 @@
+"""The MLflow UI in a real browser: a study's parent and child runs, and the compare view.
+
+    python -m pytest tests/test_ui_browser.py -m slow
+
+Starts `python -m experiments ui` on loopback over a store holding a small real study,
+drives Debian's headless Chromium through chromedriver's W3C WebDriver protocol (plain
+HTTP + JSON, so no client library), and keeps screenshots in $TEST_ARTIFACTS_DIR
+(default: ./test-artifacts). The MLflow UI is a React app: everything is checked on the
+rendered page text, waiting for it to appear.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from mlflow import MlflowClient
+
+from experiments import search
+from tests.conftest import data_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+PORTS = range(5510, 5550)  # this test's share of the project's UI port range
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",  # CI runs as root
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1400,1000",
+]
+
+
+def free_port(exclude: tuple[int, ...] = ()) -> int:
+    for port in PORTS:
+        if port in exclude:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"{what}: the process exited with {proc.returncode}")
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """End a process group started by this test: SIGTERM, then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mlflow's job consumers may ignore SIGTERM
+        proc.wait()
+
+
+class WebDriver:
+    """The few W3C WebDriver commands this test needs, over chromedriver's HTTP API."""
+
+    def __init__(self, base: str, profile: Path) -> None:
+        self.base = base
+        options = {"args": [*CHROMIUM_ARGS, f"--user-data-dir={profile}"]}
+        binary = shutil.which("chromium")
+        if binary and Path("/usr/lib/chromium/chromium").exists():
+            options["binary"] = "/usr/lib/chromium/chromium"  # Debian's wrapper is a script
+        caps = {"browserName": "chrome", "goog:chromeOptions": options}
+        session = self._call("POST", "/session", {"capabilities": {"alwaysMatch": caps}})
+        self.session = f"/session/{session['sessionId']}"
+
+    def _call(self, method: str, path: str, body: dict | None = None):
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.base + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())["value"]
+
+    def get(self, url: str) -> None:
+        self._call("POST", f"{self.session}/url", {"url": url})
+
+    def text(self) -> str:
+        script = {"script": "return document.body ? document.body.innerText : ''", "args": []}
+        return self._call("POST", f"{self.session}/execute/sync", script)
+
+    def click_all(self, css: str) -> int:
+        found = self._call(
+            "POST", f"{self.session}/elements", {"using": "css selector", "value": css}
+        )
+        for element in found:
+            element_id = next(iter(element.values()))
+            self._call("POST", f"{self.session}/element/{element_id}/click", {})
+        return len(found)
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self._call("GET", f"{self.session}/screenshot")))
+
+    def quit(self) -> None:
+        self._call("DELETE", self.session)
+
+    def wait_for_text(self, needles: list[str], timeout: float, shot: Path) -> str:
+        def seen():
+            text = self.text()
+            return text if all(n in text for n in needles) else None
+
+        try:
+            return wait(seen, timeout, f"page text {needles}")
+        except BaseException:
+            self.screenshot(shot)  # what the page showed instead, for the CI log
+            raise
+
+
+@pytest.mark.slow
+def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_path):
+    if not (shutil.which("chromium") and shutil.which("chromedriver")):
+        pytest.skip("needs Debian's chromium and chromium-driver (installed by .ci/run)")
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
+
+    # A real study: a parent run with two nested trial runs.
+    overrides = data_overrides("s1-mlp", fashion_dir, None)
+    argv = ["lr", "--trials", "2", "--pruner", "none", "--tracking-uri", store, *overrides]
+    assert search.main(argv) == 0
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("fashion-mnist")
+    runs = client.search_runs([experiment.experiment_id], "tags.study_name = 'lr-s1-mlp'")
+    children = sorted(
+        (r for r in runs if r.data.tags["study_role"] == "trial"), key=lambda r: r.info.run_name
+    )
+    assert len(children) == 2
+
+    ui_port = free_port()
+    driver_port = free_port(exclude=(ui_port,))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    ui = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "experiments",
+            "ui",
+            "--port",
+            str(ui_port),
+            "--tracking-uri",
+            store,
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    chromedriver = subprocess.Popen(
+        ["chromedriver", f"--port={driver_port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    driver = None
+    try:
+        site = f"http://127.0.0.1:{ui_port}"
+        # mlflow server starts uvicorn workers and a job runner: slow on a busy machine.
+        wait(lambda: http_ok(f"{site}/health"), 300, "the MLflow UI", ui)
+        wait(lambda: http_ok(f"http://127.0.0.1:{driver_port}/status"), 60, "chromedriver")
+        driver = WebDriver(f"http://127.0.0.1:{driver_port}", tmp_path / "chromium-profile")
+
+        # The runs page: the parent is listed; expanding it shows the nested trial runs.
+        driver.get(f"{site}/#/experiments/{experiment.experiment_id}/runs")
+        driver.wait_for_text(["lr-s1-mlp"], 120, artifacts / "ui_runs_failed.png")
+        expanders = "button[data-component-id*='runnamecellrenderer']"
+        assert driver.click_all(expanders) >= 1, "no expander next to the parent run"
+        names = [c.info.run_name for c in children]
+        driver.wait_for_text(names, 60, artifacts / "ui_runs_failed.png")
+        driver.screenshot(artifacts / "ui_study_runs.png")
+
+        # The compare view of the two trial runs renders both runs and their metrics.
+        ids = quote(json.dumps([c.info.run_id for c in children]))
+        experiments = quote(json.dumps([experiment.experiment_id]))
+        driver.get(f"{site}/#/compare-runs?runs={ids}&experiments={experiments}")
+        expected = ["Comparing 2 Runs", *names, "test/acc", "objective/val/acc"]
+        # The parallel-coordinates plot labels each run's last val/loss (5 decimals).
+        expected += [f"{c.data.metrics['val/loss']:.5f}" for c in children]
+        driver.wait_for_text(expected, 120, artifacts / "ui_compare_failed.png")
+        driver.screenshot(artifacts / "ui_compare_runs.png")
+        assert (artifacts / "ui_compare_runs.png").stat().st_size > 10_000
+    finally:
+        if driver is not None:
+            driver.quit()
+        stop(chromedriver)
+        stop(ui)
