@@ -166,7 +166,8 @@ def run_experiment(
         client.set_tag(run_id, "end_reason", f"interrupted{by} ({type(exc).__name__})")
         client.set_terminated(run_id, "KILLED")
         result.status = "KILLED"
-        print(faults.interrupted_message(run_id, uri), file=sys.stderr)
+        if run_tags.get("study_role") != "trial":  # a study retries its trials itself
+            print(faults.interrupted_message(run_id, uri), file=sys.stderr)
         raise
     except _trial_pruned() as exc:
         # Optuna's pruning callback stopped `fit`: a planned early stop, not a failure.

@@ -114,6 +114,13 @@ def make_plan(argv: Sequence[str]) -> Plan:
         raise ConfigError(f"unknown flags {stray}; overrides look like --model.lr 0.01")
     overrides = [*QUIET, *overrides]
     base_config = parse(args.base, overrides)
+    strategy = str(base_config.values["trainer"].get("strategy") or "auto")
+    if strategy.startswith("ddp"):
+        # Lightning's DDP launcher would re-run this whole `search` command per rank.
+        raise ConfigError(
+            f"trainer.strategy={strategy!r} is not supported inside a study; allowed: "
+            "auto or a single-process strategy. Scale a study with --workers N instead."
+        )
     space = load_space(args.study, base_config.model_class)
     # The targets and ranges meet the experiment's parser before the study exists, so
     # `target: model.l2` or a type mismatch is refused with the parser's own message.

@@ -190,5 +190,5 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
         )
         print(f"best trial {best.number}: {values}  params {best.params}")
         print(f"best config: python -m experiments run --config {best_path}")
-    print(f"MLflow parent run {parent_run_id}; open {tracking.ui_command(plan.tracking_uri)}")
+    print(f"MLflow parent run {parent_run_id}; UI: {tracking.ui_command(plan.tracking_uri)}")
     return best_path

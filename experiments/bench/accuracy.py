@@ -51,7 +51,14 @@ TASKS: dict[str, BenchTask] = {
         BenchTask("S1.1", "s1-scratch", "s1-scratch-seed.yaml", 0.77, 0.85),
         BenchTask("S1.2", "s1-mlp", "s1-mlp-seed.yaml", 0.80, 0.88),
         BenchTask("S1.3", "s1-cnn", "s1-cnn-seed.yaml", 0.85, 0.92, "target within 10 epochs"),
-        BenchTask("S2", "s2-cnn", "s2-cnn-seed.yaml", 0.90, 0.91, "seed bar = the overall accuracy the seed reported"),
+        BenchTask(
+            "S2",
+            "s2-cnn",
+            "s2-cnn-seed.yaml",
+            0.90,
+            0.91,
+            "seed bar = the overall accuracy the seed reported",
+        ),
     )
 }
 

@@ -18,6 +18,7 @@ fresh process), and the share of a 1-epoch S1.2 run's wall time spent in MLflow 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -308,6 +309,19 @@ def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
             net=lambda: MLP(784, 10, [128]),
             opt=lambda p: torch.optim.SGD(p, lr=0.1),
             data=["--data.data_dir", str(fashion_dir)],
+            # The same model and optimizer as the bare loop, whatever the catalog's defaults.
+            model=[
+                "--model.hidden_sizes",
+                "[128]",
+                "--model.optimizer",
+                "sgd",
+                "--model.lr",
+                "0.1",
+                "--model.momentum",
+                "0",
+                "--model.scheduler",
+                "none",
+            ],
             limit=300 if quick else None,
         ),
         "s13": dict(
@@ -318,6 +332,16 @@ def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
             net=lambda: FourBlockCNN(),
             opt=lambda p: torch.optim.Adam(p, lr=1e-3),
             data=["--data.data_dir", str(fashion_dir)],
+            model=[
+                "--model.optimizer",
+                "adam",
+                "--model.lr",
+                "0.001",
+                "--model.scheduler",
+                "none",
+                "--model.label_smoothing",
+                "0",
+            ],
             limit=40 if quick else None,
         ),
         "s03": dict(
@@ -328,6 +352,7 @@ def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
             net=lambda: LeNet(),
             opt=lambda p: torch.optim.Adam(p, lr=1e-3),
             data=["--data.data_dir", str(cifar_dir)],
+            model=["--model.optimizer", "adam", "--model.lr", "0.001"],
             limit=300 if quick else None,
         ),
     }
@@ -336,7 +361,15 @@ def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
         bare = bare_epoch_times(
             case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs, case["limit"]
         )
-        overrides = [*common, *case["data"], "--trainer.enable_progress_bar", "true"]
+        overrides = [
+            *common,
+            *case["data"],
+            *case["model"],
+            "--trainer.enable_progress_bar",
+            "true",
+            "--data.batch_size",
+            str(case["batch"]),
+        ]
         if case["limit"] is not None:
             overrides += ["--trainer.limit_train_batches", str(case["limit"])]
         log(f"[{key}] project run path (tracking on) ...")
@@ -366,7 +399,8 @@ def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
     log("CLI cold start ...")
     figures["cli_help_s"] = cli_help_seconds()
     log("time to first training step (fresh process) ...")
-    first_overrides = [*common, "--data.data_dir", str(fashion_dir), "--trainer.max_epochs", "1"]
+    first_overrides = [*common, *cases["s12"]["model"], "--data.data_dir", str(fashion_dir)]
+    first_overrides += ["--trainer.max_epochs", "1"]
     first_overrides += [
         "--trainer.limit_train_batches",
         "1",
@@ -384,7 +418,8 @@ def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
         run_experiment(
             parse(
                 "s1-mlp",
-                [*common, "--data.data_dir", str(fashion_dir), "--trainer.max_epochs", "1"]
+                [*common, *cases["s12"]["model"], "--data.data_dir", str(fashion_dir)]
+                + ["--trainer.max_epochs", "1"]
                 + (["--trainer.limit_train_batches", "300"] if quick else []),
             ),
             uri,
@@ -461,7 +496,10 @@ def main(argv: Sequence[str]) -> int:
         cwd = os.getcwd()
         os.chdir(workdir)  # Lightning's default root (conventional set-up) lands here
         try:
-            figures = measure(args.quick, workdir, log)
+            # Progress bars and Lightning's messages go to stderr, so stdout holds only the
+            # table or the one JSON object.
+            with contextlib.redirect_stdout(sys.stderr):
+                figures = measure(args.quick, workdir, log)
         finally:
             os.chdir(cwd)
     if args.json:
