@@ -372,6 +372,9 @@ def env(**extra: str) -> dict[str, str]:
 def start_run(tmp_path: Path, fashion_dir) -> subprocess.Popen:
     """`python -m experiments run s1-mlp` on tiny data, slow enough to be interrupted."""
     args = [*tiny(fashion_dir, EPOCHS), "--data.batch_size", "8"]
+    # A fixed small model (about 0.4 MB per checkpoint), whatever the catalog's defaults:
+    # the full-disk test sizes its tmpfs for it.
+    args += ["--model.hidden_sizes", "[128]", "--model.momentum", "0"]
     return subprocess.Popen(
         [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
         cwd=tmp_path,
