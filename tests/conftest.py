@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 
 import pytest
 
@@ -33,6 +34,29 @@ def store(tmp_path, monkeypatch):
     """A fresh SQLite MLflow store in a temporary working directory; returns its URI."""
     monkeypatch.chdir(tmp_path)
     return f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+
+
+@pytest.fixture(scope="session")
+def empty_store_db(tmp_path_factory):
+    """An MLflow SQLite database with its schema created once per session: the schema
+    migrations take seconds, so tests that only need *a* store start from a copy."""
+    from mlflow import MlflowClient
+
+    db = tmp_path_factory.getbasetemp() / "mlflow-empty-store" / "mlflow.db"
+    if not db.exists():
+        db.parent.mkdir(exist_ok=True)
+        MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def migrated_store(tmp_path, monkeypatch, empty_store_db):
+    """Like `store`, but the database already exists (a copy of the migrated empty one)."""
+    monkeypatch.chdir(tmp_path)
+    target = tmp_path / "mlruns" / "mlflow.db"
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(empty_store_db, target)
+    return f"sqlite:///{target}"
 
 
 def data_overrides(name: str, fashion_dir, cifar_dir) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import shutil
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -20,24 +19,10 @@ TASK_IDS = ("S0.1", "S0.2", "S0.3", "S1.1", "S1.2", "S1.3", "S2", "S3", "S4")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(scope="module")
-def empty_store_db(tmp_path_factory):
-    """An MLflow SQLite database with its schema created: the migrations take ~10 s, so one
-    copy is made per test session (in its base temp folder) and reused by every module."""
-    db = tmp_path_factory.getbasetemp() / "mlflow-empty-store" / "mlflow.db"
-    if not db.exists():
-        db.parent.mkdir(exist_ok=True)
-        MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
-def store(store, empty_store_db):
-    """conftest's `store`, starting from a copy of the migrated empty database."""
-    target = Path(store.removeprefix("sqlite:///"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(empty_store_db, target)
-    return store
+def store(migrated_store):
+    """Every test here starts from an already migrated store (see conftest)."""
+    return migrated_store
 
 
 class ReportParser(HTMLParser):
