@@ -14,7 +14,8 @@ accuracies sit next to the ones the seed reported.
 
 `--quick` (1 epoch, a few batches) only proves that the command works: its accuracies say
 nothing about the targets. `--seed-settings` runs experiments/seed_settings/*.yaml instead of
-the catalog: the settings the seed texts fixed, with our earlier defaults where they were open.
+the catalog: the settings the seed texts fixed, with our earlier defaults where they were open,
+held to the seed's bar rather than to our target.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -107,10 +109,17 @@ class Outcome:
     epochs: int = 0
     minutes: float = 0.0
     error: str = ""
+    loads: tuple[float, ...] = ()
+    #: the seed's own settings are held to the seed's bar, our defaults to our target
+    seed_settings: bool = False
+
+    @property
+    def threshold(self) -> float:
+        return self.spec.bar if self.seed_settings else self.spec.target
 
     @property
     def passed(self) -> bool:
-        return self.test_acc is not None and self.test_acc >= self.spec.target
+        return self.test_acc is not None and self.test_acc >= self.threshold
 
 
 def parse_tasks(text: str) -> list[BenchTask]:
@@ -145,10 +154,14 @@ def _epoch_printer(label: str, max_epochs: int):
         def __init__(self) -> None:
             self.start = time.monotonic()
             self.epochs_done = 0
+            # 1-minute load average at each epoch end: on a shared machine the wall
+            # minutes only mean something next to how busy it was.
+            self.loads: list[float] = []
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             # Validation has run by now, so val/acc of this epoch is in callback_metrics.
             self.epochs_done = trainer.current_epoch + 1
+            self.loads.append(os.getloadavg()[0])
             metrics = trainer.callback_metrics
             parts = [
                 f"{k} {float(metrics[k]):.4f}" for k in ("train/acc", "val/acc") if k in metrics
@@ -193,6 +206,7 @@ def run_one(outcome: Outcome, tracking_uri: str, quick: bool, seed_settings: boo
     finally:
         outcome.minutes = (time.monotonic() - start) / 60
         outcome.epochs = progress.epochs_done
+        outcome.loads = tuple(progress.loads)
     outcome.status, outcome.run_id = result.status, result.run_id
     outcome.test_acc = result.test_metrics.get("test/acc")
     prefix = "test/class_acc/"
@@ -221,7 +235,10 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 def results_table(outcomes: Sequence[Outcome], quick: bool) -> str:
     """Markdown table, one row per task (pasteable into the README as is)."""
-    header = "| task | experiment | seed bar | target | test acc | vs target | epochs | wall min |"
+    against = "bar" if any(o.seed_settings for o in outcomes) else "target"
+    header = (
+        f"| task | experiment | seed bar | target | test acc | vs {against} | epochs | wall min |"
+    )
     lines = [header, _rule(header)]
     for o in outcomes:
         if o.test_acc is None:
@@ -229,7 +246,7 @@ def results_table(outcomes: Sequence[Outcome], quick: bool) -> str:
         elif quick:
             verdict = "n/a (quick)"
         else:
-            verdict = "pass" if o.passed else f"FAIL ({o.test_acc - o.spec.target:+.4f})"
+            verdict = "pass" if o.passed else f"FAIL ({o.test_acc - o.threshold:+.4f})"
         lines.append(
             f"| {o.spec.task} | {o.cfg.name} | {o.spec.bar:.2f} | >= {o.spec.target:.2f} | "
             f"{_fmt(o.test_acc)} | {verdict} | {o.epochs} | {o.minutes:.1f} |"
@@ -279,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed-settings",
         action="store_true",
         help="run experiments/seed_settings/*.yaml (the seeds' own settings) instead of the "
-        "catalog",
+        "catalog, and hold them to the seed's bar instead of our target",
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
     parser.add_argument(
@@ -299,7 +316,11 @@ def main(argv: Sequence[str]) -> int:
         # Every config is parsed before anything runs: a typo fails in a second, not after
         # the first hour of training.
         outcomes = [
-            Outcome(spec, parse(config_source(spec, args.seed_settings), overrides))
+            Outcome(
+                spec,
+                parse(config_source(spec, args.seed_settings), overrides),
+                seed_settings=args.seed_settings,
+            )
             for spec in specs
         ]
     except ConfigError as exc:
@@ -308,7 +329,6 @@ def main(argv: Sequence[str]) -> int:
     uri = tracking.resolve_tracking_uri(args.tracking_uri)
     env = environment()
     started = dt.datetime.now().astimezone()
-    load_before = os.getloadavg()
     mode = "quick (1 epoch, 5 batches)" if args.quick else "full length"
     print(
         f"Accuracy benchmark, {mode}, {'seed settings' if args.seed_settings else 'catalog'}: "
@@ -332,12 +352,16 @@ def main(argv: Sequence[str]) -> int:
         if outcome.error:
             print(f"  error: {outcome.error}", file=sys.stderr)
 
-    load_after = os.getloadavg()
     print()
     print(f"Date: {started:%Y-%m-%d %H:%M %Z}  store: {uri}")
     print(f"Hardware: {env['hardware']} (torch threads {env['threads']})")
     print(f"Versions: torch {env['torch']}, lightning {env['lightning']}")
-    print(f"Load average (1 min) before/after: {load_before[0]:.2f} / {load_after[0]:.2f}")
+    loads = [load for o in outcomes for load in o.loads]
+    if loads:
+        print(
+            f"Load average (1 min) at epoch ends: {min(loads):.1f} to {max(loads):.1f} "
+            f"(median {statistics.median(loads):.1f}) on {os.cpu_count()} cores"
+        )
     print()
     print(results_table(outcomes, args.quick))
     for outcome in outcomes:

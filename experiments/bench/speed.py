@@ -269,14 +269,16 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def measure(quick: bool, workdir: Path, log: Callable[[str], None]) -> dict:
+def measure(
+    quick: bool, workdir: Path, log: Callable[[str], None], epochs: int | None = None
+) -> dict:
     import torch
 
     from datamodules import CIFAR100SuperclassDataModule, FashionMNISTDataModule
     from models.components import MLP, FourBlockCNN, LeNet
 
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
-    epochs = 1 if quick else 3
+    epochs = epochs or (1 if quick else 3)
     fashion_dir, fashion_kind = fashion_source(workdir)
     cifar_dir, cifar_kind = cifar_source(workdir)
     common = [
@@ -484,6 +486,7 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments bench speed", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="short epochs (CI)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--epochs", type=int, help="measured epochs per case (default 3; 1 quick)")
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     args = parser.parse_args(argv)
 
@@ -499,7 +502,7 @@ def main(argv: Sequence[str]) -> int:
             # Progress bars and Lightning's messages go to stderr, so stdout holds only the
             # table or the one JSON object.
             with contextlib.redirect_stdout(sys.stderr):
-                figures = measure(args.quick, workdir, log)
+                figures = measure(args.quick, workdir, log, args.epochs)
         finally:
             os.chdir(cwd)
     if args.json:
