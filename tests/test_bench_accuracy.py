@@ -18,8 +18,10 @@ from experiments.__main__ import main as cli
 from experiments.bench.accuracy import S2_SEED_CLASS_ACC, SEED_SETTINGS_DIR, TASKS
 from experiments.config import catalog, parse
 
+# | task | experiment | seed bar | target | test acc | vs target | epochs | wall min |
 ROW = re.compile(
-    r"^\| (S[\d.]+) \| ([\w-]+) \| ([\d.]+) \| [^|]+ \| ([\d.]+) \| ([^|]+) \| (\d+) \| ([\d.]+) \|$"
+    r"^\| (S[\d.]+) \| ([\w-]+) \| ([\d.]+) \| [^|]+ "
+    r"\| ([\d.]+) \| ([^|]+) \| (\d+) \| ([\d.]+) \|$"
 )
 
 
@@ -27,7 +29,8 @@ def _rows(out: str) -> dict[str, re.Match]:
     return {m.group(1): m for line in out.splitlines() if (m := ROW.match(line))}
 
 
-def test_quick_benchmark_prints_a_row_per_task_and_logs_runs(store, fashion_dir, capsys):
+def test_quick_benchmark_prints_a_row_per_task_and_logs_runs(migrated_store, fashion_dir, capsys):
+    store = migrated_store
     code = cli(
         ["bench", "accuracy", "--quick", "--data-dir", str(fashion_dir), "--tracking-uri", store]
     )
