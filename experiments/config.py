@@ -23,6 +23,8 @@ EXPERIMENTS_DIR = Path(__file__).resolve().parent
 
 # Trainer arguments the runner owns: tracking, checkpoints and callbacks are wired by
 # experiments.run so every run is recorded the same way.
+#: keys a config file may have at the top level
+TOP_LEVEL_KEYS = ("task", "description", "seed", "threads", "model", "data", "trainer")
 TRAINER_SKIP = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "plugins"}
 
 # Defaults that differ from Lightning's: no sanity-check pass (validation runs after the
@@ -109,12 +111,19 @@ class ResolvedConfig:
     def seed(self) -> int:
         return int(self.values["seed"])
 
+    @property
+    def threads(self) -> int | None:
+        """torch intra-op threads; None = chosen by experiments.threads from the work per batch."""
+        value = self.values.get("threads")
+        return None if value is None else int(value)
+
     def as_yaml(self) -> str:
         """The resolved config in the experiment-file format (`run --config FILE` reads it)."""
         doc = {
             "task": self.values["task"],
             "description": self.values["description"],
             "seed": self.values["seed"],
+            "threads": self.values.get("threads"),
             "model": {"class_path": self.model_class_path, "init_args": self.values["model"]},
             "data": {"class_path": self.data_class_path, "init_args": self.values["data"]},
             "trainer": self.values["trainer"],
@@ -148,7 +157,10 @@ def _split_class(section: Any, key: str, source: Path) -> tuple[str, dict[str, A
 
 
 def build_parser(model_class: type, data_class: type):
+    from typing import Optional
+
     from jsonargparse import ActionConfigFile, ArgumentParser
+    from jsonargparse.typing import PositiveInt
     from lightning import Trainer
 
     parser = ArgumentParser(
@@ -160,6 +172,12 @@ def build_parser(model_class: type, data_class: type):
     parser.add_argument("--task", type=str, default="", help="seed task id (S0.2, S1.3, ...)")
     parser.add_argument("--description", type=str, default="", help="one-line description")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, order, dropout")
+    parser.add_argument(
+        "--threads",
+        type=Optional[PositiveInt],  # noqa: UP045 (jsonargparse reads the runtime type)
+        default=None,
+        help="torch CPU threads (default: chosen from the work per batch, see experiments/threads.py)",
+    )
     parser.add_class_arguments(model_class, "model", skip={"input_shape", "num_classes"})
     parser.add_class_arguments(data_class, "data")
     parser.add_class_arguments(Trainer, "trainer", skip=TRAINER_SKIP)
@@ -188,11 +206,11 @@ def parse(name: str, overrides: list[str]) -> ResolvedConfig:
     """Resolve experiment `name` (catalog name or YAML path) with dotted CLI overrides."""
     source = resolve_experiment(name)
     raw = load_yaml(source)
-    unknown = set(raw) - {"task", "description", "seed", "model", "data", "trainer"}
+    unknown = set(raw) - set(TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(
             f"{source}: unknown top-level keys {sorted(unknown)}; "
-            "allowed: task, description, seed, model, data, trainer"
+            f"allowed: {', '.join(TOP_LEVEL_KEYS)}"
         )
     model_path, model_args = _split_class(raw.get("model"), "model", source)
     data_path, data_args = _split_class(raw.get("data"), "data", source)
@@ -203,6 +221,7 @@ def parse(name: str, overrides: list[str]) -> ResolvedConfig:
         "task": raw.get("task", ""),
         "description": raw.get("description", ""),
         "seed": raw.get("seed", 0),
+        "threads": raw.get("threads"),
         "model": model_args,
         "data": data_args,
         "trainer": raw.get("trainer") or {},

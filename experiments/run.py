@@ -78,9 +78,9 @@ def run_experiment(
     checkpoint into the same MLflow run instead of creating a new one.
     """
     import lightning as L
+    import torch
 
-    from experiments import faults
-    from experiments import resume as resuming
+    from experiments import threads
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, data = cfg.instantiate()
@@ -90,6 +90,32 @@ def run_experiment(
         data.setup("fit")
     except (FileNotFoundError, ValueError) as exc:  # DataNotFoundError, DataFormatError
         raise ConfigError(f"data: {exc}") from exc
+
+    # Threads matched to the work per batch (see experiments/threads.py); a study worker has
+    # already lowered torch's count to its share of the cores, which caps the choice.
+    choice = threads.choose(
+        cfg.threads, model.network, data.train_x[: data.batch_size], cap=torch.get_num_threads()
+    )
+    with threads.using(choice.threads):
+        return _run_tracked(
+            cfg, model, data, tracking_uri, choice, callbacks, tags, run_name, verbose, resume
+        )
+
+
+def _run_tracked(
+    cfg: ResolvedConfig,
+    model,
+    data,
+    tracking_uri: str | None,
+    choice,
+    callbacks: Sequence[Any],
+    tags: dict[str, str] | None,
+    run_name: str | None,
+    verbose: bool,
+    resume: ResumePoint | None,
+) -> RunResult:
+    from experiments import faults
+    from experiments import resume as resuming
 
     uri = tracking.resolve_tracking_uri(tracking_uri)
     if not distributed.is_global_zero():
@@ -115,6 +141,8 @@ def run_experiment(
         **{f"lineage.{k}": str(v) for k, v in data.lineage.items()},
         **tracking.environment_tags(),
         **faults.process_tags(),
+        "torch_threads": str(choice.threads),
+        "torch_threads_reason": choice.reason,
         **(tags or {}),
     }
     if resume is None:

@@ -69,6 +69,10 @@ class ClassificationModule(L.LightningModule):
         # nan_strategy: "disable" ignores `weight` in torchmetrics 1.9.)
         self.train_acc = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
         self.train_loss = MeanMetric()
+        # Training batches are held as detached tensors and handed to the two metrics above
+        # in one update per summary (or progress-bar refresh): a torchmetrics update costs
+        # ~0.15 ms of Python per call, a quarter of a whole S1.2 step on a CPU.
+        self._train_batches: list[tuple[Tensor, int, Tensor, Tensor]] = []
         self.val_metrics = _stage_metrics(self.num_classes, "val")
         self.test_metrics = _stage_metrics(self.num_classes, "test")
         self.test_class_acc = MulticlassAccuracy(self.num_classes, average=None)
@@ -96,8 +100,7 @@ class ClassificationModule(L.LightningModule):
         if stage == "train":
             # Accumulated here and logged once per validation (or epoch): per-step MLflow
             # calls are the main tracking cost, and the curves only need epoch points.
-            self.train_loss.update(loss.detach(), weight=n)
-            self.train_acc.update(logits.detach(), y)
+            self._train_batches.append((loss.detach(), n, logits.detach().argmax(1), y))
             # Nothing is logged per step: the progress bar reads `running_train_loss`.
             return
         # sync_dist: under DDP the epoch loss is the sample-weighted mean over all ranks (the
@@ -119,14 +122,26 @@ class ClassificationModule(L.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.shared_step(batch, "test")
 
+    def _update_train_metrics(self) -> None:
+        """Feed the held training batches to the training metrics in one update each."""
+        if not self._train_batches:
+            return
+        losses, sizes, preds, targets = zip(*self._train_batches, strict=True)
+        self._train_batches.clear()
+        losses = torch.stack(losses)
+        self.train_loss.update(losses, weight=torch.tensor(sizes, dtype=losses.dtype))
+        self.train_acc.update(torch.cat(preds), torch.cat(targets))
+
     def running_train_loss(self) -> float | None:
         """Mean training loss since the last summary, on this process (for the progress bar)."""
+        self._update_train_metrics()
         weight = float(self.train_loss.weight)
         return float(self.train_loss.mean_value) / weight if weight else None
 
     def _log_train_summary(self) -> None:
         # Mean training loss/accuracy since the last point: per epoch normally, per
         # validation interval when validation runs every N steps (S4's 100 iterations).
+        self._update_train_metrics()
         if self.train_loss.update_count == 0:
             return
         # compute() already syncs across DDP ranks; sync_dist then averages equal values

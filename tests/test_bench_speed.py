@@ -39,5 +39,10 @@ def test_quick_speed_benchmark_measures_every_figure(tmp_path):
     for case in ("s12", "s13", "s03"):
         assert details[case]["bare_s_per_epoch"] > 0
         assert details[case]["project_s_per_epoch"] > 0
+        assert details[case]["lightning_floor_s_per_epoch"] > 0
+        assert details[case]["threads"] >= 1
     assert details["s12"]["conventional_s_per_epoch"] > 0
     assert details["tracking"]["calls"] > 0
+    assert details["tracking"]["figures_and_summary_s"] > 0
+    # The import floor is part of the time to the first step, so it cannot exceed it.
+    assert 0 < details["import_floor_s"] < figures["first_step_s"]

@@ -407,3 +407,23 @@ def test_scratch_s11_setup_learns_with_scaled_loss():
         net.sgd_step(grads, lr=3.0)
     assert loss.item() < 0.2 * first.item()
     assert (net.predict(x) == y).float().mean().item() > 0.97
+
+
+def test_training_summary_is_the_sample_weighted_mean_over_batches():
+    # The module holds training batches and updates its metrics once per summary; the
+    # result must equal per-sample averaging over batches of unequal size.
+    from models import MLPClassifier
+
+    torch.manual_seed(0)
+    module = MLPClassifier(hidden_sizes=[8], input_shape=(1, 4, 4), num_classes=3)
+    batches = [(torch.randn(n, 1, 4, 4), torch.randint(0, 3, (n,))) for n in (5, 2, 7)]
+    losses, correct = [], 0
+    for x, y in batches:
+        loss, logits = module.shared_step((x, y), "train")
+        losses.append(float(loss.detach()) * len(y))
+        correct += int((logits.argmax(1) == y).sum())
+    expected_loss = sum(losses) / 14
+    assert module.running_train_loss() == pytest.approx(expected_loss, rel=1e-6)
+    module._update_train_metrics()
+    assert float(module.train_loss.compute()) == pytest.approx(expected_loss, rel=1e-6)
+    assert float(module.train_acc.compute()) == pytest.approx(correct / 14)

@@ -8,8 +8,11 @@ For S1.2 (MLP 784-128-10, SGD, batch 64), S1.3 (four-block CNN, Adam, batch 64) 
 (LeNet, Adam, batch 4 on 2,500 CIFAR-shaped images) it times, in this one process:
 (a) a bare PyTorch loop over the same in-memory tensors (the reference), (b) the project's
 own `run` path with MLflow tracking on, and for S1.2 (c) the conventional set-up
-(torchvision `FashionMNIST` + `ToTensor`, default `DataLoader`, default `Trainer`).
-Seconds per epoch are the median over the measured epochs after one warm-up epoch;
+(torchvision `FashionMNIST` + `ToTensor`, default `DataLoader`, default `Trainer`), and
+(d) Lightning's floor: the Trainer driving a minimal LightningModule (forward, loss) on the
+same batches with no logger, callbacks or metrics, which separates what Lightning's loop
+costs per step from what the project adds. (a), (b) and (d) use the thread count the run
+path chooses (experiments/threads.py). Seconds per epoch are the median over the measured epochs after one warm-up epoch;
 validation time is excluded from (b) and (c) because (a) has none. Also measured: CLI cold
 start (`python -m experiments --help`), time from `run` to the first training step (a
 fresh process), and the share of a 1-epoch S1.2 run's wall time spent in MLflow calls.
@@ -108,6 +111,48 @@ def project_epoch_times(
     return timer.times[1:], time.perf_counter() - start
 
 
+def lightning_floor_epoch_times(
+    make_network: Callable, make_optimizer: Callable, x, y, batch_size: int, epochs: int, limit
+) -> list[float]:
+    """The Trainer's own cost: a minimal LightningModule (forward, loss, return) on the same
+    in-memory batches, no logger, callbacks, metrics, checkpoints or progress bar.
+
+    The project's run path cannot be faster than this; (b) - (d) is what the project adds,
+    (d) - (a) is what Lightning's training loop costs per step.
+    """
+    import lightning as L
+    import torch
+    import torch.nn.functional as F
+
+    from datamodules.tensor_loader import TensorBatchLoader
+
+    class MinimalModule(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = make_network()
+
+        def training_step(self, batch, batch_idx):
+            return F.cross_entropy(self.network(batch[0]), batch[1])
+
+        def configure_optimizers(self):
+            return make_optimizer(self.parameters())
+
+    torch.manual_seed(0)
+    timer = _epoch_timer()
+    trainer = L.Trainer(
+        max_epochs=epochs + 1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[timer],
+        limit_train_batches=limit,
+    )
+    trainer.fit(MinimalModule(), TensorBatchLoader(x, y, batch_size, shuffle=True))
+    return timer.times[1:]
+
+
 def conventional_epoch_times(raw_dir: Path, epochs: int, limit, workdir: Path) -> list[float]:
     """torchvision FashionMNIST + ToTensor + default DataLoader + default Trainer (S1.2 model)."""
     import lightning as L
@@ -204,6 +249,32 @@ def first_step_seconds(name: str, overrides: list[str], uri: str, workdir: Path)
         if line.startswith("FIRST_STEP"):
             return float(line.split()[1]) - start
     raise RuntimeError(f"the probe printed no FIRST_STEP line:\n{proc.stdout}\n{proc.stderr}")
+
+
+IMPORT_FLOOR_PROBE = """
+import sys, time
+import torch, lightning, mlflow
+from mlflow import MlflowClient
+MlflowClient(sys.argv[1]).search_experiments(max_results=1)
+print("READY", time.time(), flush=True)
+"""
+
+
+def import_floor_seconds(uri: str, workdir: Path) -> float:
+    """Wall time for a fresh interpreter to import torch, lightning and mlflow and open the
+    store: what any Lightning + MLflow run pays before its own code starts."""
+    start = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_FLOOR_PROBE, uri],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("READY"):
+            return float(line.split()[1]) - start
+    raise RuntimeError(f"the probe printed no READY line:\n{proc.stdout}\n{proc.stderr}")
 
 
 @contextmanager
@@ -358,11 +429,17 @@ def measure(
             limit=300 if quick else None,
         ),
     }
+    from experiments import threads
+
     for key, case in cases.items():
-        log(f"[{key}] bare loop ...")
-        bare = bare_epoch_times(
-            case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs, case["limit"]
-        )
+        # The bare loop and the floor use the thread count the run path picks for itself
+        # (experiments/threads.py), so the three are compared on equal terms.
+        choice = threads.choose(None, case["net"](), case["x"][: case["batch"]])
+        log(f"[{key}] bare loop ({choice.threads} thread(s)) ...")
+        with threads.using(choice.threads):
+            bare = bare_epoch_times(
+                case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs, case["limit"]
+            )
         overrides = [
             *common,
             *case["data"],
@@ -376,17 +453,25 @@ def measure(
             overrides += ["--trainer.limit_train_batches", str(case["limit"])]
         log(f"[{key}] project run path (tracking on) ...")
         project, _ = project_epoch_times(case["name"], overrides, uri, epochs)
+        log(f"[{key}] Lightning floor (minimal module, no logger or callbacks) ...")
+        with threads.using(choice.threads):
+            floor = lightning_floor_epoch_times(
+                case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs, case["limit"]
+            )
         figures[key] = {
+            "threads": choice.threads,
             "bare_s_per_epoch": _median(bare),
+            "lightning_floor_s_per_epoch": _median(floor),
             "project_s_per_epoch": _median(project),
             "batches_per_epoch": -(-len(case["x"]) // case["batch"])
             if case["limit"] is None
             else case["limit"],
         }
         figures[f"{key}_vs_bare"] = _median(project) / _median(bare)
+        figures[key]["lightning_floor_vs_bare"] = _median(floor) / _median(bare)
         log(
-            f"[{key}] bare {_median(bare):.3f} s/epoch, project {_median(project):.3f} s/epoch, "
-            f"ratio {figures[f'{key}_vs_bare']:.3f}"
+            f"[{key}] bare {_median(bare):.3f} s/epoch, Lightning floor {_median(floor):.3f}, "
+            f"project {_median(project):.3f}, ratio {figures[f'{key}_vs_bare']:.3f}"
         )
 
     log("[s12] conventional set-up (torchvision + DataLoader + default Trainer) ...")
@@ -410,27 +495,48 @@ def measure(
         "false",
     ]
     figures["first_step_s"] = first_step_seconds("s1-mlp", first_overrides, uri, workdir)
+    log("import floor: torch + lightning + mlflow + opening the store (fresh process) ...")
+    figures["import_floor_s"] = import_floor_seconds(uri, workdir)
 
     log("tracking share of a 1-epoch S1.2 run ...")
-    with mlflow_call_timer() as spent:
-        start = time.perf_counter()
-        from experiments.config import parse
-        from experiments.run import run_experiment
+    from experiments import run_artifacts
 
-        run_experiment(
-            parse(
-                "s1-mlp",
-                [*common, *cases["s12"]["model"], "--data.data_dir", str(fashion_dir)]
-                + ["--trainer.max_epochs", "1"]
-                + (["--trainer.limit_train_batches", "300"] if quick else []),
-            ),
-            uri,
-        )
-        wall = time.perf_counter() - start
+    # Figures and the model summary are drawn after training and logged as artifacts; their
+    # drawing time is reported beside the MLflow share (their uploads are in the share).
+    draw = run_artifacts.log_run_artifacts
+    drawing = {"seconds": 0.0}
+
+    def timed_artifacts(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return draw(*args, **kwargs)
+        finally:
+            drawing["seconds"] += time.perf_counter() - start
+
+    from experiments.config import parse
+    from experiments.run import run_experiment
+
+    run_artifacts.log_run_artifacts = timed_artifacts
+    try:
+        with mlflow_call_timer() as spent:
+            start = time.perf_counter()
+            run_experiment(
+                parse(
+                    "s1-mlp",
+                    [*common, *cases["s12"]["model"], "--data.data_dir", str(fashion_dir)]
+                    + ["--trainer.max_epochs", "1"]
+                    + (["--trainer.limit_train_batches", "300"] if quick else []),
+                ),
+                uri,
+            )
+            wall = time.perf_counter() - start
+    finally:
+        run_artifacts.log_run_artifacts = draw
     figures["tracking"] = {
         "mlflow_s": spent["seconds"],
         "calls": spent["calls"],
         "run_wall_s": wall,
+        "figures_and_summary_s": drawing["seconds"],
     }
     figures["tracking_share"] = spent["seconds"] / wall
     return figures
@@ -458,24 +564,38 @@ def print_table(figures: dict) -> None:
     from experiments.tracking import environment_tags
 
     env = environment_tags()
-    print(f"\nhardware: {env['hardware']}; torch threads {figures['threads']}")
+    print(f"\nhardware: {env['hardware']}; torch default threads {figures['threads']}")
     print(
         f"versions: torch {env['version.torch']}, lightning {env['version.lightning']}, "
         f"mlflow {env['version.mlflow']}; epochs measured per case: {figures['epochs_measured']}"
     )
     print(f"data: {figures['data']['fashion']}; S0.3: {figures['data']['cifar']}\n")
-    print(f"{'case':<6} {'batches':>8} {'bare s/ep':>10} {'project s/ep':>13} {'conv s/ep':>10}")
+    print(
+        f"{'case':<6} {'threads':>7} {'batches':>8} {'bare s/ep':>10} {'floor s/ep':>11} "
+        f"{'project s/ep':>13} {'conv s/ep':>10}"
+    )
     for key in ("s12", "s13", "s03"):
         row = figures[key]
         conv = row.get("conventional_s_per_epoch")
         print(
-            f"{key:<6} {row['batches_per_epoch']:>8} {row['bare_s_per_epoch']:>10.3f} "
-            f"{row['project_s_per_epoch']:>13.3f} {'' if conv is None else f'{conv:10.3f}':>10}"
+            f"{key:<6} {row['threads']:>7} {row['batches_per_epoch']:>8} "
+            f"{row['bare_s_per_epoch']:>10.3f} "
+            f"{row['lightning_floor_s_per_epoch']:>11.3f} {row['project_s_per_epoch']:>13.3f} "
+            f"{'' if conv is None else f'{conv:10.3f}':>10}"
         )
+    print(
+        "floor = the Trainer with a minimal LightningModule, no logger/callbacks/metrics "
+        "(what Lightning's loop alone costs)"
+    )
+    print(
+        f"run -> first training step {figures['first_step_s']:.2f} s, of which importing "
+        f"torch + lightning + mlflow and opening the store takes {figures['import_floor_s']:.2f} s"
+    )
     t = figures["tracking"]
     print(
         f"\ntracking: {t['mlflow_s']:.3f} s in {t['calls']} MLflow calls "
-        f"of a {t['run_wall_s']:.2f} s 1-epoch S1.2 run\n"
+        f"of a {t['run_wall_s']:.2f} s 1-epoch S1.2 run; figures and model summary "
+        f"(drawing + logging) {t['figures_and_summary_s']:.2f} s\n"
     )
     print(f"{'figure':<30} {'value':>8}  target")
     for key in JSON_KEYS:
