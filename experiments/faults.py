@@ -9,7 +9,8 @@ Used by the runner (`python -m experiments run ...`) and by `python -m experimen
 - `InterruptHandler` + `SaveOnInterrupt`: Ctrl-C or SIGTERM stop training at the next batch
   boundary, save `last.ckpt`, and the run ends KILLED with a resume command;
 - `NonFiniteLossGuard`: a diverging run stops at the first non-finite loss, before a
-  checkpoint with NaN weights can replace a good one;
+  checkpoint with NaN weights can replace a good one (`RunGuard` is both in one callback);
+- `RunCheckpoint`: Lightning's ModelCheckpoint without its per-step costs;
 - `AtomicCheckpointIO`: checkpoints are written to a temporary file and renamed, so a full
   disk never leaves a truncated `last.ckpt`;
 - `read_checkpoint`: checkpoints are only ever loaded with `weights_only=True`.
@@ -17,6 +18,7 @@ Used by the runner (`python -m experiments run ...`) and by `python -m experimen
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -34,7 +36,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -262,6 +264,27 @@ def mark_orphaned_runs(client, found_by: str, *, dry_run: bool = False) -> list:
 # --------------------------------------------------------------------------- checkpoints
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `state_key` is computed once.
+
+    Lightning formats every callback's state_key for every hook call on every step (as a
+    profiler label); ModelCheckpoint rebuilds it from its settings each time, about 5 us,
+    which two checkpoint callbacks pay ~14 times per step. The settings never change after
+    construction, so the key can be kept. It is also the name of the callback's state in a
+    checkpoint, so it is spelled as ModelCheckpoint's: checkpoints resume either way.
+    """
+
+    @functools.cached_property
+    def state_key(self) -> str:
+        return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning's version checks the trainer state on every step before finding that
+        # neither step- nor time-based saving is configured; ours never configures them.
+        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write each checkpoint to a temporary file beside it, then rename it into place.
 
@@ -460,6 +483,15 @@ class SaveOnInterrupt(Callback):
             self.saved = True
         except CheckpointWriteError as exc:
             print(f"warning: {exc}", file=sys.stderr)
+
+
+class RunGuard(NonFiniteLossGuard, SaveOnInterrupt):
+    """Both guards as one callback, which is what the runner installs.
+
+    Lightning calls every hook of every callback on every step (about six per step, each
+    wrapped in a profiler context), so one callback instead of two is measurably cheaper
+    when a step takes under a millisecond (S1.2).
+    """
 
 
 def signal_name(signum: int) -> str:

@@ -226,14 +226,13 @@ def _run_tracked(
 def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks):
     """The Trainer and its checkpoint callback; identical on every DDP rank (they must be)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
     from experiments import faults
 
     # Under DDP, ModelCheckpoint broadcasts rank 0's dirpath, so all ranks agree on it.
     folder = tracking.checkpoint_dir(uri, run_id or "unknown-run")
     has_val = data.lineage.get("val_size", 1) not in (0, "0")
-    checkpoint = ModelCheckpoint(
+    checkpoint = faults.RunCheckpoint(
         dirpath=folder,
         filename="best",
         monitor="val/acc" if has_val else None,
@@ -242,7 +241,7 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
     )
     # last.ckpt at every epoch (what --resume continues from). Lightning's save_last only
     # writes it when best.ckpt improved, so a kill could cost every epoch since the best.
-    latest = [ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
+    latest = [faults.RunCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
     trainer = L.Trainer(
         **cfg.values["trainer"],
         logger=_make_logger(uri, run_id, data.dataset_name),
@@ -251,8 +250,7 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
         callbacks=[
             checkpoint,
             *(latest if has_val else []),
-            faults.NonFiniteLossGuard(),
-            faults.SaveOnInterrupt(folder / "last.ckpt"),
+            faults.RunGuard(folder / "last.ckpt"),
             *callbacks,
             *_progress_bar(cfg),
         ],

@@ -697,3 +697,21 @@ def test_ui_binds_loopback_unless_told_otherwise_and_says_so(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"filename": "best", "monitor": "val/acc", "mode": "max"},
+        {"filename": "last", "enable_version_counter": False},
+    ],
+)
+def test_run_checkpoint_keeps_model_checkpoints_state_key(tmp_path, settings):
+    # The callback's state in a checkpoint is stored under its state_key: the cached key
+    # must match Lightning's own, or resuming would not restore the best score.
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    ours = faults.RunCheckpoint(dirpath=tmp_path, **settings)
+    lightning_own = ModelCheckpoint(dirpath=tmp_path, **settings)
+    assert ours.state_key == lightning_own.state_key
+    assert ours.state_key.startswith("ModelCheckpoint{")

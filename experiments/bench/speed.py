@@ -12,7 +12,9 @@ own `run` path with MLflow tracking on, and for S1.2 (c) the conventional set-up
 (d) Lightning's floor: the Trainer driving a minimal LightningModule (forward, loss) on the
 same batches with no logger, callbacks or metrics, which separates what Lightning's loop
 costs per step from what the project adds. (a), (b) and (d) use the thread count the run
-path chooses (experiments/threads.py). Seconds per epoch are the median over the measured epochs after one warm-up epoch;
+path chooses (experiments/threads.py). The cheap cases (S1.2, S0.3) run the three paths
+in three alternating rounds, so the drift of a shared machine hits them alike. Seconds per
+epoch are the median over the measured epochs after one warm-up epoch per path;
 validation time is excluded from (b) and (c) because (a) has none. Also measured: CLI cold
 start (`python -m experiments --help`), time from `run` to the first training step (a
 fresh process), and the share of a 1-epoch S1.2 run's wall time spent in MLflow calls.
@@ -336,6 +338,23 @@ def cifar_source(workdir: Path) -> tuple[Path, str]:
 # --- the benchmark ----------------------------------------------------------------------
 
 
+def check_same_training(name: str, overrides: list[str], make_network, make_optimizer) -> None:
+    """Refuse to compare unlike things: the run path must build the bare loop's network
+    and optimizer (a catalog default such as weight decay would otherwise slip in)."""
+    from experiments.config import parse
+
+    model, _ = parse(name, overrides).instantiate()
+    network = make_network()
+    ours, theirs = model.configure_optimizers(), make_optimizer(network.parameters())
+    if repr(model.network) != repr(network):
+        raise RuntimeError(f"{name}: the run path builds {model.network}, the bare loop {network}")
+    if type(ours) is not type(theirs) or ours.defaults != theirs.defaults:
+        raise RuntimeError(
+            f"{name}: the run path's optimizer is {type(ours).__name__}{ours.defaults}, the "
+            f"bare loop's {type(theirs).__name__}{theirs.defaults}"
+        )
+
+
 def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -392,10 +411,13 @@ def measure(
                 "0.1",
                 "--model.momentum",
                 "0",
+                "--model.weight_decay",
+                "0",
                 "--model.scheduler",
                 "none",
             ],
             limit=300 if quick else None,
+            rounds=1 if quick else 3,
         ),
         "s13": dict(
             name="s1-cnn",
@@ -410,12 +432,15 @@ def measure(
                 "adam",
                 "--model.lr",
                 "0.001",
+                "--model.weight_decay",
+                "0",
                 "--model.scheduler",
                 "none",
                 "--model.label_smoothing",
                 "0",
             ],
             limit=40 if quick else None,
+            rounds=1,  # 40 s per epoch: drift averages out within the epoch
         ),
         "s03": dict(
             name="s0-cnn",
@@ -425,8 +450,12 @@ def measure(
             net=lambda: LeNet(),
             opt=lambda p: torch.optim.Adam(p, lr=1e-3),
             data=["--data.data_dir", str(cifar_dir)],
-            model=["--model.optimizer", "adam", "--model.lr", "0.001"],
+            model=[
+                *("--model.optimizer", "adam", "--model.lr", "0.001"),
+                *("--model.weight_decay", "0", "--model.scheduler", "none"),
+            ],
             limit=300 if quick else None,
+            rounds=1 if quick else 3,
         ),
     }
     from experiments import threads
@@ -435,11 +464,6 @@ def measure(
         # The bare loop and the floor use the thread count the run path picks for itself
         # (experiments/threads.py), so the three are compared on equal terms.
         choice = threads.choose(None, case["net"](), case["x"][: case["batch"]])
-        log(f"[{key}] bare loop ({choice.threads} thread(s)) ...")
-        with threads.using(choice.threads):
-            bare = bare_epoch_times(
-                case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs, case["limit"]
-            )
         overrides = [
             *common,
             *case["data"],
@@ -451,15 +475,39 @@ def measure(
         ]
         if case["limit"] is not None:
             overrides += ["--trainer.limit_train_batches", str(case["limit"])]
-        log(f"[{key}] project run path (tracking on) ...")
-        project, _ = project_epoch_times(case["name"], overrides, uri, epochs)
-        log(f"[{key}] Lightning floor (minimal module, no logger or callbacks) ...")
-        with threads.using(choice.threads):
-            floor = lightning_floor_epoch_times(
-                case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs, case["limit"]
-            )
+        check_same_training(case["name"], overrides, case["net"], case["opt"])
+        # This machine's speed drifts by tens of percent over a minute (shared host): the
+        # three paths are measured in alternating rounds so drift hits all of them alike.
+        bare, project, floor = [], [], []
+        for round_ in range(1, case["rounds"] + 1):
+            tag = f"[{key}] round {round_}/{case['rounds']}:"
+            log(f"{tag} bare loop ({choice.threads} thread(s)) ...")
+            with threads.using(choice.threads):
+                bare += bare_epoch_times(
+                    case["net"],
+                    case["opt"],
+                    case["x"],
+                    case["y"],
+                    case["batch"],
+                    epochs,
+                    case["limit"],
+                )
+            log(f"{tag} project run path (tracking on) ...")
+            project += project_epoch_times(case["name"], overrides, uri, epochs)[0]
+            log(f"{tag} Lightning floor (minimal module, no logger or callbacks) ...")
+            with threads.using(choice.threads):
+                floor += lightning_floor_epoch_times(
+                    case["net"],
+                    case["opt"],
+                    case["x"],
+                    case["y"],
+                    case["batch"],
+                    epochs,
+                    case["limit"],
+                )
         figures[key] = {
             "threads": choice.threads,
+            "rounds": case["rounds"],
             "bare_s_per_epoch": _median(bare),
             "lightning_floor_s_per_epoch": _median(floor),
             "project_s_per_epoch": _median(project),
