@@ -123,11 +123,12 @@ class RunCurves:
         return mean_loss_per_epoch(self.raw["train/loss"], self.epoch_of)
 
 
-def read_curves(client: Any, run_id: str) -> RunCurves:
+def read_curves(client: Any, run_id: str, params: dict[str, str] | None = None) -> RunCurves:
     """The run's curves from MLflow, with each step mapped to its epoch."""
     raw = {key: _history(client, run_id, key) for key in CURVE_KEYS}
     epoch_of = _EpochOf(_history(client, run_id, "epoch"))
-    params = client.get_run(run_id).data.params
+    if params is None:
+        params = client.get_run(run_id).data.params
     return RunCurves(raw, epoch_of, _step_driven(params, [s for s, _ in raw["val/loss"]], epoch_of))
 
 
@@ -145,17 +146,27 @@ def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> 
     cannot be drawn does not fail the finished run: the error is printed and recorded in
     the ``figures_error`` tag instead.
     """
-    tags = client.get_run(run_id).data.tags
+    from mlflow.entities import RunTag
+
+    # Few MLflow calls on purpose: each is a round trip (a SQLite transaction or an HTTP
+    # request), so the run is read once, tags go in one batch and files in one upload.
+    run = client.get_run(run_id)
+    tags = run.data.tags
     name = f"{tags.get('experiment', run_id)} ({tags.get('task', '?')})"
-    curves = read_curves(client, run_id)
+    curves = read_curves(client, run_id, run.data.params)
     class_names = list(datamodule.class_names)
     input_shape = tuple(getattr(model, "input_shape", None) or datamodule.input_shape)
 
     judgement = None
     if curves.has_validation:
         judgement = judge_fit(*curves.aligned())
-        client.set_tag(run_id, "fit_judgement", judgement.label)
-        client.set_tag(run_id, "fit_judgement_reason", judgement.reason)
+        client.log_batch(
+            run_id,
+            tags=[
+                RunTag("fit_judgement", judgement.label),
+                RunTag("fit_judgement_reason", judgement.reason),
+            ],
+        )
 
     errors: list[str] = []
 
@@ -166,7 +177,9 @@ def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> 
             errors.append(f"{what}: {type(exc).__name__}: {exc}")
 
     with tempfile.TemporaryDirectory(prefix="figures-") as tmp:
-        out = Path(tmp)
+        root = Path(tmp)  # uploaded as the run's artifact root: figures/ and the summary
+        out = root / "figures"
+        out.mkdir()
         if curves.raw["train/loss"]:
             epochs, losses = curves.epoch_losses()
             draw(
@@ -221,8 +234,6 @@ def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> 
                 out / "first_layer_weights.png",
                 f"{name}: first-layer weights",
             )
-        if any(out.iterdir()):
-            client.log_artifacts(run_id, str(out), "figures")
 
         network = getattr(model, "network", None)
         if network is not None:
@@ -232,8 +243,12 @@ def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> 
                 errors.append(f"model_summary: {type(exc).__name__}: {exc}")
             else:
                 header = f"{type(network).__name__} on input {'x'.join(map(str, input_shape))}\n"
-                client.log_text(run_id, header + format_summary(rows), "model_summary.txt")
-                client.log_artifact(run_id, str(write_csv(rows, out / "model_summary.csv")))
+                (root / "model_summary.txt").write_text(header + format_summary(rows))
+                write_csv(rows, root / "model_summary.csv")
+        if not any(out.iterdir()):
+            out.rmdir()
+        if any(root.iterdir()):
+            client.log_artifacts(run_id, str(root))
 
     if errors:
         message = "; ".join(errors)
