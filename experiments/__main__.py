@@ -30,7 +30,7 @@ COMMANDS = {
     "ui": ("experiments.ui", "serve the MLflow UI for the project's store on 127.0.0.1"),
     "server": ("experiments.server", "start a shared MLflow server (PostgreSQL backend)"),
     "doctor": ("experiments.doctor", "check the store, data and storage; mark orphaned runs"),
-    "bench": ("experiments.bench", "benchmarks: accuracy, speed, search"),
+    "bench": ("experiments.bench", "benchmarks: accuracy, speed, search, kernels"),
 }
 
 

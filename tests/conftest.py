@@ -1,9 +1,13 @@
-"""Shared fixtures: small datasets in the real on-disk formats and a throw-away MLflow store."""
+"""Shared fixtures: small datasets in the real on-disk formats, a throw-away MLflow store, and
+a helper that runs the CLI in a fresh process."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +80,21 @@ def data_overrides(name: str, fashion_dir, cifar_dir) -> list[str]:
         "--trainer.enable_model_summary",
         "false",
     ]
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path, home: Path | None = None, timeout: float = 120):
+    """`python -m experiments ARGS` in a fresh process with a minimal environment."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    if home is not None:
+        env["HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

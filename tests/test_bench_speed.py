@@ -8,27 +8,16 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from experiments.bench.speed import JSON_KEYS
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, run_cli
 
 
 @pytest.mark.slow
 def test_quick_speed_benchmark_measures_every_figure(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments", "bench", "speed", "--quick", "--json"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path)},
-    )
+    proc = run_cli("bench", "speed", "--quick", "--json", cwd=REPO, home=tmp_path, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     figures = json.loads(proc.stdout)  # stdout holds exactly one JSON object
     assert set(JSON_KEYS) <= set(figures)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +11,9 @@ from mlflow import MlflowClient
 from experiments.__main__ import main as cli
 from experiments.config import ConfigError, catalog, parse
 from experiments.run import run_experiment
-from tests.conftest import data_overrides
+from tests.conftest import data_overrides, run_cli
 
 EXPERIMENTS = ["s0-mlp", "s0-cnn", "s1-scratch", "s1-mlp", "s1-cnn", "s2-cnn", "s4-mlp"]
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _short(name: str) -> list[str]:
@@ -178,14 +175,7 @@ def test_unparseable_yaml_is_named(store, tmp_path, capsys):
 
 
 def test_cli_exit_code_and_no_run_for_unknown_activation(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "experiments", "run", "s4-mlp", "--model.activation", "nope"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-        timeout=120,
-    )
+    proc = run_cli("run", "s4-mlp", "--model.activation", "nope", cwd=tmp_path)
     assert proc.returncode == 2
     assert "relu, leaky_relu, elu, selu, swish, sigmoid, tanh" in proc.stderr.replace("'", "")
     assert not (tmp_path / "mlruns").exists()

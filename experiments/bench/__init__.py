@@ -3,6 +3,7 @@
 python -m experiments bench accuracy [--quick]   # seed configs at full length, real data
 python -m experiments bench speed [--quick] [--json]
 python -m experiments bench search [--quick]     # Optuna workers and pruning
+python -m experiments bench kernels [--busy]     # threads per model size; torch.compile
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-BENCHMARKS = ("accuracy", "speed", "search")
+BENCHMARKS = ("accuracy", "speed", "search", "kernels")
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1,0 +1,138 @@
+"""What the run path's thread policy and its choice not to compile rest on, measured.
+
+    python -m experiments bench kernels                 # threads and torch.compile
+    python -m experiments bench kernels --busy          # threads with one busy process beside
+    python -m experiments bench kernels --no-compile    # threads only
+
+Bare training loops (forward, loss, backward, step) over in-memory Fashion-MNIST or
+generated CIFAR-shaped tensors, so only the kernels differ:
+
+- threads: seconds per epoch with 1 thread and with every core, for the models whose
+  forward pass per batch spans the policy's range (experiments/threads.py): 784-128-10
+  MLP at batch 64 (13 MFLOP), LeNet at batch 4 (5), 784-512-10 MLP (52), S1.3 CNN (1,298;
+  150 batches). `--busy` runs a CPU-bound Python loop in another process meanwhile, the
+  situation of a shared machine or a second study worker.
+- compile: eager against `torch.compile(model)` for the S1.2 MLP (one epoch) and the S1.3
+  CNN (100 batches): the first step (which compiles) and the steady-state time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+
+def _busy_loop() -> None:  # pragma: no cover - runs in a child process
+    while True:
+        pass
+
+
+def _epoch_seconds(
+    make_network: Callable, x, y, batch_size: int, batches: int | None, rounds: int = 3
+) -> tuple[float, float]:
+    """(first step incl. any compilation, median seconds per pass over `batches`)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    network = make_network()
+    optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
+
+    def step(xb, yb) -> None:
+        loss = F.cross_entropy(network(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    start = time.perf_counter()
+    step(x[:batch_size], y[:batch_size])
+    first = time.perf_counter() - start
+    n = len(x) if batches is None else min(len(x), batches * batch_size)
+    times = []
+    for _ in range(rounds):
+        order = torch.randperm(len(x))[:n]
+        start = time.perf_counter()
+        for i in range(0, n, batch_size):
+            idx = order[i : i + batch_size]
+            step(x.index_select(0, idx), y.index_select(0, idx))
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
+def _data():
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from datamodules import FashionMNISTDataModule
+    from experiments.bench.speed import fashion_source
+
+    work = Path(tempfile.mkdtemp(prefix="bench-kernels-"))
+    fashion_dir, kind = fashion_source(work)
+    fashion = FashionMNISTDataModule(data_dir=str(fashion_dir), download=False)
+    fashion.setup()
+    generator = torch.Generator().manual_seed(0)
+    cifar_x = torch.randn(2000, 3, 32, 32, generator=generator)
+    cifar_y = torch.randint(0, 5, (2000,), generator=generator)
+    return (fashion.train_x, fashion.train_y), (cifar_x, cifar_y), kind
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments bench kernels", description=__doc__
+    )
+    parser.add_argument("--busy", action="store_true", help="one busy process runs meanwhile")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile part")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from experiments.threads import available_cores, forward_mflop
+    from models.components import MLP, FourBlockCNN, LeNet
+
+    (fx, fy), (cx, cy), kind = _data()
+    cores = available_cores()
+    cases = [
+        ("MLP 784-128-10, batch 64", lambda: MLP(784, 10, [128]), fx, fy, 64, None),
+        ("LeNet, batch 4", lambda: LeNet(num_classes=5), cx, cy, 4, None),
+        ("MLP 784-512-10, batch 64", lambda: MLP(784, 10, [512]), fx, fy, 64, None),
+        ("S1.3 CNN, batch 64, 150 batches", lambda: FourBlockCNN(), fx, fy, 64, 150),
+    ]
+    busy = None
+    if args.busy:
+        busy = multiprocessing.get_context("spawn").Process(target=_busy_loop, daemon=True)
+        busy.start()
+    default_threads = torch.get_num_threads()
+    try:
+        print(f"data: {kind}; {cores} core(s); busy process beside: {'yes' if busy else 'no'}")
+        print(f"{'model':<34} {'MFLOP/batch':>11} {'1 thread s':>11} {f'{cores} threads s':>11}")
+        for name, make, x, y, batch, batches in cases:
+            mflop = forward_mflop(make(), x[:batch])
+            seconds = []
+            for threads in (1, cores):
+                torch.set_num_threads(threads)
+                seconds.append(_epoch_seconds(make, x, y, batch, batches)[1])
+            print(f"{name:<34} {mflop:>11.1f} {seconds[0]:>11.3f} {seconds[1]:>11.3f}")
+    finally:
+        torch.set_num_threads(default_threads)
+        if busy is not None:
+            busy.terminate()
+    if args.no_compile:
+        return 0
+
+    print(f"\ntorch.compile ({cores} thread(s) for the CNN, 1 for the MLP)")
+    print(f"{'model':<34} {'mode':<8} {'first step s':>12} {'steady s':>9}")
+    for name, make, threads, batches in (
+        ("MLP 784-128-10, one epoch", lambda: MLP(784, 10, [128]), 1, None),
+        ("S1.3 CNN, 100 batches", lambda: FourBlockCNN(), cores, 100),
+    ):
+        torch.set_num_threads(threads)
+        for mode, build in (("eager", make), ("compile", lambda make=make: torch.compile(make()))):
+            first, steady = _epoch_seconds(build, fx, fy, 64, batches)
+            print(f"{name:<34} {mode:<8} {first:>12.2f} {steady:>9.3f}")
+    torch.set_num_threads(default_threads)
+    return 0
