@@ -105,7 +105,7 @@ TASKS = (
     ),
     Task(
         "S1.2",
-        "PyTorch ANN 784-128-10 (SGD) on Fashion-MNIST",
+        "PyTorch ANN 784-512-10 (SGD with momentum) on Fashion-MNIST",
         "python -m experiments run s1-mlp",
         acc_bar=0.80,
     ),
