@@ -361,7 +361,10 @@ def test_doctor_fails_on_an_unreachable_server(tmp_path, monkeypatch, capsys):
 
 # --- slow: real signals to real processes ----------------------------------------------
 
-EPOCHS = 4
+# Enough epochs that a run is still training a few seconds after its first checkpoint
+# (each tiny epoch takes ~0.1 s): the tests signal it or fill its disk in that window, and
+# with 4 epochs a fast run could finish first.
+EPOCHS = 30
 
 
 def env(**extra: str) -> dict[str, str]:

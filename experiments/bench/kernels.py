@@ -71,10 +71,12 @@ def _data():
     from datamodules import FashionMNISTDataModule
     from experiments.bench.speed import fashion_source
 
-    work = Path(tempfile.mkdtemp(prefix="bench-kernels-"))
-    fashion_dir, kind = fashion_source(work)
-    fashion = FashionMNISTDataModule(data_dir=str(fashion_dir), download=False)
-    fashion.setup()
+    # The splits live in memory after setup(); a generated stand-in (no real data
+    # installed) is deleted with the folder.
+    with tempfile.TemporaryDirectory(prefix="bench-kernels-") as work:
+        fashion_dir, kind = fashion_source(Path(work))
+        fashion = FashionMNISTDataModule(data_dir=str(fashion_dir), download=False)
+        fashion.setup()
     generator = torch.Generator().manual_seed(0)
     cifar_x = torch.randn(2000, 3, 32, 32, generator=generator)
     cifar_y = torch.randint(0, 5, (2000,), generator=generator)
