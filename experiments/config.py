@@ -69,13 +69,19 @@ def catalog() -> list[ExperimentEntry]:
     return entries
 
 
-def resolve_experiment(name: str) -> Path:
-    """A catalog name (`s1-mlp`) or a path to a YAML file -> the file."""
+def find_yaml(name: str, folder: Path) -> Path | None:
+    """`name` as an existing YAML file path, else `folder/<name>.yaml` if it exists."""
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml") and candidate.exists():
         return candidate
-    path = EXPERIMENTS_DIR / f"{name}.yaml"
-    if path.exists():
+    path = folder / f"{name}.yaml"
+    return path if path.exists() else None
+
+
+def resolve_experiment(name: str) -> Path:
+    """A catalog name (`s1-mlp`) or a path to a YAML file -> the file."""
+    path = find_yaml(name, EXPERIMENTS_DIR)
+    if path is not None:
         return path
     names = ", ".join(entry.name for entry in catalog())
     raise ConfigError(

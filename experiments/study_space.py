@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from experiments.config import ConfigError, load_yaml
+from experiments.config import ConfigError, find_yaml, load_yaml
 
 STUDIES_DIR = Path(__file__).resolve().parent / "studies"
 TYPES = ("float", "int", "categorical")
@@ -132,11 +132,8 @@ def study_names() -> list[str]:
 
 
 def resolve_study(name: str) -> Path:
-    candidate = Path(name)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
-        return candidate
-    path = STUDIES_DIR / f"{name}.yaml"
-    if path.exists():
+    path = find_yaml(name, STUDIES_DIR)
+    if path is not None:
         return path
     raise ConfigError(
         f"study {name!r} is not a built-in study nor a YAML file; "

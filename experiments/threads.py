@@ -5,10 +5,10 @@
 
 Why not torch's default (one thread per core): measured on a 2-core Xeon (torch 2.14.1;
 `python -m experiments bench kernels [--busy]` prints the comparison, README "Speed" has
-the table), a second intra-op thread makes the S1.3 CNN 1.4x and the 784-512-10 MLP 1.3x
-faster on a quiet machine, but gains under 10% for the 784-128-10 MLP at batch 64 and
-LeNet at batch 4: their operations are too small to split. With one other busy process on
-the machine, two threads were 2-4x SLOWER than one for every model (each parallel region
+the table), a second intra-op thread makes the S1.3 CNN 1.4x and the 784-512-10 MLP
+1.16-1.32x faster on a quiet machine (two runs), and the 784-128-10 MLP at batch 64 and LeNet at batch
+4 1-15%: their operations are small to split. With one other busy process on the
+machine, two threads were 2-4x SLOWER than one for every model (each parallel region
 waits for the thread the scheduler took away). So a second thread is used only where a
 batch is big enough to pay for it: at least `MIN_MFLOP_PER_THREAD` million floating-point
 operations per thread in one forward pass, counted once with torch's FLOP counter on one
@@ -22,8 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 #: Forward MFLOP per batch each thread must get. The 784-128-10 MLP at batch 64 does 13
-#: (+10% from a second thread), LeNet at batch 4 5.2 (+3%), the 784-512-10 MLP 52 (1.3x),
-#: the S1.3 CNN 1,298 (1.4x).
+#: (+10-15% from a second thread), LeNet at batch 4 5.2 (+1-3%), the 784-512-10 MLP 52
+#: (1.16-1.32x), the S1.3 CNN 1,298 (1.4x).
 MIN_MFLOP_PER_THREAD = 25.0
 
 

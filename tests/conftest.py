@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,17 @@ def run_cli(*args: str, cwd: Path, home: Path | None = None, timeout: float = 12
         env=env,
         timeout=timeout,
     )
+
+
+def free_port(ports: range, exclude: tuple[int, ...] = ()) -> int:
+    """The first port of `ports` (not in `exclude`) that can be bound on 127.0.0.1."""
+    for port in ports:
+        if port in exclude:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} on 127.0.0.1")

@@ -40,7 +40,7 @@ from mlflow import MlflowClient
 from experiments import server
 from experiments.config import parse
 from experiments.run import run_experiment
-from tests.conftest import data_overrides
+from tests.conftest import data_overrides, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PG_PORTS = range(55432, 55440)
@@ -67,17 +67,6 @@ def _version_key(path: str) -> int:
         return int(Path(path).parents[1].name)
     except ValueError:
         return 0
-
-
-def _free_port(ports: range) -> int:
-    for port in ports:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} on 127.0.0.1")
 
 
 def _env() -> dict[str, str]:
@@ -135,7 +124,7 @@ def postgres():
         shutil.chown(folder, "postgres")
         shutil.chown(folder / "pwfile", "postgres")
     data = folder / "data"
-    port = _free_port(PG_PORTS)
+    port = free_port(PG_PORTS)
     subprocess.run(
         [
             *prefix,
@@ -194,7 +183,7 @@ def mlflow_server(postgres, tmp_path_factory):
     """`python -m experiments server` (the documented command) on a free loopback port."""
     postgres.create_database("mlflow")
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port(MLFLOW_PORTS)
+    port = free_port(MLFLOW_PORTS)
     log = folder / "server.log"
     # The password travels as PGPASSWORD, as the README recommends, not in the URL.
     env = {**_env(), "PGPASSWORD": postgres.password}
@@ -498,7 +487,7 @@ def test_server_needs_a_database_backend(monkeypatch, capsys):
 
 
 def test_server_reports_unreachable_postgresql_without_its_password(tmp_path, capsys):
-    port = _free_port(PG_PORTS)  # nothing listens there
+    port = free_port(PG_PORTS)  # nothing listens there
     uri = f"postgresql://team:s3cret-pw@127.0.0.1:{port}/mlflow"
     code = server.main(
         [
@@ -507,7 +496,7 @@ def test_server_reports_unreachable_postgresql_without_its_password(tmp_path, ca
             "--artifacts-destination",
             str(tmp_path / "artifacts"),
             "--port",
-            str(_free_port(MLFLOW_PORTS)),
+            str(free_port(MLFLOW_PORTS)),
         ]
     )
     err = capsys.readouterr().err
@@ -518,7 +507,7 @@ def test_server_reports_unreachable_postgresql_without_its_password(tmp_path, ca
 
 def test_server_reports_a_port_in_use(tmp_path, capsys):
     with socket.socket() as busy:
-        busy.bind(("127.0.0.1", _free_port(MLFLOW_PORTS)))
+        busy.bind(("127.0.0.1", free_port(MLFLOW_PORTS)))
         busy.listen()
         port = busy.getsockname()[1]
         code = server.main(

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,7 +28,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments import search
-from tests.conftest import data_overrides
+from tests.conftest import data_overrides, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PORTS = range(5510, 5550)  # this test's share of the project's UI port range
@@ -45,19 +44,6 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
     "--window-size=1400,1000",
 ]
-
-
-def free_port(exclude: tuple[int, ...] = ()) -> int:
-    for port in PORTS:
-        if port in exclude:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
 
 
 def http_ok(url: str) -> bool:
@@ -166,8 +152,8 @@ def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_
     )
     assert len(children) == 2
 
-    ui_port = free_port()
-    driver_port = free_port(exclude=(ui_port,))
+    ui_port = free_port(PORTS)
+    driver_port = free_port(PORTS, exclude=(ui_port,))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     ui = subprocess.Popen(
         [

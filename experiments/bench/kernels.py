@@ -13,7 +13,7 @@ generated CIFAR-shaped tensors, so only the kernels differ:
   150 batches). `--busy` runs a CPU-bound Python loop in another process meanwhile, the
   situation of a shared machine or a second study worker.
 - compile: eager against `torch.compile(model)` for the S1.2 MLP (one epoch) and the S1.3
-  CNN (100 batches): the first step (which compiles) and the steady-state time.
+  CNN (100 batches): the warm-up epoch (which compiles) and the steady-state time.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import statistics
-import time
 from collections.abc import Callable, Sequence
 
 
@@ -30,36 +29,23 @@ def _busy_loop() -> None:  # pragma: no cover - runs in a child process
         pass
 
 
-def _epoch_seconds(
-    make_network: Callable, x, y, batch_size: int, batches: int | None, rounds: int = 3
-) -> tuple[float, float]:
-    """(first step incl. any compilation, median seconds per pass over `batches`)."""
+def _epoch_seconds(make_network: Callable, x, y, batch_size: int, batches: int | None):
+    """(warm-up epoch incl. any compilation, median of three measured epochs) in seconds,
+    from the speed benchmark's bare loop (SGD lr 0.01)."""
     import torch
-    import torch.nn.functional as F
 
-    torch.manual_seed(0)
-    network = make_network()
-    optimizer = torch.optim.SGD(network.parameters(), lr=0.01)
+    from experiments.bench.speed import bare_epoch_times
 
-    def step(xb, yb) -> None:
-        loss = F.cross_entropy(network(xb), yb)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    start = time.perf_counter()
-    step(x[:batch_size], y[:batch_size])
-    first = time.perf_counter() - start
-    n = len(x) if batches is None else min(len(x), batches * batch_size)
-    times = []
-    for _ in range(rounds):
-        order = torch.randperm(len(x))[:n]
-        start = time.perf_counter()
-        for i in range(0, n, batch_size):
-            idx = order[i : i + batch_size]
-            step(x.index_select(0, idx), y.index_select(0, idx))
-        times.append(time.perf_counter() - start)
-    return first, statistics.median(times)
+    times = bare_epoch_times(
+        make_network,
+        lambda params: torch.optim.SGD(params, lr=0.01),
+        x,
+        y,
+        batch_size,
+        3,
+        batches,
+    )
+    return times[0], statistics.median(times[1:])
 
 
 def _data():
@@ -127,7 +113,7 @@ def main(argv: Sequence[str]) -> int:
         return 0
 
     print(f"\ntorch.compile ({cores} thread(s) for the CNN, 1 for the MLP)")
-    print(f"{'model':<34} {'mode':<8} {'first step s':>12} {'steady s':>9}")
+    print(f"{'model':<34} {'mode':<8} {'warm-up s':>12} {'steady s':>9}")
     for name, make, threads, batches in (
         ("MLP 784-128-10, one epoch", lambda: MLP(784, 10, [128]), 1, None),
         ("S1.3 CNN, 100 batches", lambda: FourBlockCNN(), cores, 100),

@@ -47,7 +47,9 @@ FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 def bare_epoch_times(
     make_network: Callable, make_optimizer: Callable, x, y, batch_size: int, epochs: int, limit
 ) -> list[float]:
-    """Seconds per epoch of a plain loop: shuffle, slice, forward, loss, backward, step."""
+    """Seconds of each epoch of a plain loop (shuffle, slice, forward, loss, backward,
+    step): `epochs + 1` values, the first being the warm-up epoch, which also holds one-off
+    costs such as a torch.compile compilation (`bench kernels` reports it)."""
     import torch
     import torch.nn.functional as F
 
@@ -67,7 +69,7 @@ def bare_epoch_times(
             loss.backward()
             optimizer.step()
         times.append(time.perf_counter() - start)
-    return times[1:]
+    return times
 
 
 # --- (b)/(c) epoch timing through Lightning ---------------------------------------------
@@ -479,32 +481,26 @@ def measure(
         # This machine's speed drifts by tens of percent over a minute (shared host): the
         # three paths are measured in alternating rounds so drift hits all of them alike.
         bare, project, floor = [], [], []
+        # The same network, optimizer, data, batch size and length for (a) and (d).
+        training = (
+            case["net"],
+            case["opt"],
+            case["x"],
+            case["y"],
+            case["batch"],
+            epochs,
+            case["limit"],
+        )
         for round_ in range(1, case["rounds"] + 1):
             tag = f"[{key}] round {round_}/{case['rounds']}:"
             log(f"{tag} bare loop ({choice.threads} thread(s)) ...")
             with threads.using(choice.threads):
-                bare += bare_epoch_times(
-                    case["net"],
-                    case["opt"],
-                    case["x"],
-                    case["y"],
-                    case["batch"],
-                    epochs,
-                    case["limit"],
-                )
+                bare += bare_epoch_times(*training)[1:]  # [0] is the warm-up epoch
             log(f"{tag} project run path (tracking on) ...")
             project += project_epoch_times(case["name"], overrides, uri, epochs)[0]
             log(f"{tag} Lightning floor (minimal module, no logger or callbacks) ...")
             with threads.using(choice.threads):
-                floor += lightning_floor_epoch_times(
-                    case["net"],
-                    case["opt"],
-                    case["x"],
-                    case["y"],
-                    case["batch"],
-                    epochs,
-                    case["limit"],
-                )
+                floor += lightning_floor_epoch_times(*training)
         figures[key] = {
             "threads": choice.threads,
             "rounds": case["rounds"],
