@@ -18,24 +18,37 @@ import sys
 # only when their command runs.
 COMMANDS = {
     "list": ("experiments.__main__", "show the experiment catalog, one line per experiment"),
-    "run": ("experiments.run", "train/validate/test one experiment as a tracked MLflow run"),
-    "worked": ("experiments.worked", "worked examples S0.1 and S3: autograd vs chain rule"),
+    "run": (
+        "experiments.training.cli",
+        "train/validate/test one experiment as a tracked MLflow run",
+    ),
+    "worked": ("experiments.reports.worked", "worked examples S0.1 and S3: autograd vs chain rule"),
     "compare-activations": (
-        "experiments.compare_activations",
+        "experiments.reports.compare_activations",
         "S4: train each activation for several seeds, log a summary run",
     ),
-    "report": ("experiments.report", "write one report of every seed task from the store"),
-    "search": ("experiments.search", "run an Optuna study, tracked as nested MLflow runs"),
-    "compare": ("experiments.compare", "table of runs from the store, grouped, mean +- std"),
-    "ui": ("experiments.ui", "serve the MLflow UI for the project's store on 127.0.0.1"),
-    "server": ("experiments.server", "start a shared MLflow server (PostgreSQL backend)"),
-    "doctor": ("experiments.doctor", "check the store, data and storage; mark orphaned runs"),
+    "report": ("experiments.reports.report", "write one report of every seed task from the store"),
+    "model-summary": (
+        "experiments.reports.model_summary",
+        "layer table (output shapes, parameters) of an experiment's network, no training",
+    ),
+    "search": ("experiments.search.cli", "run an Optuna study, tracked as nested MLflow runs"),
+    "compare": (
+        "experiments.reports.compare",
+        "table of runs from the store, grouped, mean +- std",
+    ),
+    "ui": ("experiments.services.ui", "serve the MLflow UI for the project's store on 127.0.0.1"),
+    "server": ("experiments.services.server", "start a shared MLflow server (PostgreSQL backend)"),
+    "doctor": (
+        "experiments.training.doctor",
+        "check the store, data and storage; mark orphaned runs",
+    ),
     "bench": ("experiments.bench", "benchmarks: accuracy, speed, search, kernels"),
 }
 
 
 def list_main(argv: list[str]) -> int:
-    from experiments.config import catalog
+    from experiments.training.config import catalog
 
     entries = catalog()
     width = max(len(e.name) for e in entries)

@@ -88,9 +88,9 @@ def test_bad_resume_requests_exit_2(argv, expected, store, tmp_path, capsys):
 
 
 def test_resume_of_an_unknown_run_names_it(store, capsys):
-    from experiments import tracking
+    from experiments.tracking import store
 
-    tracking.client(store).search_experiments()  # an existing, empty store
+    store.client(store).search_experiments()  # an existing, empty store
     assert cli(["run", "--resume", "0123abcd", "--tracking-uri", store]) == 2
     assert f"--resume 0123abcd: no such run in {store}" in capsys.readouterr().err
 

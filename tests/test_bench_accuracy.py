@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 
 from experiments.__main__ import main as cli
 from experiments.bench.accuracy import S2_SEED_CLASS_ACC, SEED_SETTINGS_DIR, TASKS
-from experiments.config import catalog, parse
+from experiments.training.config import catalog, parse
 
 # | task | experiment | seed bar | target | test acc | vs target | epochs | wall min |
 ROW = re.compile(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from experiments import compare, tracking
+from experiments.reports import compare
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +18,8 @@ def runs(tmp_path_factory):
     MLflow's schema migrations, the slow part here.
     """
     store = f"sqlite:///{tmp_path_factory.mktemp('compare')}/mlruns/mlflow.db"
-    client = tracking.client(store)
-    experiment = tracking.ensure_experiment(client, store, "fashion-mnist")
+    client = store.client(store)
+    experiment = store.ensure_experiment(client, store, "fashion-mnist")
     made = [
         ("relu", 0.80, "FINISHED", "s4-mlp"),
         ("relu", 0.82, "FINISHED", "s4-mlp"),

@@ -9,8 +9,8 @@ import yaml
 from mlflow import MlflowClient
 
 from experiments.__main__ import main as cli
-from experiments.config import ConfigError, catalog, parse
-from experiments.run import run_experiment
+from experiments.training.config import ConfigError, catalog, parse
+from experiments.training.runner import run_experiment
 from tests.conftest import data_overrides, run_cli
 
 EXPERIMENTS = ["s0-mlp", "s0-cnn", "s1-scratch", "s1-mlp", "s1-cnn", "s2-cnn", "s4-mlp"]

@@ -31,10 +31,12 @@ import yaml
 from lightning.pytorch.callbacks import Callback
 from mlflow import MlflowClient
 
-from experiments import faults, tracking
+from experiments import errors
 from experiments.__main__ import main as cli
-from experiments.config import parse
-from experiments.run import run_experiment
+from experiments.tracking import health, store
+from experiments.training import callbacks, checkpoints
+from experiments.training.config import parse
+from experiments.training.runner import run_experiment
 from tests.conftest import data_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +88,7 @@ def test_diverging_lr_fails_the_run_in_the_first_epoch_without_checkpoints(
     assert "NonFiniteLossError" in run.data.tags["error"]
     # Stopped inside epoch 0: no validation happened, no checkpoint of NaN weights exists.
     assert "val/acc" not in run.data.metrics
-    assert list(tracking.checkpoint_dir(store, run.info.run_id).glob("*.ckpt")) == []
+    assert list(store.checkpoint_dir(store, run.info.run_id).glob("*.ckpt")) == []
 
 
 class PoisonWeights(Callback):
@@ -115,17 +117,17 @@ class PoisonWeights(Callback):
 def test_nan_weights_never_replace_a_good_checkpoint(store, fashion_dir, at_last_batch):
     poison = PoisonWeights(at_last_batch)
     cfg = parse("s1-mlp", tiny(fashion_dir, 3))
-    with pytest.raises(faults.NonFiniteLossError, match="epoch 1"):
+    with pytest.raises(errors.NonFiniteLossError, match="epoch 1"):
         run_experiment(cfg, store, callbacks=[poison], verbose=False)
 
     run = only_run(store)
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == "non_finite_loss"
-    folder = tracking.checkpoint_dir(store, run.info.run_id)
+    folder = store.checkpoint_dir(store, run.info.run_id)
     assert set(poison.snapshot) == {"best.ckpt", "last.ckpt"}
     for name, content in poison.snapshot.items():
         assert (folder / name).read_bytes() == content, f"{name} was overwritten"
-        state = faults.read_checkpoint(folder / name)
+        state = checkpoints.read_checkpoint(folder / name)
         assert state["epoch"] == 0
         assert all(torch.isfinite(t).all() for t in state["state_dict"].values())
 
@@ -136,16 +138,16 @@ def test_nan_weights_never_replace_a_good_checkpoint(store, fashion_dir, at_last
 def test_run_left_running_by_a_dead_process_is_marked_when_the_store_is_next_used(
     store, fashion_dir
 ):
-    client = tracking.client(store)
-    experiment_id = tracking.ensure_experiment(client, store, EXPERIMENT)
+    client = store.client(store)
+    experiment_id = store.ensure_experiment(client, store, EXPERIMENT)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a real process that has exited (and been reaped)
     orphan = client.create_run(
-        experiment_id, tags={**faults.process_tags(), faults.PID_TAG: str(dead.pid)}
+        experiment_id, tags={**health.process_tags(), health.PID_TAG: str(dead.pid)}
     ).info.run_id
-    alive = client.create_run(experiment_id, tags=faults.process_tags()).info.run_id
+    alive = client.create_run(experiment_id, tags=health.process_tags()).info.run_id
     elsewhere = client.create_run(
-        experiment_id, tags={**faults.process_tags(), faults.HOST_TAG: "another-host"}
+        experiment_id, tags={**health.process_tags(), health.HOST_TAG: "another-host"}
     ).info.run_id
     untagged = client.create_run(experiment_id).info.run_id
 
@@ -168,7 +170,7 @@ def test_unreachable_tracking_server_fails_before_training(fashion_dir, tmp_path
     uri = f"http://127.0.0.1:{closed_port()}"
     cfg = parse("s1-mlp", tiny(fashion_dir))
     started = time.monotonic()
-    with pytest.raises(faults.StoreError, match="unreachable") as raised:
+    with pytest.raises(errors.StoreError, match="unreachable") as raised:
         run_experiment(cfg, uri, verbose=False)
     # MLflow's own retries would take minutes; the pre-flight check answers at once.
     assert time.monotonic() - started < 60
@@ -189,7 +191,7 @@ def test_unwritable_store_folder_is_refused_before_anything_runs(
 
 
 def test_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path):
-    io = faults.AtomicCheckpointIO()
+    io = checkpoints.AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
     io.save_checkpoint({"state_dict": {"w": torch.ones(4)}, "epoch": 0}, path)
     good = path.read_bytes()
@@ -200,7 +202,7 @@ def test_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_p
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, hard))
     try:
-        with pytest.raises(faults.CheckpointWriteError) as raised:
+        with pytest.raises(errors.CheckpointWriteError) as raised:
             io.save_checkpoint(big, path)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
@@ -212,7 +214,7 @@ def test_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_p
 
     # A file in place of the folder (what a broken mount or a stray file looks like).
     (tmp_path / "blocked").write_text("")
-    with pytest.raises(faults.CheckpointWriteError, match=r"blocked/last\.ckpt"):
+    with pytest.raises(errors.CheckpointWriteError, match=r"blocked/last\.ckpt"):
         io.save_checkpoint(big, tmp_path / "blocked" / "last.ckpt")
 
 
@@ -257,8 +259,8 @@ def assert_continuous_history(uri: str, run_id: str, epochs: int) -> None:
 
 
 def test_interrupted_run_resumes_into_the_same_run(store, killed_run, capsys):
-    folder = tracking.checkpoint_dir(store, killed_run)
-    assert faults.read_checkpoint(folder / "last.ckpt")["epoch"] == 1
+    folder = store.checkpoint_dir(store, killed_run)
+    assert checkpoints.read_checkpoint(folder / "last.ckpt")["epoch"] == 1
 
     assert cli(["run", "--resume", killed_run, "--tracking-uri", store]) == 0
     out = capsys.readouterr().out
@@ -270,7 +272,7 @@ def test_interrupted_run_resumes_into_the_same_run(store, killed_run, capsys):
     assert "from KILLED" in run.data.tags["resume.1"] and "epoch 1" in run.data.tags["resume.1"]
     assert "end_reason" not in run.data.tags
     assert "test/acc" in run.data.metrics
-    assert faults.read_checkpoint(folder / "last.ckpt")["epoch"] == 3
+    assert checkpoints.read_checkpoint(folder / "last.ckpt")["epoch"] == 3
     assert_continuous_history(store, killed_run, 4)
 
     # A finished run is not resumed again.
@@ -314,7 +316,7 @@ class Payload:
 def test_corrupt_or_foreign_checkpoint_is_refused_naming_the_file(
     store, killed_run, tmp_path, capsys
 ):
-    last = tracking.checkpoint_dir(store, killed_run) / "last.ckpt"
+    last = store.checkpoint_dir(store, killed_run) / "last.ckpt"
     content = last.read_bytes()
     last.write_bytes(content[: len(content) // 2])
 
@@ -322,8 +324,8 @@ def test_corrupt_or_foreign_checkpoint_is_refused_naming_the_file(
     err = capsys.readouterr().err
     assert str(last) in err and "truncated or corrupt" in err
     # The same file given to evaluation (Trainer.test goes through the project's IO).
-    with pytest.raises(faults.CheckpointError, match="truncated or corrupt"):
-        faults.AtomicCheckpointIO().load_checkpoint(last)
+    with pytest.raises(errors.CheckpointError, match="truncated or corrupt"):
+        checkpoints.AtomicCheckpointIO().load_checkpoint(last)
 
     # A complete checkpoint that also carries a pickled object: refused, never executed.
     marker = tmp_path / "code-was-executed"
@@ -341,8 +343,8 @@ def test_corrupt_or_foreign_checkpoint_is_refused_naming_the_file(
 
 
 def test_doctor_reports_a_healthy_store_and_the_data(store, fashion_dir, capsys):
-    client = tracking.client(store)
-    tracking.ensure_experiment(client, store, EXPERIMENT)
+    client = store.client(store)
+    store.ensure_experiment(client, store, EXPERIMENT)
     code = cli(["doctor", "--tracking-uri", store, "--data-dir", str(fashion_dir)])
     out = capsys.readouterr().out
     assert "ok    tracking store" in out and "ok    checkpoint folder" in out
@@ -443,8 +445,8 @@ def test_sigkill_then_doctor_marks_the_orphan_and_resume_finishes_it(tmp_path, f
     assert run.info.status == "FINISHED"
     assert "from FAILED (orphaned)" in run.data.tags["resume.1"]
     assert_continuous_history(uri, run_id, EPOCHS)
-    last = tracking.checkpoint_dir(uri, run_id) / "last.ckpt"
-    assert faults.read_checkpoint(last)["epoch"] == EPOCHS - 1
+    last = store.checkpoint_dir(uri, run_id) / "last.ckpt"
+    assert checkpoints.read_checkpoint(last)["epoch"] == EPOCHS - 1
     assert len(runs(uri)) == 1
 
 
@@ -456,8 +458,8 @@ def test_signal_saves_a_checkpoint_marks_killed_and_says_how_to_resume(
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     proc = start_run(tmp_path, fashion_dir)
     run_id = wait_for_running_checkpoint(tmp_path, proc)
-    last = tracking.checkpoint_dir(uri, run_id) / "last.ckpt"
-    step_before = faults.read_checkpoint(last)["global_step"]
+    last = store.checkpoint_dir(uri, run_id) / "last.ckpt"
+    step_before = checkpoints.read_checkpoint(last)["global_step"]
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=300)
 
@@ -466,7 +468,7 @@ def test_signal_saves_a_checkpoint_marks_killed_and_says_how_to_resume(
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "KILLED"
     assert signal.Signals(signum).name in run.data.tags["end_reason"]
-    saved = faults.read_checkpoint(last, for_training=True)  # complete and loadable
+    saved = checkpoints.read_checkpoint(last, for_training=True)  # complete and loadable
     assert saved["global_step"] >= step_before
 
     if signum == signal.SIGTERM:  # resuming from the interrupt checkpoint finishes the run
@@ -522,12 +524,12 @@ def test_full_disk_at_checkpoint_time_fails_clearly_and_keeps_the_last_good(
             proc.kill()
             proc.wait()
     assert proc.returncode == 1, err
-    folder = tracking.checkpoint_dir(uri, run_id)
+    folder = store.checkpoint_dir(uri, run_id)
     assert "No space left on device" in err and str(folder) in err
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == "checkpoint_write"
-    state = faults.read_checkpoint(folder / "last.ckpt", for_training=True)
+    state = checkpoints.read_checkpoint(folder / "last.ckpt", for_training=True)
     assert state["epoch"] < EPOCHS - 1
     assert not list(folder.glob(".*.tmp"))
 
@@ -714,7 +716,7 @@ def test_run_checkpoint_keeps_model_checkpoints_state_key(tmp_path, settings):
     # must match Lightning's own, or resuming would not restore the best score.
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    ours = faults.RunCheckpoint(dirpath=tmp_path, **settings)
+    ours = callbacks.RunCheckpoint(dirpath=tmp_path, **settings)
     lightning_own = ModelCheckpoint(dirpath=tmp_path, **settings)
     assert ours.state_key == lightning_own.state_key
     assert ours.state_key.startswith("ModelCheckpoint{")

@@ -17,11 +17,12 @@ from matplotlib.image import imread
 from mlflow import MlflowClient
 from torch import nn
 
-from experiments.config import parse
-from experiments.judgement import judge_fit
-from experiments.model_summary import format_summary, summarize, totals, write_csv
-from experiments.run import print_summary, run_experiment
-from experiments.run_artifacts import mean_loss_per_epoch, read_curves
+from experiments.tracking.artifacts import mean_loss_per_epoch, read_curves
+from experiments.tracking.judgement import judge_fit
+from experiments.tracking.model_summary import format_summary, summarize, totals, write_csv
+from experiments.training.cli import print_summary
+from experiments.training.config import parse
+from experiments.training.runner import run_experiment
 from models.components import FourBlockCNN, LeNet, ScratchTwoLayerNet
 from tests.conftest import data_overrides
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from experiments.progress import TrainingProgressBar
+from experiments.training.progress import TrainingProgressBar
 
 
 def test_redraws_at_most_once_per_interval_and_always_at_the_end():

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments.config import parse
-from experiments.report import main as report
-from experiments.run import run_experiment
-from experiments.worked import main as worked
+from experiments.reports.report import main as report
+from experiments.reports.worked import main as worked
+from experiments.training.config import parse
+from experiments.training.runner import run_experiment
 from tests.conftest import data_overrides
 
 TASK_IDS = ("S0.1", "S0.2", "S0.3", "S1.1", "S1.2", "S1.3", "S2", "S3", "S4")

@@ -37,9 +37,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments import server
-from experiments.config import parse
-from experiments.run import run_experiment
+from experiments.services import server
+from experiments.training.config import parse
+from experiments.training.runner import run_experiment
 from tests.conftest import data_overrides, free_port
 
 REPO = Path(__file__).resolve().parents[1]

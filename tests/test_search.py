@@ -23,10 +23,12 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from experiments import search
-from experiments.config import ConfigError, parse
-from experiments.run import run_experiment
-from experiments.study_space import load_space
+from experiments.search import cli as search
+from experiments.search.plan import make_plan
+from experiments.search.space import load_space
+from experiments.search.study import MAX_CONSECUTIVE_FAILURES, open_study
+from experiments.training.config import ConfigError, parse
+from experiments.training.runner import run_experiment
 from models.activations import ACTIVATIONS
 from tests.conftest import data_overrides
 
@@ -136,10 +138,10 @@ def test_failed_trials_end_failed_with_the_error_and_stop_the_worker(
     argv = [str(space), "--trials", "2", "--tracking-uri", store, *tiny(fashion_dir)]
     assert search.main(argv) == 1
     captured = capsys.readouterr()
-    assert f"{search.MAX_CONSECUTIVE_FAILURES} trials in a row failed" in captured.err
+    assert f"{MAX_CONSECUTIVE_FAILURES} trials in a row failed" in captured.err
 
     _, parents, children = study_runs(store, "gpu-s1-mlp")
-    assert len(children) == search.MAX_CONSECUTIVE_FAILURES
+    assert len(children) == MAX_CONSECUTIVE_FAILURES
     for child in children:
         assert child.info.status == "FAILED"
         assert child.data.tags["trial_state"] == "FAIL"
@@ -176,8 +178,8 @@ def test_resume_with_a_different_space_is_refused(store, fashion_dir, tmp_path, 
     lr = {"type": "float", "low": 0.01, "high": 0.5, "log": True, "target": "model.lr"}
     space = write_space(tmp_path / "mine.yaml", {"lr": lr})
     argv = [str(space), "--tracking-uri", store, *tiny(fashion_dir)]
-    plan = search.make_plan(argv)
-    search.open_study(plan, create=True)  # the study exists, as after a first run
+    plan = make_plan(argv)
+    open_study(plan, create=True)  # the study exists, as after a first run
 
     write_space(space, {"lr": {**lr, "high": 0.9}})
     assert search.main(argv) == 2

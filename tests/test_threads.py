@@ -6,9 +6,9 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from experiments import threads
-from experiments.config import ConfigError, parse
-from experiments.run import run_experiment
+from experiments.training import threads
+from experiments.training.config import ConfigError, parse
+from experiments.training.runner import run_experiment
 from models.components import MLP, FourBlockCNN, LeNet
 from tests.conftest import data_overrides
 

@@ -27,7 +27,7 @@ from urllib.parse import quote
 import pytest
 from mlflow import MlflowClient
 
-from experiments import search
+from experiments.search import cli as search
 from tests.conftest import data_overrides, free_port
 
 REPO = Path(__file__).resolve().parents[1]

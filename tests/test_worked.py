@@ -12,7 +12,7 @@ import re
 import pytest
 from mlflow import MlflowClient
 
-from experiments.worked import main as worked
+from experiments.reports.worked import main as worked
 
 NUMBER = r"-?\d+\.\d+"
 

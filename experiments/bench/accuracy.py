@@ -13,7 +13,7 @@ by side, with epochs, wall time, hardware and library versions; for S2 the per-c
 accuracies sit next to the ones the seed reported.
 
 `--quick` (1 epoch, a few batches) only proves that the command works: its accuracies say
-nothing about the targets. `--seed-settings` runs experiments/seed_settings/*.yaml instead of
+nothing about the targets. `--seed-settings` runs experiments/configs/seed_settings/*.yaml instead of
 the catalog: the settings the seed texts fixed, with our earlier defaults where they were open,
 held to the seed's bar rather than to our target.
 """
@@ -29,9 +29,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from experiments.config import EXPERIMENTS_DIR, ConfigError, ResolvedConfig, parse
+from experiments.training.config import CONFIGS_DIR, ConfigError, ResolvedConfig, parse
 
-SEED_SETTINGS_DIR = EXPERIMENTS_DIR / "seed_settings"
+SEED_SETTINGS_DIR = CONFIGS_DIR / "seed_settings"
 
 #: MLflow tag that marks the runs of this benchmark.
 BENCH_TAG = ("bench", "accuracy")
@@ -41,7 +41,7 @@ BENCH_TAG = ("bench", "accuracy")
 class BenchTask:
     task: str
     experiment: str  # catalog name
-    seed_settings: str  # file under experiments/seed_settings/
+    seed_settings: str  # file under experiments/configs/seed_settings/
     bar: float  # the seed's own pass mark (or its reported accuracy)
     target: float  # what our defaults must reach
     note: str = ""  # printed under the table
@@ -177,7 +177,7 @@ def _epoch_printer(label: str, max_epochs: int):
 
 
 def run_one(outcome: Outcome, tracking_uri: str, quick: bool, seed_settings: bool) -> None:
-    from experiments.run import run_experiment
+    from experiments.training.runner import run_experiment
 
     spec, cfg = outcome.spec, outcome.cfg
     max_epochs = int(cfg.values["trainer"].get("max_epochs") or 0)
@@ -219,7 +219,7 @@ def environment() -> dict[str, str]:
     import lightning
     import torch
 
-    from experiments.tracking import environment_tags
+    from experiments.tracking.store import environment_tags
 
     return {
         "hardware": environment_tags()["hardware"],
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed-settings",
         action="store_true",
-        help="run experiments/seed_settings/*.yaml (the seeds' own settings) instead of the "
+        help="run experiments/configs/seed_settings/*.yaml (the seeds' own settings) instead of the "
         "catalog, and hold them to the seed's bar instead of our target",
     )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str]) -> int:
-    from experiments import tracking
+    from experiments.tracking import store
 
     args = build_parser().parse_args(list(argv))
     try:
@@ -326,7 +326,7 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    uri = tracking.resolve_tracking_uri(args.tracking_uri)
+    uri = store.resolve_tracking_uri(args.tracking_uri)
     env = environment()
     started = dt.datetime.now().astimezone()
     mode = "quick (1 epoch, 5 batches)" if args.quick else "full length"

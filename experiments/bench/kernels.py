@@ -79,7 +79,7 @@ def main(argv: Sequence[str]) -> int:
 
     import torch
 
-    from experiments.threads import available_cores, forward_mflop
+    from experiments.training.threads import available_cores, forward_mflop
     from models.components import MLP, FourBlockCNN, LeNet
 
     (fx, fy), (cx, cy), kind = _data()

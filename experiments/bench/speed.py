@@ -105,8 +105,8 @@ def project_epoch_times(
     name: str, overrides: list[str], uri: str, epochs: int
 ) -> tuple[list[float], float]:
     """Seconds per epoch of `python -m experiments run NAME` (tracking on); and its wall time."""
-    from experiments.config import parse
-    from experiments.run import run_experiment
+    from experiments.training.config import parse
+    from experiments.training.runner import run_experiment
 
     cfg = parse(name, [*overrides, "--trainer.max_epochs", str(epochs + 1)])
     timer = _epoch_timer()
@@ -226,8 +226,8 @@ def cli_help_seconds(repeats: int = 3) -> float:
 FIRST_STEP_PROBE = """
 import sys, time
 import lightning as L
-from experiments.config import parse
-from experiments.run import run_experiment
+from experiments.training.config import parse
+from experiments.training.runner import run_experiment
 
 class FirstStep(L.Callback):
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
@@ -343,7 +343,7 @@ def cifar_source(workdir: Path) -> tuple[Path, str]:
 def check_same_training(name: str, overrides: list[str], make_network, make_optimizer) -> None:
     """Refuse to compare unlike things: the run path must build the bare loop's network
     and optimizer (a catalog default such as weight decay would otherwise slip in)."""
-    from experiments.config import parse
+    from experiments.training.config import parse
 
     model, _ = parse(name, overrides).instantiate()
     network = make_network()
@@ -390,9 +390,9 @@ def measure(
     }
 
     # The store is created once up front: its one-off schema migration is not a per-run cost.
-    from experiments import tracking
+    from experiments.tracking import store
 
-    tracking.ensure_experiment(tracking.client(uri), uri, "warm-up")
+    store.ensure_experiment(store.client(uri), uri, "warm-up")
 
     cases = {
         "s12": dict(
@@ -460,7 +460,7 @@ def measure(
             rounds=1 if quick else 3,
         ),
     }
-    from experiments import threads
+    from experiments.training import threads
 
     for key, case in cases.items():
         # The bare loop and the floor use the thread count the run path picks for itself
@@ -549,7 +549,7 @@ def measure(
     figures["import_floor_s"] = _median(import_floors)
 
     log("tracking share of a 1-epoch S1.2 run ...")
-    from experiments import run_artifacts
+    from experiments.tracking import artifacts as run_artifacts
 
     # Figures and the model summary are drawn after training and logged as artifacts; their
     # drawing time is reported beside the MLflow share (their uploads are in the share).
@@ -563,8 +563,8 @@ def measure(
         finally:
             drawing["seconds"] += time.perf_counter() - start
 
-    from experiments.config import parse
-    from experiments.run import run_experiment
+    from experiments.training.config import parse
+    from experiments.training.runner import run_experiment
 
     run_artifacts.log_run_artifacts = timed_artifacts
     try:
@@ -611,7 +611,7 @@ def _verdict(key: str, value: float) -> str:
 
 
 def print_table(figures: dict) -> None:
-    from experiments.tracking import environment_tags
+    from experiments.tracking.store import environment_tags
 
     env = environment_tags()
     print(f"\nhardware: {env['hardware']}; torch default threads {figures['threads']}")

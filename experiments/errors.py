@@ -1,0 +1,72 @@
+"""The project's error types, by what happened, and the exit code each one means.
+
+- `Refused` (exit 2): the command was refused before anything was created: a bad config
+  value, missing data, an unreachable or unwritable store, a run that cannot be resumed.
+  `ConfigError` (bad input) and `StoreError` (the store cannot be used) are its kinds.
+- `RunFailed` (exit 1): a run started and then failed; it is marked FAILED in MLflow with
+  the error's `reason` as its `failure_reason` tag (`NonFiniteLossError`,
+  `CheckpointWriteError`, `CheckpointError`).
+- An interrupt (Ctrl-C, SIGTERM) is Python's own KeyboardInterrupt / SystemExit: the run
+  ends KILLED and the command exits 128 + the signal number (130, 143).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class Refused(Exception):
+    """Refused before anything was trained or recorded (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(Refused, ValueError):
+    """A configuration problem found before anything is trained or tracked."""
+
+
+class StoreError(Refused):
+    """The tracking store or the local checkpoint folder cannot be used; nothing was run."""
+
+
+class RunFailed(RuntimeError):
+    """A run that had started failed (exit 1); `reason` becomes its `failure_reason` tag."""
+
+    exit_code = 1
+    reason = "run_failed"
+
+
+class CheckpointError(RunFailed):
+    """A checkpoint file cannot be read (truncated, corrupt, or not written by this project)."""
+
+    reason = "bad_checkpoint"
+
+
+class CheckpointWriteError(RunFailed):
+    """A checkpoint could not be written (full disk, unwritable folder); the old one is kept."""
+
+    reason = "checkpoint_write"
+
+    def __init__(self, path: Path, error: OSError) -> None:
+        path = path.absolute()
+        kept = (
+            f"; the previous checkpoint {path} is intact"
+            if path.exists()
+            else "; no earlier checkpoint existed at this path"
+        )
+        super().__init__(
+            f"cannot write checkpoint {path}: {error.strerror or error}{kept}. "
+            f"Free space or fix permissions under {path.parent}."
+        )
+        self.path = path
+
+
+class NonFiniteLossError(RunFailed):
+    """Training diverged: the loss (or the weights) stopped being finite numbers."""
+
+    reason = "non_finite_loss"
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Short value of the `failure_reason` tag of a FAILED run."""
+    return getattr(exc, "reason", None) or type(exc).__name__

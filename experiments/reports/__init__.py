@@ -1,0 +1,1 @@
+"""Commands that read the store or explain the seed tasks: report, worked, compare-activations, compare, model-summary."""

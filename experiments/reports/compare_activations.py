@@ -1,0 +1,543 @@
+"""S4: train the two-layer MLP once per activation per seed, then log one summary run.
+
+    python -m experiments compare-activations                        # relu, leaky_relu, swish, selu x 3 seeds
+    python -m experiments compare-activations --activations all --seeds 5
+    python -m experiments compare-activations --activations relu,selu --trainer.max_steps 200
+    python -m experiments compare-activations --group-id act-... # finish an interrupted comparison
+
+Every (activation, seed) pair is a normal tracked run of the catalog experiment `s4-mlp`
+(through `experiments.config.parse` and `experiments.run.run_experiment`), tagged
+`study=compare-activations`, `group_id=<id>` and `activation=<name>`. Extra flags are
+overrides for `s4-mlp` (`--trainer.max_steps 200 --data.data_dir D`). When every run is
+done, a summary run (tags `kind=activation-summary`, `task=S4`) holds:
+
+- `activation_summary.csv` / `activation_summary.md`: final training loss and final
+  validation accuracy per activation, mean +- std over seeds (also printed);
+- `activation_runs.csv`: the same numbers per run, with run ids;
+- `figures/activation_loss.png`, `figures/activation_val_acc.png`: curves per activation
+  (mean over seeds, shaded +- std; x = iteration), read back from each run's MLflow
+  metric history (`train/loss`, `val/acc`);
+- `figures/activation_bars.png`: final validation accuracy with std error bars.
+
+An interrupted comparison loses nothing: each finished run is already in MLflow, and
+re-running with the printed `--group-id` trains only the missing pairs, then summarizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EXPERIMENT = "s4-mlp"
+STUDY = "compare-activations"
+SUMMARY_KIND = "activation-summary"
+DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "swish", "selu")
+
+#: S4's own comparison table (10-class colour images, likely CIFAR-10): final training
+#: loss and validation accuracy. Shown beside ours; not comparable number for number.
+SEED_TABLE = {
+    "relu": (1.49, 0.470),
+    "leaky_relu": (1.50, 0.469),
+    "swish": (1.51, 0.472),
+    "selu": (1.54, 0.462),
+}
+
+# Overrides this command sets itself for every run.
+_OWNED_FLAGS = {"--model.activation": "--activations", "--seed": "--seeds"}
+
+
+@dataclass
+class ChildRun:
+    activation: str
+    seed: int
+    run_id: str
+    final_train_loss: float
+    final_val_acc: float
+    test_acc: float
+    loss_curve: list[tuple[int, float]] = field(repr=False)
+    val_acc_curve: list[tuple[int, float]] = field(repr=False)
+
+
+@dataclass
+class ActivationRow:
+    activation: str
+    runs: int
+    loss_mean: float
+    loss_std: float
+    acc_mean: float
+    acc_std: float
+    run_ids: list[str]
+
+
+def parse_activations(text: str) -> list[str]:
+    """'relu,swish' -> ['relu', 'swish']; 'all' -> every registered activation.
+
+    Raises ValueError naming the unknown names and the valid ones.
+    """
+    from models.activations import ACTIVATIONS
+
+    if text.strip() == "all":
+        return list(ACTIVATIONS)
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise ValueError("--activations is empty; give a comma-separated list or 'all'")
+    unknown = [n for n in names if n not in ACTIVATIONS]
+    if unknown:
+        raise ValueError(
+            f"--activations: unknown {', '.join(repr(n) for n in unknown)}; "
+            f"valid: {', '.join(ACTIVATIONS)} (or 'all')"
+        )
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"--activations: {', '.join(duplicates)} given more than once")
+    return names
+
+
+def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
+    """(iteration, value) points of a metric. Lightning logs with step = iterations done - 1
+    (validation and epoch ends run before the step counter increments), so +1 gives the
+    iteration count: validation every 100 iterations lands on 100, 200, ..., 2000."""
+    points = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
+    by_step: dict[int, float] = {}
+    for step, _, value in points:
+        by_step[step + 1] = value  # the last value logged at a step wins
+    return sorted(by_step.items())
+
+
+def read_child(client, run_id: str) -> ChildRun:
+    """A finished child run's final numbers and curves, read back from MLflow."""
+    run = client.get_run(run_id)
+    loss = _history(client, run_id, "train/loss")
+    acc = _history(client, run_id, "val/acc")
+    return ChildRun(
+        activation=run.data.tags.get("activation", run.data.params.get("model.activation", "?")),
+        seed=int(run.data.tags.get("seed", run.data.params.get("seed", "0"))),
+        run_id=run_id,
+        final_train_loss=loss[-1][1] if loss else math.nan,
+        final_val_acc=acc[-1][1] if acc else math.nan,
+        test_acc=run.data.metrics.get("test/acc", math.nan),
+        loss_curve=loss,
+        val_acc_curve=acc,
+    )
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    # Sample standard deviation (n - 1) over seeds; a single seed has no spread: 0.
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarize(children: list[ChildRun], activations: list[str]) -> list[ActivationRow]:
+    rows = []
+    for name in activations:
+        mine = [c for c in children if c.activation == name]
+        loss_mean, loss_std = _mean_std([c.final_train_loss for c in mine])
+        acc_mean, acc_std = _mean_std([c.final_val_acc for c in mine])
+        rows.append(
+            ActivationRow(
+                name, len(mine), loss_mean, loss_std, acc_mean, acc_std, [c.run_id for c in mine]
+            )
+        )
+    return rows
+
+
+def mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float]]:
+    """Mean and std over seeds at each iteration (seeds share the schedule, so the steps)."""
+    by_step: dict[int, list[float]] = {}
+    for curve in curves:
+        for step, value in curve:
+            by_step.setdefault(step, []).append(value)
+    steps = sorted(by_step)
+    stats = [_mean_std(by_step[s]) for s in steps]
+    return steps, [m for m, _ in stats], [s for _, s in stats]
+
+
+def summary_csv(rows: list[ActivationRow]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        [
+            "activation",
+            "runs",
+            "final_train_loss_mean",
+            "final_train_loss_std",
+            "final_val_acc_mean",
+            "final_val_acc_std",
+            "run_ids",
+        ]
+    )
+    for r in rows:
+        writer.writerow(
+            [
+                r.activation,
+                r.runs,
+                repr(r.loss_mean),
+                repr(r.loss_std),
+                repr(r.acc_mean),
+                repr(r.acc_std),
+                " ".join(r.run_ids),
+            ]
+        )
+    return buf.getvalue()
+
+
+def runs_csv(children: list[ChildRun]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(
+        ["activation", "seed", "run_id", "final_train_loss", "final_val_acc", "test_acc"]
+    )
+    for c in sorted(children, key=lambda c: (c.activation, c.seed)):
+        writer.writerow(
+            [
+                c.activation,
+                c.seed,
+                c.run_id,
+                repr(c.final_train_loss),
+                repr(c.final_val_acc),
+                repr(c.test_acc),
+            ]
+        )
+    return buf.getvalue()
+
+
+def summary_markdown(rows: list[ActivationRow], seeds: int) -> str:
+    lines = [
+        "| activation | runs | final train loss (mean ± std) | final val acc (mean ± std) "
+        "| seed task's loss / acc |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        seed = SEED_TABLE.get(r.activation)
+        seed_text = f"{seed[0]:.2f} / {seed[1]:.3f}" if seed else "-"
+        lines.append(
+            f"| {r.activation} | {r.runs} | {r.loss_mean:.4f} ± {r.loss_std:.4f} "
+            f"| {r.acc_mean:.4f} ± {r.acc_std:.4f} | {seed_text} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Mean ± sample std over {seeds} seed(s) (std 0 for a single seed). The seed task's "
+        "numbers come from 10-class colour images (likely CIFAR-10), ours from the data of "
+        "these runs: compare the ranking, not the values."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _colors(activations: list[str]) -> dict[str, object]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {name: cmap(i % 10) for i, name in enumerate(activations)}
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110, facecolor="white")
+
+
+def plot_curves(children, activations, attr: str, ylabel: str, title: str, path: Path) -> None:
+    """One line per activation: mean over seeds at each iteration, shaded +- std."""
+    # matplotlib.figure.Figure directly, not pyplot: no global figure state, no GUI backend.
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    colors = _colors(activations)
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    for name in activations:
+        curves = [getattr(c, attr) for c in children if c.activation == name]
+        steps, mean, std = mean_curve(curves)
+        if not steps:
+            continue
+        ax.plot(
+            steps,
+            mean,
+            marker="o",
+            markersize=3,
+            color=colors[name],
+            label=f"{name} (n={len(curves)})",
+        )
+        lower = [m - s for m, s in zip(mean, std, strict=True)]
+        upper = [m + s for m, s in zip(mean, std, strict=True)]
+        ax.fill_between(steps, lower, upper, color=colors[name], alpha=0.2, linewidth=0)
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if ax.lines:
+        ax.legend()
+    _save(fig, path)
+
+
+def plot_bars(rows: list[ActivationRow], path: Path) -> None:
+    """Final validation accuracy per activation, error bars = std over seeds."""
+    from matplotlib.figure import Figure
+
+    names = [r.activation for r in rows]
+    colors = _colors(names)
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    xs = list(range(len(rows)))
+    means = [0.0 if math.isnan(r.acc_mean) else r.acc_mean for r in rows]
+    stds = [0.0 if math.isnan(r.acc_std) else r.acc_std for r in rows]
+    ax.bar(xs, means, yerr=stds, capsize=6, color=[colors[n] for n in names], edgecolor="black")
+    for x, r, m, s in zip(xs, rows, means, stds, strict=True):
+        label = "no run" if r.runs == 0 else f"{m:.3f}\n± {s:.3f}"
+        ax.annotate(
+            label, (x, m + s), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=9
+        )
+    ax.set_xticks(xs, [f"{r.activation}\n(n={r.runs})" for r in rows])
+    ax.set_ylabel("final validation accuracy")
+    # Head room above the tallest bar for its two-line label, even at accuracy 1.0.
+    top = max((m + s for m, s in zip(means, stds, strict=True)), default=1.0)
+    ax.set_ylim(0, max(top, 0.1) * 1.18)
+    ax.set_title("S4: final validation accuracy per activation (mean ± std over seeds)")
+    ax.grid(True, axis="y", alpha=0.3)
+    _save(fig, path)
+
+
+def log_summary(
+    client,
+    uri: str,
+    experiment_id: str,
+    group_id: str,
+    activations: list[str],
+    seeds: int,
+    overrides: list[str],
+    children: list[ChildRun],
+) -> tuple[str, list[ActivationRow], str]:
+    """Create the FINISHED summary run; returns (run id, table rows, markdown table)."""
+    from mlflow.entities import Metric
+
+    from experiments.tracking import store
+
+    rows = summarize(children, activations)
+    markdown = summary_markdown(rows, seeds)
+    tags = {
+        "kind": SUMMARY_KIND,
+        "task": "S4",
+        "study": STUDY,
+        "group_id": group_id,
+        "source_experiment": EXPERIMENT,
+        **store.environment_tags(),
+    }
+    run = client.create_run(experiment_id, run_name=f"activation-summary-{group_id}", tags=tags)
+    run_id = run.info.run_id
+    try:
+        store.log_params(
+            client,
+            run_id,
+            {
+                "activations": ",".join(activations),
+                "seeds": str(seeds),
+                "experiment": EXPERIMENT,
+                "overrides": " ".join(overrides) or "(none)",
+                "child_runs": str(len(children)),
+            },
+        )
+        stamp = run.info.start_time
+        metrics = []
+        for r in rows:
+            for key, value in (
+                ("final_train_loss_mean", r.loss_mean),
+                ("final_train_loss_std", r.loss_std),
+                ("final_val_acc_mean", r.acc_mean),
+                ("final_val_acc_std", r.acc_std),
+            ):
+                if not math.isnan(value):
+                    metrics.append(Metric(f"{r.activation}/{key}", value, stamp, 0))
+        if metrics:
+            client.log_batch(run_id, metrics=metrics)
+        client.log_text(run_id, summary_csv(rows), "activation_summary.csv")
+        client.log_text(run_id, markdown, "activation_summary.md")
+        client.log_text(run_id, runs_csv(children), "activation_runs.csv")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            plot_curves(
+                children,
+                activations,
+                "loss_curve",
+                "training loss (mean since previous point)",
+                "S4: training loss per activation (mean ± std over seeds)",
+                folder / "activation_loss.png",
+            )
+            plot_curves(
+                children,
+                activations,
+                "val_acc_curve",
+                "validation accuracy",
+                "S4: validation accuracy per activation (mean ± std over seeds)",
+                folder / "activation_val_acc.png",
+            )
+            plot_bars(rows, folder / "activation_bars.png")
+            for name in ("activation_loss.png", "activation_val_acc.png", "activation_bars.png"):
+                client.log_artifact(run_id, str(folder / name), "figures")
+    except BaseException as exc:
+        client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id, rows, markdown
+
+
+def finished_in_group(client, group_id: str) -> dict[tuple[str, int], str]:
+    """(activation, seed) -> run id of the FINISHED child runs already in a group."""
+    found: dict[tuple[str, int], str] = {}
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return found
+    runs = client.search_runs(
+        experiment_ids,
+        filter_string=f"tags.group_id = '{group_id}' and tags.study = '{STUDY}' "
+        "and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+        max_results=5000,
+    )
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("kind") == SUMMARY_KIND or "activation" not in tags:
+            continue
+        found[(tags["activation"], int(tags.get("seed", "0")))] = run.info.run_id
+    return found
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments compare-activations",
+        description="S4: train s4-mlp once per activation per seed, then log a summary run.",
+        epilog="Other flags are overrides for s4-mlp, e.g. --trainer.max_steps 200 "
+        "--data.data_dir D (see `python -m experiments run s4-mlp --help`).",
+    )
+    parser.add_argument(
+        "--activations",
+        default=",".join(DEFAULT_ACTIVATIONS),
+        help=f"comma-separated names or 'all' (default {','.join(DEFAULT_ACTIVATIONS)})",
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per activation (3)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    parser.add_argument(
+        "--group-id",
+        help="group of a previous comparison to complete: its finished runs are reused",
+    )
+    args, overrides = parser.parse_known_args(list(argv))
+
+    try:
+        activations = parse_activations(args.activations)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.seeds < 1:
+        print(f"error: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
+        return 2
+    for flag in overrides:
+        key = flag.split("=", 1)[0]
+        if key in _OWNED_FLAGS:
+            print(
+                f"error: {key} is set by this command for each run; use {_OWNED_FLAGS[key]}",
+                file=sys.stderr,
+            )
+            return 2
+
+    from experiments.tracking import store
+    from experiments.training.config import ConfigError, parse
+    from experiments.training.runner import run_experiment
+
+    # Every config is resolved before the first run: a bad override stops here, with no run.
+    plan = []
+    try:
+        for name in activations:
+            for seed in range(args.seeds):
+                cfg = parse(
+                    EXPERIMENT, [*overrides, "--model.activation", name, "--seed", str(seed)]
+                )
+                plan.append((name, seed, cfg))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    uri = store.resolve_tracking_uri(args.tracking_uri)
+    client = store.client(uri)
+    group_id = args.group_id or f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    done = finished_in_group(client, group_id) if args.group_id else {}
+    total = len(plan)
+    print(
+        f"compare-activations: {len(activations)} activation(s) x {args.seeds} seed(s) = "
+        f"{total} runs of {EXPERIMENT}, group_id {group_id}, store {uri}",
+        flush=True,
+    )
+    run_ids: list[str] = []
+    failed: list[str] = []
+    for index, (name, seed, cfg) in enumerate(plan, start=1):
+        head = f"[{index}/{total}] activation={name} seed={seed}"
+        if (name, seed) in done:
+            run_ids.append(done[(name, seed)])
+            print(f"{head}: already finished in this group (run {done[(name, seed)]})", flush=True)
+            continue
+        print(f"{head}: training ...", flush=True)
+        started = time.monotonic()
+        try:
+            result = run_experiment(
+                cfg,
+                uri,
+                tags={"study": STUDY, "group_id": group_id, "activation": name},
+                run_name=f"{EXPERIMENT}-{name}-seed{seed}",
+            )
+        except ConfigError as exc:  # data missing or malformed: found before any run exists
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except (KeyboardInterrupt, SystemExit):
+            # Ctrl-C or SIGTERM: the runner marked this run KILLED (Lightning turns the
+            # signal into SystemExit). The finished runs stay; the group can be completed.
+            print(
+                f"\ninterrupted at run {index} of {total}; the {len(run_ids)} finished run(s) "
+                f"are in MLflow. Complete the comparison (the interrupted pair is trained "
+                f"again) with: python -m experiments compare-activations --group-id "
+                f"{group_id} and the same flags",
+                file=sys.stderr,
+            )
+            from experiments.training.interrupts import last_signal
+
+            return 128 + int(last_signal() or signal.SIGINT)
+        except Exception as exc:  # one failed run (marked FAILED by the runner) is not all
+            failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
+            print(f"{head}: FAILED ({type(exc).__name__}: {exc}); continuing", flush=True)
+            continue
+        run_ids.append(result.run_id)
+        child = read_child(client, result.run_id)
+        print(
+            f"{head}: done in {time.monotonic() - started:.1f} s: final train loss "
+            f"{child.final_train_loss:.4f}, final val acc {child.final_val_acc:.4f} "
+            f"(run {result.run_id})",
+            flush=True,
+        )
+
+    if not run_ids:
+        print("error: no run finished; nothing to summarize", file=sys.stderr)
+        return 1
+    children = [read_child(client, run_id) for run_id in run_ids]
+    experiment_id = client.get_run(run_ids[0]).info.experiment_id
+    summary_id, _, markdown = log_summary(
+        client, uri, experiment_id, group_id, activations, args.seeds, overrides, children
+    )
+    print()
+    print(markdown)
+    print(f"Summary run {summary_id} (FINISHED, kind={SUMMARY_KIND}, group_id {group_id}) at {uri}")
+    print(f"Open the UI: {store.ui_command(uri)}")
+    if failed:
+        print(f"{len(failed)} run(s) failed:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    return 0

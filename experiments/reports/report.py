@@ -1,0 +1,600 @@
+"""One self-contained HTML report of every seed task, read from the MLflow store.
+
+    python -m experiments report                                   # -> reports/report.html
+    python -m experiments report --output /tmp/r.html --tracking-uri sqlite:///other/mlflow.db
+
+For each seed task (S0.1, S0.2, S0.3, S1.1, S1.2, S1.3, S2, S3, S4) the report shows the
+latest FINISHED run: its headline test metrics beside the seed task's bar, its figures
+(embedded as base64 PNG, so the file can be mailed or archived alone), the fit judgement,
+the model summary; the worked-example tables (S0.1, S3); the activation table of the
+latest activation-summary run (S4). A task without a run says "no run yet" and gives
+the command that produces one.
+
+Which run is "latest": highest start time among FINISHED runs tagged `task=<id>` that
+have test metrics, leaving out Optuna study parents (`study_role=parent`) and summary or
+worked-example runs (`kind` tag); for S0.1 and S3, the latest `kind=worked` run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import csv
+import html
+import io
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUTPUT = "reports/report.html"
+HEADLINE = ("test/acc", "test/precision", "test/recall", "test/f1")
+# Per-run figures as logged by experiments.run_artifacts, in reading order.
+FIGURE_ORDER = (
+    "figures/loss_per_epoch.png",
+    "figures/learning_curves.png",
+    "figures/confusion_matrix.png",
+    "figures/per_class_accuracy.png",
+    "figures/first_layer_weights.png",
+)
+SUMMARY_FIGURES = (
+    "figures/activation_loss.png",
+    "figures/activation_val_acc.png",
+    "figures/activation_bars.png",
+)
+
+#: S2's reported per-class test accuracy (the assignment's chosen CNN; overall 0.90).
+S2_REPORTED_OVERALL = 0.90
+S2_REPORTED_PER_CLASS = {
+    "T-shirt/top": 0.82,
+    "Trouser": 0.98,
+    "Pullover": 0.90,
+    "Dress": 0.93,
+    "Coat": 0.78,
+    "Sandal": 0.96,
+    "Shirt": 0.73,
+    "Sneaker": 0.99,
+    "Bag": 1.00,
+    "Ankle boot": 0.93,
+}
+S3_REPORTED_OUTPUT = 0.82
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str
+    title: str
+    command: str
+    #: test accuracy the seed task asks for (None: the task sets no bar)
+    acc_bar: float | None = None
+    bar_text: str = "no bar: the seed task asks to report the numbers"
+    worked_artifact: str | None = None
+
+
+TASKS = (
+    Task(
+        "S0.1",
+        "Worked example: 5-parameter ReLU network, chain rule and one SGD epoch",
+        "python -m experiments worked s0.1",
+        bar_text="no bar: a hand calculation (autograd and chain rule must agree)",
+        worked_artifact="worked_s0.1.txt",
+    ),
+    Task(
+        "S0.2",
+        "MLP 3072-512-256-5 on the CIFAR-100 superclass (large man-made outdoor things)",
+        "python -m experiments run s0-mlp",
+        bar_text="no bar: report test precision and accuracy, plot loss per epoch",
+    ),
+    Task(
+        "S0.3",
+        "Small LeNet-5 style CNN on the CIFAR-100 superclass",
+        "python -m experiments run s0-cnn",
+        bar_text="no bar: report test precision and accuracy, plot loss per epoch",
+    ),
+    Task(
+        "S1.1",
+        "From-scratch ANN (hand-written backward pass) on Fashion-MNIST",
+        "python -m experiments run s1-scratch",
+        acc_bar=0.77,
+    ),
+    Task(
+        "S1.2",
+        "PyTorch ANN 784-512-10 (SGD with momentum) on Fashion-MNIST",
+        "python -m experiments run s1-mlp",
+        acc_bar=0.80,
+    ),
+    Task(
+        "S1.3",
+        "Four-block CNN on Fashion-MNIST",
+        "python -m experiments run s1-cnn",
+        acc_bar=0.85,
+    ),
+    Task(
+        "S2",
+        "CNN (k2 s2 p0, no BN, dropout 0.1) on Fashion-MNIST, per-class analysis",
+        "python -m experiments run s2-cnn",
+        bar_text=f"reported: {S2_REPORTED_OVERALL:.2f} overall, per class below",
+    ),
+    Task(
+        "S3",
+        "Worked example: sigmoid network forward pass and gradients",
+        "python -m experiments worked s3",
+        bar_text=f"reported output {S3_REPORTED_OUTPUT} (rounded)",
+        worked_artifact="worked_s3.txt",
+    ),
+    Task(
+        "S4",
+        "Two-layer MLP with activation variants (hand backprop, SGD + L2)",
+        "python -m experiments run s4-mlp; python -m experiments compare-activations",
+        bar_text="reported per activation (loss / val acc), see the activation table",
+    ),
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the store.
+
+
+class Store:
+    """Runs and artifacts of one tracking URI; artifacts are downloaded into `tmp`."""
+
+    def __init__(self, uri: str, tmp: Path) -> None:
+        from experiments.tracking import store as tracking_store
+
+        self.uri = uri
+        self.client = tracking_store.client(uri)
+        self.tmp = tmp
+        experiments = self.client.search_experiments()
+        self.experiment_ids = [e.experiment_id for e in experiments]
+        self._experiment_names = {e.experiment_id: e.name for e in experiments}
+
+    def experiment_name(self, experiment_id: str) -> str:
+        return self._experiment_names.get(experiment_id, experiment_id)
+
+    def finished(self, task: str) -> list[Any]:
+        """FINISHED runs tagged task=<task>, newest first."""
+        if not self.experiment_ids:
+            return []
+        return self.client.search_runs(
+            self.experiment_ids,
+            filter_string=f"tags.task = '{task}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+        )
+
+    def artifact_paths(self, run_id: str, folder: str = "") -> list[str]:
+        try:
+            return [f.path for f in self.client.list_artifacts(run_id, folder or None)]
+        except Exception:  # an artifact store that is gone must not stop the whole report
+            return []
+
+    def download(self, run_id: str, path: str) -> Path | None:
+        try:
+            local = self.client.download_artifacts(run_id, path, str(self.tmp / run_id))
+        except Exception:
+            return None
+        return Path(local)
+
+    def text(self, run_id: str, path: str) -> str | None:
+        local = self.download(run_id, path)
+        return local.read_text() if local is not None and local.is_file() else None
+
+
+def latest_training_run(runs: list[Any]) -> tuple[Any | None, int]:
+    """The newest run with test metrics that is a training run; and how many such runs."""
+    candidates = [
+        r
+        for r in runs
+        if "test/acc" in r.data.metrics
+        and "kind" not in r.data.tags
+        and r.data.tags.get("study_role") != "parent"
+    ]
+    return (candidates[0] if candidates else None), len(candidates)
+
+
+def latest_of_kind(runs: list[Any], kind: str) -> tuple[Any | None, int]:
+    found = [r for r in runs if r.data.tags.get("kind") == kind]
+    return (found[0] if found else None), len(found)
+
+
+# --------------------------------------------------------------------------------------------
+# HTML pieces.
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    attr = f' class="{cls}"' if cls else ""
+    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def png_figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+    )
+
+
+def no_run(task: Task, what: str = "run") -> str:
+    commands = "".join(f"<code>{esc(c.strip())}</code><br>" for c in task.command.split(";"))
+    return (
+        f'<p class="norun"><strong>no {esc(what)} yet</strong>. Produce one with:<br>{commands}</p>'
+    )
+
+
+def run_header(store: Store, run: Any, count: int) -> str:
+    tags = run.data.tags
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000))
+    data = ""
+    if "lineage.train_size" in tags:
+        data = (
+            f"{esc(tags.get('dataset', '?'))} from {esc(tags.get('lineage.source', '?'))}: "
+            f"train {esc(tags.get('lineage.train_size'))} / val "
+            f"{esc(tags.get('lineage.val_size', '?'))} / test {esc(tags.get('lineage.test_size', '?'))}"
+        )
+    items = [
+        ("run", f"{esc(run.info.run_name)} <code>{esc(run.info.run_id)}</code>"),
+        ("MLflow experiment", esc(store.experiment_name(run.info.experiment_id))),
+        ("started", esc(started)),
+        ("catalog experiment", esc(tags.get("experiment", ""))),
+        ("data", data),
+        ("git commit", f"<code>{esc(tags.get('git_commit', '-')[:12])}</code>"),
+        ("finished runs of this kind", str(count)),
+    ]
+    if "study_name" in tags:
+        items.append(
+            ("Optuna study", esc(f"{tags['study_name']} trial {tags.get('trial_number')}"))
+        )
+    rows = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in items if v not in ("", "-"))
+    return f'<table class="meta">{rows}</table>'
+
+
+def headline(task: Task, run: Any) -> tuple[str, str]:
+    """The headline metrics table and a one-line verdict for the overview."""
+    metrics = run.data.metrics
+    rows = []
+    verdict = "no bar"
+    for key in HEADLINE:
+        value = metrics.get(key)
+        seed = "-"
+        if key == "test/acc":
+            if task.acc_bar is not None:
+                ok = value is not None and value >= task.acc_bar
+                seed = f"&ge; {task.acc_bar:.2f}"
+                verdict = (
+                    f'<span class="{"ok" if ok else "bad"}">'
+                    f"{'meets' if ok else 'below'} the bar ({fmt(value)} vs &ge; {task.acc_bar:.2f})</span>"
+                )
+            elif task.id == "S2":
+                seed = f"{S2_REPORTED_OVERALL:.2f} (reported)"
+                verdict = f"{fmt(value)} vs {S2_REPORTED_OVERALL:.2f} reported"
+            else:
+                seed = esc(task.bar_text)
+        rows.append([esc(key), fmt(value), seed])
+    if task.acc_bar is None and task.id not in ("S2",):
+        verdict = f"test/acc {fmt(metrics.get('test/acc'))} (no bar)"
+    return table(["metric", "this run", "seed task"], rows), verdict
+
+
+def s2_per_class(run: Any) -> str:
+    metrics = run.data.metrics
+    rows = []
+    for name, reported in S2_REPORTED_PER_CLASS.items():
+        ours = metrics.get(f"test/class_acc/{name}")
+        diff = "-" if ours is None else f"{ours - reported:+.3f}"
+        rows.append([esc(name), fmt(ours, 3), f"{reported:.2f}", diff])
+    note = (
+        "<p>Per-class test accuracy of this run beside the seed task's reported numbers. "
+        "The seed names Shirt, Coat and T-shirt/top as the problematic classes (confused "
+        "with each other): compare with the confusion matrix.</p>"
+    )
+    return note + table(["class", "this run", "seed task (reported)", "difference"], rows)
+
+
+def figures_html(store: Store, run_id: str, wanted: Sequence[str] | None = None) -> list[str]:
+    """Every PNG under figures/ of the run, the known ones first, embedded as base64."""
+    available = [p for p in store.artifact_paths(run_id, "figures") if p.endswith(".png")]
+    order = list(wanted) if wanted is not None else list(FIGURE_ORDER)
+    ordered = [p for p in order if p in available] + sorted(p for p in available if p not in order)
+    parts = []
+    for path in ordered:
+        local = store.download(run_id, path)
+        if local is not None and local.is_file():
+            parts.append(png_figure(local, path))
+    return parts
+
+
+def drawn_from_history(store: Store, run: Any) -> list[str]:
+    """Curves drawn by the report when a run logged no figures (e.g. an older run)."""
+    try:
+        from experiments.tracking import figures
+        from experiments.tracking.artifacts import read_curves
+
+        curves = read_curves(store.client, run.info.run_id)
+        out = store.tmp / f"{run.info.run_id}-history.png"
+        name = run.data.tags.get("experiment", run.info.run_id)
+        if curves.has_validation:
+            figures.plot_learning_curves(
+                curves.points(), out, f"{name}: learning curves", x_label=curves.x_label
+            )
+        elif curves.raw["train/loss"]:
+            epochs, losses = curves.epoch_losses()
+            figures.plot_loss_per_epoch(epochs, losses, out, f"{name}: training loss per epoch")
+        else:
+            return []
+    except Exception as exc:  # the report still stands without this picture
+        return [f"<p>(could not draw curves from the metric history: {esc(exc)})</p>"]
+    return [png_figure(out, "learning curves drawn by the report from the metric history")]
+
+
+def training_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str, str | None]:
+    run, count = latest_training_run(runs)
+    if run is None:
+        return no_run(task), "no run yet", None
+    run_id = run.info.run_id
+    parts = [run_header(store, run, count)]
+    metrics_html, verdict = headline(task, run)
+    parts += ["<h3>Headline test metrics</h3>", metrics_html]
+    if task.id == "S2":
+        parts += ["<h3>Per-class accuracy</h3>", s2_per_class(run)]
+    tags = run.data.tags
+    parts.append("<h3>Fit judgement</h3>")
+    if "fit_judgement" in tags:
+        parts.append(
+            f'<p class="judgement"><strong>{esc(tags["fit_judgement"])}</strong>: '
+            f"{esc(tags.get('fit_judgement_reason', ''))}</p>"
+        )
+    else:
+        parts.append("<p>not recorded for this run (no validation points or an older run)</p>")
+    parts.append("<h3>Figures</h3>")
+    figs = figures_html(store, run_id) or drawn_from_history(store, run)
+    parts += figs or ["<p>no figures logged with this run</p>"]
+    parts.append("<h3>Model summary</h3>")
+    summary = store.text(run_id, "model_summary.txt")
+    parts.append(f"<pre>{esc(summary)}</pre>" if summary else "<p>not recorded for this run</p>")
+    return "\n".join(parts), verdict, run_id
+
+
+def worked_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str, str | None]:
+    run, count = latest_of_kind(runs, "worked")
+    if run is None:
+        return no_run(task), "no run yet", None
+    parts = [run_header(store, run, count)]
+    verdict = "chain rule and autograd agree"
+    metrics = run.data.metrics
+    if task.id == "S3" and "y_pred" in metrics:
+        y = metrics["y_pred"]
+        ok = round(y, 2) == S3_REPORTED_OUTPUT
+        verdict = (
+            f'<span class="{"ok" if ok else "bad"}">output {y:.4f} &rarr; {y:.2f} '
+            f"vs {S3_REPORTED_OUTPUT} reported</span>"
+        )
+        parts.append(
+            table(
+                ["quantity", "this run", "seed task"],
+                [
+                    ["output y_pred", f"{fmt(y)} (rounded {y:.2f})", f"{S3_REPORTED_OUTPUT}"],
+                    ["y_true (ours)", esc(run.data.params.get("y_true", "-")), "not given"],
+                    ["loss L", fmt(metrics.get("loss"), 6), "-"],
+                ],
+            )
+        )
+    if task.id == "S0.1":
+        rows = [
+            [
+                esc(key),
+                esc(run.data.params.get(f"init.{key}", "-")),
+                fmt(metrics.get(f"final/{key}"), 6),
+            ]
+            for key in ("W1_1", "W1_2", "b1", "W2_1", "b2")
+        ]
+        parts.append(
+            f"<p>learning rate {esc(run.data.params.get('lr', '-'))}</p>"
+            + table(["parameter", "initial", "after one epoch"], rows)
+        )
+    if "max_abs_diff" in metrics:
+        parts.append(
+            f"<p>largest |chain rule - autograd| difference: {metrics['max_abs_diff']:.1e}</p>"
+        )
+    text = store.text(run.info.run_id, task.worked_artifact or "")
+    parts.append("<h3>Worked-example table</h3>")
+    parts.append(f"<pre>{esc(text)}</pre>" if text else "<p>artifact missing</p>")
+    return "\n".join(parts), verdict, run.info.run_id
+
+
+def activation_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str]:
+    """The S4 activation table and figures; and a verdict line for the overview."""
+    from experiments.reports.compare_activations import SEED_TABLE, SUMMARY_KIND
+
+    run, count = latest_of_kind(runs, SUMMARY_KIND)
+    if run is None:
+        html_text = "<h3>Activation comparison</h3>" + no_run(
+            Task("S4", "", "python -m experiments compare-activations"), "activation comparison"
+        )
+        return html_text, "no activation comparison yet"
+    parts = ["<h3>Activation comparison</h3>", run_header(store, run, count)]
+    text = store.text(run.info.run_id, "activation_summary.csv")
+    rows = []
+    if text:
+        for row in csv.DictReader(io.StringIO(text)):
+            seed = SEED_TABLE.get(row["activation"])
+            rows.append(
+                [
+                    esc(row["activation"]),
+                    esc(row["runs"]),
+                    f"{fmt(float(row['final_train_loss_mean']))} &plusmn; {fmt(float(row['final_train_loss_std']))}",
+                    f"{fmt(float(row['final_val_acc_mean']))} &plusmn; {fmt(float(row['final_val_acc_std']))}",
+                    f"{seed[0]:.2f}" if seed else "-",
+                    f"{seed[1]:.3f}" if seed else "-",
+                ]
+            )
+    if rows:
+        params = run.data.params
+        parts.append(
+            f"<p>Mean &plusmn; std over seeds ({esc(params.get('seeds', '?'))} per activation; "
+            f"overrides: <code>{esc(params.get('overrides', '-'))}</code>). The seed task's numbers "
+            "come from 10-class colour images (likely CIFAR-10): compare rankings, not values.</p>"
+        )
+        parts.append(
+            table(
+                [
+                    "activation",
+                    "runs",
+                    "final train loss",
+                    "final val acc",
+                    "seed task loss",
+                    "seed task acc",
+                ],
+                rows,
+            )
+        )
+    else:
+        parts.append("<p>activation_summary.csv missing from this run</p>")
+    parts += figures_html(store, run.info.run_id, SUMMARY_FIGURES)
+    params = run.data.params
+    verdict = (
+        f"activation table: {esc(params.get('activations', '?'))} "
+        f"x {esc(params.get('seeds', '?'))} seed(s)"
+    )
+    return "\n".join(parts), verdict
+
+
+# --------------------------------------------------------------------------------------------
+# The document.
+
+CSS = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em;
+       color: #222; line-height: 1.45; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; vertical-align: top; }
+thead th { background: #f0f0f0; }
+table.meta th { background: #fafafa; font-weight: normal; color: #555; }
+pre { background: #f7f7f7; border: 1px solid #ddd; padding: 0.8em; overflow-x: auto;
+      font-size: 0.85em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #666; font-size: 0.85em; }
+section { border-top: 2px solid #444; margin-top: 2.5em; }
+.ok { color: #1a7f37; font-weight: bold; } .bad { color: #b42318; font-weight: bold; }
+.norun { background: #fff8e1; border: 1px solid #f0c36d; padding: 0.6em; }
+"""
+
+
+def data_line(store: Store, run_id: str | None) -> str:
+    """Where a run's data came from and how much: a 200-image test set is not the real one."""
+    if run_id is None:
+        return ""
+    tags = store.client.get_run(run_id).data.tags
+    if "lineage.test_size" not in tags:
+        return "-"
+    return esc(
+        f"{tags.get('lineage.source', '?')}, train {tags.get('lineage.train_size', '?')} / "
+        f"test {tags['lineage.test_size']}"
+    )
+
+
+def anchor(task_id: str) -> str:
+    return "task-" + task_id.replace(".", "-")
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def build_report(uri: str) -> str:
+    """The whole HTML document for the store at `uri`."""
+    # MLflow draws a progress bar per downloaded artifact: dozens of bars for one report.
+    quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    with tempfile.TemporaryDirectory(prefix="report-") as tmp, _environ(quiet):
+        store = Store(uri, Path(tmp))
+        sections = []
+        overview = []
+        for task in TASKS:
+            runs = store.finished(task.id)
+            if task.worked_artifact:
+                body, verdict, run_id = worked_section(store, task, runs)
+            else:
+                body, verdict, run_id = training_section(store, task, runs)
+            if task.id == "S4":
+                table_html, table_verdict = activation_section(store, task, runs)
+                body += "\n" + table_html
+                verdict = f"{verdict}; {table_verdict}"
+            sections.append(
+                f'<section id="{anchor(task.id)}"><h2>{esc(task.id)}: {esc(task.title)}</h2>'
+                f"<p><em>Seed task bar:</em> {esc(task.bar_text) if task.acc_bar is None else f'test accuracy &ge; {task.acc_bar:.2f}'}</p>"
+                f"{body}</section>"
+            )
+            overview.append(
+                [
+                    f'<a href="#{anchor(task.id)}">{esc(task.id)}</a>',
+                    esc(task.title),
+                    f"<code>{esc(run_id[:12])}</code>" if run_id else "<strong>no run yet</strong>",
+                    data_line(store, run_id),
+                    verdict,
+                ]
+            )
+    generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        "<title>Seed tasks S0-S4: report</title>"
+        f"<style>{CSS}</style></head><body>"
+        "<h1>Seed tasks S0-S4: report</h1>"
+        f"<p>Store <code>{esc(uri)}</code>, generated {esc(generated)}. For each task: the latest "
+        "FINISHED run tagged with the task id that has test metrics (Optuna study parents and "
+        "summary runs left out); for S0.1 and S3 the latest worked-example run.</p>"
+        + table(["task", "what", "latest run", "data", "result vs the seed task"], overview)
+        + "\n".join(sections)
+        + "</body></html>\n"
+    )
+
+
+def main(argv: Sequence[str]) -> int:
+    from experiments.tracking import store as tracking_store
+
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments report",
+        description="Write one self-contained HTML report of every seed task from the store.",
+    )
+    parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"HTML file ({DEFAULT_OUTPUT})")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    args = parser.parse_args(list(argv))
+    uri = tracking_store.resolve_tracking_uri(args.tracking_uri)
+    db = tracking_store.sqlite_path(uri)
+    if db is not None and not db.exists():
+        print(
+            f"error: no MLflow store at {db} (tracking URI {uri}); run an experiment first",
+            file=sys.stderr,
+        )
+        return 2
+    document = build_report(uri)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(document, encoding="utf-8")
+    print(f"Report written to {output.resolve()} ({output.stat().st_size / 1024:.0f} KiB)")
+    return 0

@@ -1,0 +1,127 @@
+"""`python -m experiments search`: an Optuna study tracked in MLflow (one parent run, one nested run per trial).
+
+    python -m experiments search lr --trials 20
+    python -m experiments search lr --trials 4 --trainer.max_epochs 2
+    python -m experiments search regularization --base s1-mlp --workers 2
+    python -m experiments search activation --trials 14 --pruner none
+    python -m experiments search s3 --base s1-scratch --timeout 1800
+    python -m experiments search lr --storage postgresql://user:pw@db/optuna   # many hosts
+
+Built-in studies are the YAML files in experiments/configs/studies/ (lr, regularization,
+activation, s3); other flags after the known ones override the base experiment, as with
+`python -m experiments run`. Running the same command again resumes the study: finished
+trials are kept, trials of killed workers are failed and run again, and the study stops
+at exactly --trials COMPLETE+PRUNED trials, however many workers share it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from experiments.errors import ConfigError
+from experiments.search.plan import Plan, make_plan
+from experiments.search.storage import study_lock
+from experiments.search.study import ensure_parent_run, open_study, quiet_libraries, work
+from experiments.tracking import store
+from experiments.training.config import prepare_data
+
+WORKER_ENV = "EXPERIMENTS_SEARCH_WORKER"  # "k/N" in the extra worker processes
+
+
+def _raise_exit(signum, frame):  # SIGTERM -> SystemExit, so runs and trials are closed
+    raise SystemExit(128 + signum)
+
+
+def _die_with_parent() -> None:
+    """In a worker process: get SIGTERM when the lead process dies (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def spawn_workers(argv: Sequence[str], count: int) -> list[subprocess.Popen]:
+    procs = []
+    for index in range(1, count + 1):
+        env = {**os.environ, WORKER_ENV: f"{index}/{count + 1}"}
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "experiments", "search", *argv],
+                env=env,
+                preexec_fn=_die_with_parent,
+            )
+        )
+    return procs
+
+
+def main(argv: Sequence[str]) -> int:
+    argv = list(argv)
+    try:
+        plan = make_plan(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # SIGTERM (also sent to extra workers when the lead dies) closes the running trial:
+    # its MLflow run ends KILLED and its parameters are queued again.
+    previous = signal.signal(signal.SIGTERM, _raise_exit)
+    try:
+        worker = os.environ.get(WORKER_ENV)
+        if worker:  # an extra worker process started by the lead one
+            _die_with_parent()
+            return work(plan, int(worker.split("/")[0]))
+        return lead(plan, argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def lead(plan: Plan, argv: list[str]) -> int:
+    """Create or resume the study and its parent run, run the workers, then summarize."""
+    quiet_libraries()
+    try:
+        # The data is found and checked once here, so a wrong path fails before the study.
+        data = plan.base_config.instantiate()[1]
+        prepare_data(data)
+        dataset_name = data.dataset_name
+        del data
+        with study_lock(plan.storage_url, plan.study_name):
+            study = open_study(plan, create=True)
+            parent_run_id = ensure_parent_run(plan, study, dataset_name)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    client = store.client(plan.tracking_uri)
+    print(
+        f"study {plan.study_name} ({plan.space.description}) on {plan.base}: "
+        f"{plan.n_trials} trials, {plan.workers} worker(s), pruner "
+        f"{plan.pruner if plan.prunes else 'none'}; storage "
+        f"{store.redact(plan.storage_url)}; MLflow parent run {parent_run_id}",
+        flush=True,
+    )
+    procs = spawn_workers(argv, plan.workers - 1)
+    code = 0
+    try:
+        code = work(plan, 0)
+        for proc in procs:
+            code = max(code, proc.wait())
+    except (KeyboardInterrupt, SystemExit):
+        for proc in procs:
+            with contextlib.suppress(OSError):
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            proc.wait()
+        client.set_tag(parent_run_id, "end_reason", "interrupted")
+        client.set_terminated(parent_run_id, "KILLED")
+        raise
+    from experiments.search.report import report_study
+
+    study = open_study(plan, create=False)
+    report_study(plan, study, parent_run_id)
+    if code != 0:
+        client.set_tag(parent_run_id, "end_reason", "a worker stopped on repeated trial failures")
+    client.set_terminated(parent_run_id, "FINISHED" if code == 0 else "FAILED")
+    return code

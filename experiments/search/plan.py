@@ -1,0 +1,131 @@
+"""What one `python -m experiments search ...` command asks for: a validated `Plan`.
+
+Everything is parsed and checked here before any study, run or process is created: the
+study's space meets the base experiment's own config parser, so a bad target or range is
+refused with the parser's message.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import ConfigError
+from experiments.search.space import SearchSpace, load_space, study_names
+from experiments.search.storage import default_storage
+from experiments.tracking import store
+from experiments.training.config import ResolvedConfig, parse
+
+DEFAULT_BASE = "s1-mlp"
+
+# Trials run quietly: with several workers, progress bars and model summaries interleave.
+QUIET = [
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+]
+
+
+@dataclass
+class Plan:
+    """Everything a worker needs to run trials of one study."""
+
+    space: SearchSpace
+    base: str
+    overrides: list[str]  # base-experiment overrides, the same for every trial
+    base_config: ResolvedConfig
+    study_name: str
+    storage_url: str
+    tracking_uri: str
+    n_trials: int
+    timeout: float | None
+    workers: int
+    pruner: str
+    sampler_seed: int
+
+    @property
+    def prunes(self) -> bool:
+        # Optuna cannot prune multi-objective studies (Trial.report is single-objective).
+        return self.pruner != "none" and not self.space.multi_objective
+
+    def study_attrs(self) -> dict[str, Any]:
+        """What a resumed study must match: the space, directions, base and overrides."""
+        return {
+            "search_space": self.space.as_dict(),
+            "base": self.base,
+            "overrides": self.overrides,
+        }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments search",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("study", help=f"built-in study ({', '.join(study_names())}) or YAML file")
+    parser.add_argument("--base", default=DEFAULT_BASE, help="base experiment (default: s1-mlp)")
+    parser.add_argument("--trials", type=int, default=20, help="COMPLETE+PRUNED trials wanted")
+    parser.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this host")
+    parser.add_argument("--storage", help="Optuna storage: journal file path or postgresql://")
+    parser.add_argument("--study-name", help="default: STUDY-BASE, e.g. lr-s1-mlp")
+    parser.add_argument(
+        "--pruner",
+        choices=("median", "hyperband", "none"),
+        default="median",
+        help="prune on the first objective (val/acc) after each epoch (default: median)",
+    )
+    parser.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    return parser
+
+
+def make_plan(argv: Sequence[str]) -> Plan:
+    """Parse and validate everything before any study, run or process is created."""
+    args, overrides = build_parser().parse_known_args(argv)
+    for flag, value, least in (("--trials", args.trials, 1), ("--workers", args.workers, 1)):
+        if value < least:
+            raise ConfigError(f"{flag} must be at least {least}, got {value}")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ConfigError(f"--timeout must be positive seconds, got {args.timeout}")
+    stray = [o for o in overrides if o.startswith("-") and not o.startswith("--")]
+    if stray:
+        raise ConfigError(f"unknown flags {stray}; overrides look like --model.lr 0.01")
+    overrides = [*QUIET, *overrides]
+    base_config = parse(args.base, overrides)
+    strategy = str(base_config.values["trainer"].get("strategy") or "auto")
+    if strategy.startswith("ddp"):
+        # Lightning's DDP launcher would re-run this whole `search` command per rank.
+        raise ConfigError(
+            f"trainer.strategy={strategy!r} is not supported inside a study; allowed: "
+            "auto or a single-process strategy. Scale a study with --workers N instead."
+        )
+    space = load_space(args.study, base_config.model_class)
+    # The targets and ranges meet the experiment's parser before the study exists, so
+    # `target: model.l2` or a type mismatch is refused with the parser's own message.
+    parse(args.base, [*overrides, *space.example_overrides()])
+    uri = store.resolve_tracking_uri(args.tracking_uri)
+    storage = args.storage or default_storage(store.local_root(uri))
+    return Plan(
+        space=space,
+        base=args.base,
+        overrides=overrides,
+        base_config=base_config,
+        study_name=args.study_name or f"{space.name}-{base_config.name}",
+        storage_url=storage,
+        tracking_uri=uri,
+        n_trials=args.trials,
+        timeout=args.timeout,
+        workers=args.workers,
+        pruner=args.pruner,
+        sampler_seed=args.sampler_seed,
+    )
+
+
+def local_study_dir(plan: Plan) -> Path:
+    return store.local_root(plan.tracking_uri) / "studies" / plan.study_name

@@ -1,0 +1,183 @@
+"""Where Optuna studies live, and how workers share them safely.
+
+    python -m experiments search lr                        # journal file under mlruns/optuna/
+    python -m experiments search lr --storage postgresql://user:pw@db/optuna  # many hosts
+
+* One host: `JournalStorage` on `<store folder>/optuna/journal.log`, which Optuna
+  designed for several processes appending to one file (SQLite is not, under writers).
+* Many hosts: an RDB URL (PostgreSQL); its heartbeat marks trials of dead hosts stale.
+* Asking for a trial and counting the study's trials happen under one study lock (a file
+  lock on one host, a PostgreSQL advisory lock across hosts), so N workers never start
+  more trials than asked.
+* Each trial records its worker (`host:pid:start time`). A RUNNING trial whose worker
+  process is gone is failed and its parameters are queued again; its MLflow run is
+  closed KILLED. That is how a killed study resumes without losing or repeating trials.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from experiments.tracking.health import process_alive, process_start_time
+from experiments.tracking.store import redact
+
+#: The trial user attribute that names the worker process running the trial.
+WORKER_ATTR = "worker"
+RETRY_ATTR = "retry_of"
+HEARTBEAT_INTERVAL = 30  # seconds; RDB storages only
+GRACE_PERIOD = 120
+
+
+def default_storage(local_root: Path) -> str:
+    return str(local_root / "optuna" / "journal.log")
+
+
+def is_rdb(url: str) -> bool:
+    return "://" in url
+
+
+def _retry(study, trial) -> None:
+    """Queue the parameters of a trial that never finished, to run again."""
+    if trial.params:
+        study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
+
+
+def open_storage(url: str):
+    """A journal file path -> JournalStorage; an RDB URL -> RDBStorage with heartbeats."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if is_rdb(url):
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=GRACE_PERIOD,
+            heartbeat_stale_trial_callback=_retry,
+        )
+    path = Path(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+# --- the study lock --------------------------------------------------------------------
+
+
+_pg_connections: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def study_lock(url: str, study_name: str) -> Iterator[None]:
+    """Serialize "count trials, then ask for one" between all workers of a study."""
+    if url.startswith("postgresql"):
+        with _pg_advisory_lock(url, study_name):
+            yield
+        return
+    if is_rdb(url) and not url.startswith("sqlite"):
+        raise ValueError(
+            f"--storage {redact(url)}: only journal files, sqlite:/// and postgresql:// "
+            "storages can be shared safely by workers"
+        )
+    folder = Path(url[len("sqlite:///") :]).parent if is_rdb(url) else Path(url).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha1(study_name.encode()).hexdigest()[:12]
+    with open(folder / f".study-{digest}.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _pg_advisory_lock(url: str, study_name: str) -> Iterator[None]:
+    import sqlalchemy
+
+    key = int.from_bytes(hashlib.sha1(f"optuna:{study_name}".encode()).digest()[:8], "big")
+    key -= 1 << 63  # PostgreSQL advisory keys are signed 64-bit
+    conn = _pg_connections.get(url)
+    if conn is None:
+        conn = _pg_connections[url] = sqlalchemy.create_engine(url).connect()
+    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+    try:
+        yield
+    finally:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        conn.commit()
+
+
+# --- who runs a trial, and is it still alive -------------------------------------------
+
+
+def this_worker() -> str:
+    """`host:pid:start time` of this process, as recorded on the trials it runs."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{process_start_time(pid) or '?'}"
+
+
+def worker_alive(owner: str | None) -> bool | None:
+    """True/False for a worker on this host; None when it runs elsewhere (heartbeat decides)."""
+    if not owner:
+        return False  # asked but never claimed: its process died inside the study lock
+    host, pid, started = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    return process_alive(int(pid), None if started == "?" else started)
+
+
+def recover_dead_trials(study, on_recovered: Callable[[Any], None]) -> list[int]:
+    """Fail RUNNING trials whose worker is gone, queue their params again; return numbers.
+
+    Call it under the study lock: a trial being asked by a live worker is claimed inside
+    the same lock, so an unclaimed RUNNING trial seen here belongs to a dead process.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    optuna.storages.fail_stale_trials(study)  # RDB heartbeats (other hosts); no-op otherwise
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if worker_alive(trial.user_attrs.get(WORKER_ATTR)) is not False:
+            continue
+        storage = study._storage
+        storage.set_trial_user_attr(trial._trial_id, "failed_because", "worker process died")
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # finished meanwhile by someone else
+        _retry(study, trial)
+        on_recovered(trial)
+        recovered.append(trial.number)
+    return recovered
+
+
+class Heartbeat:
+    """Record an RDB trial's heartbeat from a thread while it runs (ask/tell has none)."""
+
+    def __init__(self, storage, trial_id: int) -> None:
+        self._stop = threading.Event()
+        self._thread = None
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        if interval:
+            storage.record_heartbeat(trial_id)
+            self._thread = threading.Thread(
+                target=self._beat, args=(storage, trial_id, interval), daemon=True
+            )
+            self._thread.start()
+
+    def _beat(self, storage, trial_id: int, interval: int) -> None:
+        while not self._stop.wait(interval):
+            storage.record_heartbeat(trial_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

@@ -1,0 +1,249 @@
+"""The Optuna study behind a search: open or resume it, its parent MLflow run, the workers' loop.
+
+Each worker asks for trials under the study lock (experiments/search/storage.py) until the
+study holds --trials COMPLETE + PRUNED trials, and runs each one as a nested MLflow run
+(experiments/search/trial.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+
+from experiments.errors import ConfigError
+from experiments.search.plan import Plan
+from experiments.search.space import difference
+from experiments.search.storage import (
+    WORKER_ATTR,
+    open_storage,
+    recover_dead_trials,
+    study_lock,
+    this_worker,
+)
+from experiments.tracking import store
+
+MAX_CONSECUTIVE_FAILURES = 3
+
+
+def make_pruner(plan: Plan):
+    import optuna
+
+    if not plan.prunes:
+        return optuna.pruners.NopPruner()
+    if plan.pruner == "hyperband":
+        max_epochs = plan.base_config.values["trainer"].get("max_epochs") or 0
+        return optuna.pruners.HyperbandPruner(
+            min_resource=1, max_resource=max_epochs if max_epochs > 0 else "auto"
+        )
+    # Median of the trials so far at the same epoch; two finished trials before judging.
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+
+
+def make_sampler(plan: Plan, worker_index: int, existing_trials: int):
+    """Seeded TPE. The seed also depends on the worker and on the trials already in the
+    study, so parallel workers and a resumed study do not replay the same suggestions;
+    a fresh single-worker study is reproducible from --sampler-seed."""
+    import optuna
+
+    key = f"{plan.sampler_seed}:{worker_index}:{existing_trials}".encode()
+    seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
+    if worker_index == 0 and existing_trials == 0:
+        seed = plan.sampler_seed
+    startup = max(2, min(10, plan.n_trials // 3))
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def open_study(plan: Plan, *, create: bool, worker_index: int = 0):
+    """Load (or, for the lead process, create) the study; refuse a changed space."""
+    import optuna
+
+    storage = open_storage(plan.storage_url)
+    exists = plan.study_name in optuna.study.get_all_study_names(storage)
+    if not exists and not create:
+        raise ConfigError(f"study {plan.study_name!r} does not exist in {plan.storage_url}")
+    if exists:
+        study = optuna.load_study(study_name=plan.study_name, storage=storage)
+        check_resume(plan, study)
+    else:
+        study = optuna.create_study(
+            storage=storage, study_name=plan.study_name, directions=plan.space.directions
+        )
+        for key, value in plan.study_attrs().items():
+            study.set_user_attr(key, value)
+    existing = len(study.get_trials(deepcopy=False))
+    return optuna.load_study(
+        study_name=plan.study_name,
+        storage=storage,
+        sampler=make_sampler(plan, worker_index, existing),
+        pruner=make_pruner(plan),
+    )
+
+
+def check_resume(plan: Plan, study) -> None:
+    stored = {k: study.user_attrs.get(k) for k in plan.study_attrs()}
+    stored["directions"] = [d.name.lower() for d in study.directions]
+    current = {**plan.study_attrs(), "directions": plan.space.directions}
+    changes = difference(stored, current)
+    if changes:
+        raise ConfigError(
+            f"study {plan.study_name!r} in {store.redact(plan.storage_url)} was "
+            "created with different settings, so its trials are not comparable:\n  "
+            + "\n  ".join(changes)
+            + "\nRun it with the original space and overrides to resume, or pass "
+            "--study-name NEW to start a new study."
+        )
+
+
+def ensure_parent_run(plan: Plan, study, dataset_name: str) -> str:
+    """The study's parent run: found again on resume (RUNNING again), else created."""
+    from mlflow.exceptions import MlflowException
+
+    client = store.client(plan.tracking_uri)
+    experiment_id = store.ensure_experiment(client, plan.tracking_uri, dataset_name)
+    run_id = study.user_attrs.get("mlflow_parent_run_id")
+    if run_id:
+        with contextlib.suppress(MlflowException):
+            client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+            return run_id
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.study_name = '{plan.study_name}' AND tags.study_role = 'parent'",
+        max_results=1,
+    )
+    if found:
+        run_id = found[0].info.run_id
+        client.update_run(run_id, status="RUNNING")
+    else:
+        tags = {
+            "study": plan.space.name,
+            "study_name": plan.study_name,
+            "study_role": "parent",
+            "experiment": plan.base,
+            "task": plan.base_config.task,
+            "optuna_storage": store.redact(plan.storage_url),
+            "mlflow.note.content": f"Optuna study {plan.study_name}: {plan.space.description}",
+            **store.environment_tags(),
+        }
+        run = client.create_run(experiment_id, run_name=plan.study_name, tags=tags)
+        run_id = run.info.run_id
+        store.log_params(
+            client,
+            run_id,
+            {
+                "study.base": plan.base,
+                "study.space": json.dumps(plan.space.as_dict()["params"]),
+                "study.objectives": ", ".join(
+                    f"{o.direction} {o.metric}" for o in plan.space.objectives
+                ),
+                "study.overrides": " ".join(plan.overrides),
+                "study.sampler": f"TPE(seed={plan.sampler_seed})",
+            },
+        )
+    study.set_user_attr("mlflow_parent_run_id", run_id)
+    client.set_tag(run_id, "study.pruner", plan.pruner if plan.prunes else "none")
+    client.set_tag(run_id, "study.n_trials", str(plan.n_trials))
+    return run_id
+
+
+def close_runs_of_dead_trials(plan: Plan, trial) -> None:
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    print(
+        f"  trial {trial.number}: worker {trial.user_attrs.get('worker', '?')} is gone; "
+        "trial failed and its parameters queued again",
+        flush=True,
+    )
+    if not run_id:
+        return
+    client = store.client(plan.tracking_uri)
+    with contextlib.suppress(Exception):
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_tag(run_id, "end_reason", "worker process died; trial retried")
+            client.set_tag(run_id, "trial_state", "FAIL")
+            client.set_terminated(run_id, "KILLED")
+
+
+def quiet_libraries() -> None:
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def work(plan: Plan, worker_index: int) -> int:
+    """Ask, run and tell trials until the study holds --trials COMPLETE+PRUNED trials."""
+    import torch
+    from optuna.trial import TrialState
+
+    from experiments.search.trial import run_trial
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
+    quiet_libraries()
+    study = open_study(plan, create=False, worker_index=worker_index)
+    parent_run_id = study.user_attrs["mlflow_parent_run_id"]
+    me = this_worker()
+    deadline = None if plan.timeout is None else time.monotonic() + plan.timeout
+    failures = 0
+    prefix = f"[worker {worker_index}] " if plan.workers > 1 else ""
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            print(f"{prefix}--timeout reached: no new trials", flush=True)
+            return 0
+        with study_lock(plan.storage_url, plan.study_name):
+            recover_dead_trials(study, lambda t: close_runs_of_dead_trials(plan, t))
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
+            running = states.count(TrialState.RUNNING)
+            if done + running >= plan.n_trials:
+                return 0
+            trial = study.ask()
+            trial.set_user_attr(WORKER_ATTR, me)
+        outcome = run_trial(
+            study,
+            trial,
+            space=plan.space,
+            base=plan.base,
+            overrides=plan.overrides,
+            tracking_uri=plan.tracking_uri,
+            parent_run_id=parent_run_id,
+            study_name=plan.study_name,
+            prune=plan.prunes,
+        )
+        print(prefix + progress_line(plan, outcome), flush=True)
+        failures = failures + 1 if outcome.state == TrialState.FAIL else 0
+        if failures >= MAX_CONSECUTIVE_FAILURES:
+            print(
+                f"{prefix}error: {failures} trials in a row failed; last error: {outcome.error}",
+                file=sys.stderr,
+            )
+            return 1
+
+
+def progress_line(plan: Plan, outcome) -> str:
+    values = ""
+    if outcome.values:
+        values = " ".join(
+            f"{o.metric}={v:.4f}"
+            for o, v in zip(plan.space.objectives, outcome.values, strict=True)
+        )
+    params = ", ".join(
+        f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.params.items()
+    )
+    retry = f" (retry of {outcome.retry_of})" if outcome.retry_of is not None else ""
+    error = f" {outcome.error}" if outcome.error else ""
+    return (
+        f"trial {outcome.number:>3}{retry} {outcome.state.name:<8} {values} "
+        f"epochs={outcome.epochs} {outcome.seconds:.1f}s  [{params}]{error}"
+    )

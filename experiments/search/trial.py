@@ -1,0 +1,192 @@
+"""One Optuna trial = one nested MLflow run of the base experiment with the trial's values.
+
+Used by `python -m experiments search STUDY`; the objective is read from the per-epoch
+validation metrics: the epoch with the best first objective (best `val/acc`, the epoch
+whose checkpoint is tested) gives every objective's value, so a multi-objective trial
+scores accuracy and macro F1 of the same model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from lightning.pytorch.callbacks import Callback
+from optuna.trial import TrialState
+
+from experiments.search.space import SearchSpace
+from experiments.search.storage import RETRY_ATTR, Heartbeat
+from experiments.tracking import store
+from experiments.training.config import parse
+from experiments.training.runner import run_experiment
+
+
+class TrialRecorder(Callback):
+    """Keep the validation metrics of each epoch and the MLflow run id of the trial."""
+
+    def __init__(self, trial: optuna.Trial, metrics: list[str]) -> None:
+        self.trial = trial
+        self.metrics = metrics
+        self.history: list[dict[str, float]] = []
+        self.run_id: str | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.run_id = getattr(trainer.logger, "run_id", None)
+        if self.run_id:
+            # Recorded at once: if this worker dies, the recovery closes this run KILLED.
+            self.trial.set_user_attr("mlflow_run_id", self.run_id)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        logged = trainer.callback_metrics
+        self.history.append({m: float(logged[m]) for m in self.metrics if m in logged})
+
+
+@dataclass
+class TrialOutcome:
+    number: int
+    state: TrialState
+    values: list[float] | None
+    params: dict[str, Any]
+    epochs: int
+    seconds: float
+    run_id: str | None
+    error: str | None = None
+    retry_of: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def objective_values(space: SearchSpace, history: list[dict[str, float]]) -> list[float]:
+    first = space.objectives[0]
+    rows = [row for row in history if all(o.metric in row for o in space.objectives)]
+    if not rows:
+        raise RuntimeError(
+            f"objective metric {first.metric!r} was never logged: the base experiment needs "
+            "a validation split (data.val_size > 0) and at least one validation pass"
+        )
+    pick = max if first.direction == "maximize" else min
+    best = pick(rows, key=lambda row: row[first.metric])
+    return [best[o.metric] for o in space.objectives]
+
+
+def run_trial(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    *,
+    space: SearchSpace,
+    base: str,
+    overrides: list[str],
+    tracking_uri: str,
+    parent_run_id: str,
+    study_name: str,
+    prune: bool,
+) -> TrialOutcome:
+    """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    started = time.monotonic()
+    params = space.suggest(trial)
+    metrics = [o.metric for o in space.objectives]
+    recorder = TrialRecorder(trial, metrics)
+    callbacks: list[Any] = [recorder]
+    if prune:
+        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metrics[0]))
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "study": space.name,
+        "study_name": study_name,
+        "study_role": "trial",
+        "trial_number": str(trial.number),
+    }
+    retry_of = trial.user_attrs.get(RETRY_ATTR)
+    if retry_of is not None:
+        tags["retry_of_trial"] = str(retry_of)
+    heartbeat = Heartbeat(study._storage, trial._trial_id)
+    values = error = None
+    try:
+        cfg = parse(base, [*overrides, *space.overrides(params)])
+        run_experiment(
+            cfg,
+            tracking_uri,
+            callbacks=callbacks,
+            tags=tags,
+            run_name=f"{study_name}-{trial.number:03d}",
+            verbose=False,
+        )
+        values = objective_values(space, recorder.history)
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except (KeyboardInterrupt, SystemExit):
+        heartbeat.stop()
+        trial.set_user_attr("failed_because", "worker interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        if params:
+            study.enqueue_trial(params, user_attrs={RETRY_ATTR: trial.number})
+        raise
+    except Exception as exc:
+        state = TrialState.FAIL
+        error = f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("error", error[:2000])
+    else:
+        state = TrialState.COMPLETE
+    finally:
+        heartbeat.stop()
+    epochs = len(recorder.history)
+    trial.set_user_attr("epochs", epochs)
+    run_id = recorder.run_id
+    if run_id is None and state == TrialState.FAIL:
+        run_id = _find_run(tracking_uri, study_name, trial.number)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+    if state == TrialState.COMPLETE:
+        frozen = study.tell(trial, values)
+    else:
+        frozen = study.tell(trial, state=state)
+    seconds = time.monotonic() - started
+    if run_id:
+        _annotate_run(tracking_uri, run_id, space, frozen, epochs)
+    return TrialOutcome(
+        number=trial.number,
+        state=state,
+        values=list(frozen.values) if frozen.values is not None else None,
+        params=params,
+        epochs=epochs,
+        seconds=seconds,
+        run_id=run_id,
+        error=error,
+        retry_of=retry_of,
+    )
+
+
+def _find_run(uri: str, study_name: str, number: int) -> str | None:
+    """The trial's run when it failed before `fit` started (e.g. building the Trainer)."""
+    client = store.client(uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(
+        experiments,
+        f"tags.study_name = '{study_name}' AND tags.trial_number = '{number}' "
+        "AND tags.study_role = 'trial'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
+def _annotate_run(uri: str, run_id: str, space: SearchSpace, frozen, epochs: int) -> None:
+    """The trial's search params, objective values and Optuna state on its MLflow run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    client = store.client(uri)
+    now = int(time.time() * 1000)
+    metrics = [Metric("trial/epochs", float(epochs), now, 0)]
+    if frozen.values is not None:
+        for objective, value in zip(space.objectives, frozen.values, strict=True):
+            metrics.append(Metric(f"objective/{objective.metric}", float(value), now, 0))
+    client.log_batch(
+        run_id,
+        metrics=metrics,
+        params=[Param(f"trial.{k}", str(v)) for k, v in frozen.params.items()],
+        tags=[RunTag("trial_state", frozen.state.name)],
+    )

@@ -1,0 +1,1 @@
+"""Long-running MLflow processes: the local UI and the team's tracking server."""

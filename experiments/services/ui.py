@@ -1,0 +1,54 @@
+"""Serve the MLflow UI for the project's store, on 127.0.0.1 unless told otherwise.
+
+python -m experiments ui                 # http://127.0.0.1:5000
+python -m experiments ui --port 5001 --tracking-uri sqlite:///other/mlflow.db
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from experiments.tracking import store
+
+
+def server_command(uri: str, host: str, port: int) -> list[str]:
+    """The `mlflow server` command line that serves `uri` (a local store) on host:port."""
+    cmd = [
+        *store.mlflow_command(),
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    root = store.sqlite_path(uri)
+    if root is not None:
+        store.client(uri)  # creates the folder so the server can open the file
+        artifacts = (store.local_root(uri) / "artifacts").resolve()
+        cmd += ["--default-artifact-root", artifacts.as_uri()]
+    return cmd
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments ui", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--tracking-uri", help="store to serve (default: embedded store)")
+    args = parser.parse_args(argv)
+    uri = store.resolve_tracking_uri(args.tracking_uri)
+    if store.sqlite_path(uri) is None:
+        print(f"error: {uri} is not a local store; open it in a browser directly", file=sys.stderr)
+        return 2
+    where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
+    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (bound to {args.host}: {where})")
+    print("Stop with Ctrl-C.", flush=True)
+    try:
+        return subprocess.call(server_command(uri, args.host, args.port), env=os.environ.copy())
+    except KeyboardInterrupt:
+        return 130

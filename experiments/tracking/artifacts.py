@@ -1,0 +1,257 @@
+"""Figures, model summary and fit judgement of a finished run, logged to its MLflow run.
+
+Called by `experiments.run.run_experiment` after testing, so every run gets them:
+
+    python -m experiments run s1-cnn     # figures/ + model_summary.* in the run's artifacts
+
+Artifacts (names are relied upon by reports and tests):
+
+* ``figures/loss_per_epoch.png`` - mean training loss per epoch (S0.2, S0.3).
+* ``figures/learning_curves.png`` - train/validation loss and accuracy, per epoch, or per
+  training iteration when validation ran every N steps (S1.2, S1.3, S4); only with
+  validation points.
+* ``figures/confusion_matrix.png``, ``figures/per_class_accuracy.png`` - test set (S2).
+* ``figures/first_layer_weights.png`` - one tile per hidden unit, for an MLP or the
+  from-scratch network reading images (S4).
+* ``model_summary.txt``, ``model_summary.csv`` - output shape and parameters per layer.
+* tags ``fit_judgement`` and ``fit_judgement_reason`` (rule in `experiments.judgement`).
+
+Steps and epochs: Lightning logs each point with MLflow step = (iterations completed - 1),
+and an ``epoch`` metric at the same step, which maps every point to its epoch.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.tracking import figures
+from experiments.tracking.judgement import Judgement, judge_fit
+from experiments.tracking.model_summary import format_summary, summarize, write_csv
+
+__all__ = ["RunCurves", "log_run_artifacts", "mean_loss_per_epoch", "read_curves"]
+
+CURVE_KEYS = ("train/loss", "val/loss", "train/acc", "val/acc")
+
+
+def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
+    points = {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    return sorted(points.items())
+
+
+class _EpochOf:
+    """Epoch (0-based) of an MLflow step, from the ``epoch`` metric logged alongside."""
+
+    def __init__(self, epoch_points: list[tuple[int, float]]) -> None:
+        self.steps = [s for s, _ in epoch_points]
+        self.epochs = [int(e) for _, e in epoch_points]
+
+    def __call__(self, step: int) -> int:
+        i = bisect.bisect_right(self.steps, step) - 1
+        return self.epochs[i] if i >= 0 else 0
+
+
+def mean_loss_per_epoch(
+    train_loss: list[tuple[int, float]], epoch_of: Any
+) -> tuple[list[int], list[float]]:
+    """Mean training loss of each epoch (1-based) from interval means logged at MLflow steps.
+
+    A point covers the iterations since the previous point; every epoch end logs one, so
+    intervals never straddle epochs and the iteration-weighted mean is the epoch mean
+    (exact up to a smaller last batch). One point per epoch is the usual, trivial case.
+    """
+    sums: dict[int, float] = defaultdict(float)
+    counts: dict[int, int] = defaultdict(int)
+    done = 0
+    for step, value in train_loss:
+        iterations = max(step + 1 - done, 1)
+        done = step + 1
+        epoch = epoch_of(step)
+        sums[epoch] += value * iterations
+        counts[epoch] += iterations
+    epochs = sorted(sums)
+    return [e + 1 for e in epochs], [sums[e] / counts[e] for e in epochs]
+
+
+def _step_driven(params: dict[str, str], val_steps: list[int], epoch_of: Any) -> bool:
+    # An integer val_check_interval means "validate every N training batches" (S4: 100).
+    interval = params.get("trainer.val_check_interval", "")
+    if interval.isdigit():
+        return True
+    val_epochs = [epoch_of(s) for s in val_steps]
+    return len(set(val_epochs)) != len(val_epochs)
+
+
+@dataclass
+class RunCurves:
+    """A run's train/val loss and accuracy histories as (MLflow step, value) pairs."""
+
+    raw: dict[str, list[tuple[int, float]]]
+    epoch_of: Any
+    #: validation every N iterations (x axis: training iteration) rather than per epoch
+    step_driven: bool
+
+    @property
+    def x_label(self) -> str:
+        return "training iteration" if self.step_driven else "epoch"
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.raw["val/loss"])
+
+    def points(self) -> dict[str, list[tuple[float, float]]]:
+        """Curves keyed like the metrics, x = epoch (1-based) or iterations completed."""
+
+        def x(step: int) -> float:
+            return step + 1 if self.step_driven else self.epoch_of(step) + 1
+
+        return {key: [(x(s), v) for s, v in pts] for key, pts in self.raw.items() if pts}
+
+    def aligned(self) -> list[list[float]]:
+        """The four curves at the steps where all four were logged (the validation points)."""
+        by_key = {key: dict(pts) for key, pts in self.raw.items()}
+        steps = [s for s, _ in self.raw["val/loss"] if all(s in by_key[k] for k in CURVE_KEYS)]
+        return [[by_key[key][s] for s in steps] for key in CURVE_KEYS]
+
+    def epoch_losses(self) -> tuple[list[int], list[float]]:
+        return mean_loss_per_epoch(self.raw["train/loss"], self.epoch_of)
+
+
+def read_curves(client: Any, run_id: str, params: dict[str, str] | None = None) -> RunCurves:
+    """The run's curves from MLflow, with each step mapped to its epoch."""
+    raw = {key: _history(client, run_id, key) for key in CURVE_KEYS}
+    epoch_of = _EpochOf(_history(client, run_id, "epoch"))
+    if params is None:
+        params = client.get_run(run_id).data.params
+    return RunCurves(raw, epoch_of, _step_driven(params, [s for s, _ in raw["val/loss"]], epoch_of))
+
+
+def _first_layer_weight(network: Any) -> Any:
+    layer = getattr(network, "first_layer", None)
+    if layer is not None and hasattr(layer, "weight"):
+        return layer.weight
+    return getattr(network, "first_layer_weight", None)
+
+
+def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> Judgement | None:
+    """Write and log the figures, model summary and judgement; return the judgement.
+
+    Returns None when the run has no validation points (nothing to judge). A figure that
+    cannot be drawn does not fail the finished run: the error is printed and recorded in
+    the ``figures_error`` tag instead.
+    """
+    from mlflow.entities import RunTag
+
+    # Few MLflow calls on purpose: each is a round trip (a SQLite transaction or an HTTP
+    # request), so the run is read once, tags go in one batch and files in one upload.
+    run = client.get_run(run_id)
+    tags = run.data.tags
+    name = f"{tags.get('experiment', run_id)} ({tags.get('task', '?')})"
+    curves = read_curves(client, run_id, run.data.params)
+    class_names = list(datamodule.class_names)
+    input_shape = tuple(getattr(model, "input_shape", None) or datamodule.input_shape)
+
+    judgement = None
+    if curves.has_validation:
+        judgement = judge_fit(*curves.aligned())
+        client.log_batch(
+            run_id,
+            tags=[
+                RunTag("fit_judgement", judgement.label),
+                RunTag("fit_judgement_reason", judgement.reason),
+            ],
+        )
+
+    errors: list[str] = []
+
+    def draw(what: str, plot: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            plot(*args, **kwargs)
+        except Exception as exc:  # a figure must not turn a finished run into a failed one
+            errors.append(f"{what}: {type(exc).__name__}: {exc}")
+
+    with tempfile.TemporaryDirectory(prefix="figures-") as tmp:
+        root = Path(tmp)  # uploaded as the run's artifact root: figures/ and the summary
+        out = root / "figures"
+        out.mkdir()
+        if curves.raw["train/loss"]:
+            epochs, losses = curves.epoch_losses()
+            draw(
+                "loss_per_epoch",
+                figures.plot_loss_per_epoch,
+                epochs,
+                losses,
+                out / "loss_per_epoch.png",
+                f"{name}: average training loss per epoch",
+            )
+        if curves.has_validation:
+            draw(
+                "learning_curves",
+                figures.plot_learning_curves,
+                curves.points(),
+                out / "learning_curves.png",
+                f"{name}: learning curves",
+                x_label=curves.x_label,
+                note=f"fit judgement: {judgement}",
+            )
+        confusion = getattr(model, "confusion_matrix", None)
+        if confusion is not None:
+            draw(
+                "confusion_matrix",
+                figures.plot_confusion_matrix,
+                confusion,
+                class_names,
+                out / "confusion_matrix.png",
+                f"{name}: test confusion matrix (rows = true class)",
+            )
+        per_class = getattr(model, "per_class_accuracy", None)
+        if per_class is not None:
+            overall = None
+            if confusion is not None and float(confusion.sum()) > 0:
+                overall = float(confusion.trace()) / float(confusion.sum())
+            draw(
+                "per_class_accuracy",
+                figures.plot_per_class_accuracy,
+                per_class,
+                class_names,
+                out / "per_class_accuracy.png",
+                f"{name}: test accuracy per class",
+                overall=overall,
+            )
+        weight = _first_layer_weight(getattr(model, "network", None))
+        if weight is not None and weight.shape[-1] == math.prod(input_shape):
+            draw(
+                "first_layer_weights",
+                figures.plot_first_layer_weights,
+                weight,
+                input_shape,
+                out / "first_layer_weights.png",
+                f"{name}: first-layer weights",
+            )
+
+        network = getattr(model, "network", None)
+        if network is not None:
+            try:
+                rows = summarize(network, input_shape)
+            except Exception as exc:
+                errors.append(f"model_summary: {type(exc).__name__}: {exc}")
+            else:
+                header = f"{type(network).__name__} on input {'x'.join(map(str, input_shape))}\n"
+                (root / "model_summary.txt").write_text(header + format_summary(rows))
+                write_csv(rows, root / "model_summary.csv")
+        if not any(out.iterdir()):
+            out.rmdir()
+        if any(root.iterdir()):
+            client.log_artifacts(run_id, str(root))
+
+    if errors:
+        message = "; ".join(errors)
+        print(f"warning: run {run_id}: {message}", file=sys.stderr)
+        client.set_tag(run_id, "figures_error", message[:5000])
+    return judgement

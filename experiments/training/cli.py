@@ -1,0 +1,126 @@
+"""`python -m experiments run`: train, validate and test one experiment as one MLflow run.
+
+    python -m experiments run s1-mlp                       # S1.2 on Fashion-MNIST
+    python -m experiments run s4-mlp --model.activation swish --seed 1
+    python -m experiments run --config best_trial.yaml     # a resolved config file
+    python -m experiments run --resume RUN_ID              # continue an interrupted run
+
+Exit codes (experiments/errors.py): 0 finished, 2 refused before anything was created,
+1 the run failed after it started, 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from experiments import errors
+from experiments.tracking import store
+from experiments.training import distributed
+from experiments.training.interrupts import last_signal
+from experiments.training.runner import RunResult, run_experiment
+
+HEADLINE_METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/loss")
+
+
+def print_summary(result: RunResult) -> None:
+    print()
+    for key in HEADLINE_METRICS:
+        if key in result.test_metrics:
+            print(f"  {key:<16} {result.test_metrics[key]:.4f}")
+    if result.judgement:
+        print(f"  fit judgement    {result.judgement}")
+    print(
+        f"\nMLflow run {result.run_id} ({result.status}) in experiment "
+        f"'{result.experiment_name}' at {result.tracking_uri}"
+    )
+    print(f"Open the UI: {store.ui_command(result.tracking_uri)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments run",
+        description="Run one experiment from the catalog (see `python -m experiments list`).",
+        epilog="Overrides are dotted flags, e.g. --trainer.max_epochs 2 --model.lr 0.01 "
+        "--data.batch_size 32 --seed 1. `run NAME --help` lists every key of NAME.",
+        add_help=False,
+    )
+    parser.add_argument("name", nargs="?", help="catalog name (s1-mlp) or a YAML file")
+    parser.add_argument("--config", help="a resolved config YAML (as logged with every run)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_ID",
+        help="continue an interrupted run from its last checkpoint, into the same MLflow run",
+    )
+    parser.add_argument("-h", "--help", action="store_true")
+    return parser
+
+
+def usage_error(args: argparse.Namespace, name: str | None, overrides: list[str]) -> str | None:
+    """Why this combination of NAME, --config, --resume and overrides cannot run, if so."""
+    if args.resume and (name or overrides):
+        given = " ".join([*filter(None, [name]), *overrides])
+        return (
+            "--resume RUN_ID takes no experiment, --config or overrides: the run's "
+            f"logged config.yaml is used (got {given})"
+        )
+    if args.name and args.config:
+        return "give either NAME or --config FILE, not both"
+    return None
+
+
+def print_experiment_help(name: str) -> None:
+    """Every key of experiment `name` that can be overridden (`run NAME --help`)."""
+    from experiments.training.config import build_parser as config_parser
+    from experiments.training.config import import_class, load_yaml, resolve_experiment
+
+    raw = load_yaml(resolve_experiment(name))
+    config_parser(
+        import_class(raw["model"]["class_path"], "model.class_path"),
+        import_class(raw["data"]["class_path"], "data.class_path"),
+    ).print_help()
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = build_parser()
+    args, overrides = parser.parse_known_args(argv)
+    name = args.config or args.name
+    problem = usage_error(args, name, overrides)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if name is None and (args.help or not args.resume):
+        parser.print_help()
+        return 0 if args.help else 2
+    try:
+        if args.help:
+            print_experiment_help(name)
+            return 0
+        point = None
+        if args.resume:
+            from experiments.training import resume
+
+            cfg, point = resume.prepare(args.resume, store.resolve_tracking_uri(args.tracking_uri))
+        else:
+            from experiments.training.config import parse
+
+            cfg = parse(name, list(overrides))
+        result = run_experiment(cfg, args.tracking_uri, resume=point)
+    except errors.Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (KeyboardInterrupt, SystemExit):
+        # The run is marked KILLED and the resume command printed; exit as a shell would
+        # for the signal (130 for Ctrl-C, 143 for SIGTERM), never 0.
+        return 128 + int(last_signal() or signal.SIGINT)
+    except errors.RunFailed as exc:
+        # Diverged training or a checkpoint that could not be written: a clear message,
+        # not a traceback (the run is already marked FAILED with a failure_reason tag).
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if distributed.is_global_zero():  # other DDP ranks would print the same summary again
+        print_summary(result)
+    return 0

@@ -1,0 +1,311 @@
+"""Train, validate and test one experiment as one MLflow run: `run_experiment(cfg)`.
+
+Used by `python -m experiments run` (experiments/training/cli.py), the studies, the
+activation comparison and the benchmarks. Order matters here: the config is validated,
+the data found and checked, and the model built BEFORE the MLflow run is opened, so a
+typo or missing data never leaves an empty run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from experiments import errors
+from experiments.tracking import health, store
+from experiments.training import distributed
+from experiments.training.config import ResolvedConfig, prepare_data
+
+if TYPE_CHECKING:
+    from experiments.training.resume import ResumePoint
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    experiment_name: str
+    tracking_uri: str
+    status: str
+    test_metrics: dict[str, float] = field(default_factory=dict)
+    best_checkpoint: str | None = None
+    #: fit judgement "label (reason)" from the learning curves (experiments.judgement)
+    judgement: str | None = None
+
+
+def _make_logger(uri: str, run_id: str, experiment_name: str):
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    class RunLogger(MLFlowLogger):
+        """MLFlowLogger that leaves the run's final status to the runner.
+
+        Lightning's `finalize("failed")` on Ctrl-C would mark the run FAILED; the runner
+        knows better (KILLED for an interrupt, FAILED for an error, FINISHED after test).
+        """
+
+        def finalize(self, status: str = "success") -> None:
+            return None
+
+        def log_hyperparams(self, params: Any) -> None:
+            # The runner logs the resolved config itself as flat params; Lightning's own
+            # copy of the model hparams would duplicate them under other names.
+            return None
+
+    return RunLogger(
+        experiment_name=experiment_name, tracking_uri=uri, run_id=run_id, save_dir=None
+    )
+
+
+def run_experiment(
+    cfg: ResolvedConfig,
+    tracking_uri: str | None = None,
+    *,
+    callbacks: Sequence[Any] = (),
+    tags: dict[str, str] | None = None,
+    run_name: str | None = None,
+    verbose: bool = True,
+    resume: ResumePoint | None = None,
+) -> RunResult:
+    """Run `cfg` end to end; the MLflow run ends FINISHED, FAILED or KILLED, never RUNNING.
+
+    With `resume` (from `experiments.training.resume.prepare`), training continues from
+    that checkpoint into the same MLflow run instead of creating a new one.
+    """
+    import lightning as L
+    import torch
+
+    from experiments.training import threads
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model, data = cfg.instantiate()
+    prepare_data(data)
+    # Threads matched to the work per batch (see training/threads.py); a study worker has
+    # already lowered torch's count to its share of the cores, which caps the choice.
+    choice = threads.choose(
+        cfg.threads, model.network, data.train_x[: data.batch_size], cap=torch.get_num_threads()
+    )
+    uri = store.resolve_tracking_uri(tracking_uri)
+    with threads.using(choice.threads):
+        if not distributed.is_global_zero():
+            # A DDP process launched by rank 0 (or on another node): it trains its shard and
+            # joins every collective op; the run, its logging and its status are rank 0's.
+            return _run_other_rank(
+                cfg, model, data, uri, callbacks, resume.checkpoint if resume else None
+            )
+        run_tags = {**_run_tags(cfg, model, data, choice), **(tags or {})}
+        client, run_id = _open_run(cfg, data, uri, run_tags, run_name, resume)
+        return _run_tracked(
+            cfg, model, data, client, uri, run_id, run_tags, callbacks, verbose, resume
+        )
+
+
+def _run_tags(cfg: ResolvedConfig, model, data, choice) -> dict[str, str]:
+    """What a run is (task, experiment, data lineage) and what produced it (code, host)."""
+    return {
+        "task": cfg.task,
+        "experiment": cfg.name,
+        "dataset": data.dataset_name,
+        "model_family": model.family,
+        "model_class": cfg.model_class_path,
+        "seed": str(cfg.seed),
+        "mlflow.note.content": cfg.values.get("description", ""),
+        **{f"lineage.{k}": str(v) for k, v in data.lineage.items()},
+        **store.environment_tags(),
+        **health.process_tags(),
+        "torch_threads": str(choice.threads),
+        "torch_threads_reason": choice.reason,
+    }
+
+
+def _open_run(cfg, data, uri: str, run_tags, run_name, resume):
+    """Check the store, then create the MLflow run (or reopen the one being resumed)."""
+    from experiments.training import resume as resuming
+
+    # Fail fast, before anything trains: an unreachable server, an unwritable store.
+    health.check_tracking_server(uri)
+    health.check_local_storage(uri)
+    client = store.client(uri)
+    health.mark_orphaned_runs(client, found_by=f"a run started in process {os.getpid()}")
+    experiment_id = store.ensure_experiment(client, uri, data.dataset_name)
+    if resume is None:
+        run = client.create_run(
+            experiment_id, run_name=run_name or f"{cfg.name}-seed{cfg.seed}", tags=run_tags
+        )
+        return client, run.info.run_id
+    previous = client.get_run(resume.run_id)
+    resuming.check_same_data(previous.data.tags, data.lineage)
+    resuming.reopen(client, resume, previous.data.tags, previous.info.status)
+    return client, resume.run_id
+
+
+def _run_tracked(cfg, model, data, client, uri, run_id, run_tags, callbacks, verbose, resume):
+    """fit, test and log into run `run_id`; whatever happens, the run gets its final status."""
+    from experiments.training.interrupts import InterruptHandler, interrupted_message, signal_name
+
+    # DDP: the processes Lightning launches at `fit` inherit this and reuse the run.
+    os.environ[distributed.RUN_ID_ENV] = run_id
+    result = RunResult(run_id, data.dataset_name, uri, "RUNNING")
+    # Ctrl-C / SIGTERM: stop at a batch boundary, save last.ckpt, end KILLED (interrupts.py).
+    interrupts = InterruptHandler().install()
+    # MLFlowLogger calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI; put it
+    # back afterwards so one run does not change the default store of later commands.
+    exported_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    trainer = None
+    try:
+        if resume is None:  # a resumed run logged its params and config the first time
+            store.log_params(client, run_id, store.flatten(_params(cfg)))
+            client.log_text(run_id, cfg.as_yaml(), "config.yaml")
+        trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
+        _fit_and_test(trainer, checkpoint, model, data, client, result, resume)
+        client.set_terminated(run_id, "FINISHED")
+        result.status = "FINISHED"
+    except (KeyboardInterrupt, SystemExit) as exc:
+        by = f" by {signal_name(interrupts.signum)}" if interrupts.signum else ""
+        _end(client, result, "KILLED", end_reason=f"interrupted{by} ({type(exc).__name__})")
+        if run_tags.get("study_role") != "trial":  # a study retries its trials itself
+            print(interrupted_message(run_id, uri), file=sys.stderr)
+        raise
+    except _trial_pruned() as exc:
+        # Optuna's pruning callback stopped `fit`: a planned early stop, not a failure.
+        # The epoch is Lightning's 0-based index, as in the `epoch` metric and Optuna's step.
+        epoch = str(trainer.current_epoch) if trainer is not None else "0"
+        _end(
+            client,
+            result,
+            "KILLED",
+            pruned_at_epoch=epoch,
+            end_reason=str(exc) or "pruned by Optuna",
+        )
+        raise
+    except BaseException as exc:
+        reason = errors.failure_reason(exc)
+        _end(
+            client,
+            result,
+            "FAILED",
+            error=f"{type(exc).__name__}: {exc}"[:5000],
+            failure_reason=reason,
+        )
+        if verbose:
+            print(f"Run {run_id} marked FAILED ({reason})", file=sys.stderr)
+        raise
+    finally:
+        interrupts.restore()
+        os.environ.pop(distributed.RUN_ID_ENV, None)
+        if exported_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = exported_uri
+    return result
+
+
+def _fit_and_test(trainer, checkpoint, model, data, client, result: RunResult, resume) -> None:
+    """Train, test the best checkpoint, then log it, the figures and the fit judgement."""
+    from experiments.tracking.artifacts import log_run_artifacts
+
+    ckpt_path = str(resume.checkpoint) if resume else None
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    best = checkpoint.best_model_path or None
+    results = trainer.test(model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+    result.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    if best:
+        client.log_artifact(result.run_id, best, "checkpoints")
+        result.best_checkpoint = best
+    judgement = log_run_artifacts(client, result.run_id, model, data)
+    result.judgement = None if judgement is None else str(judgement)
+
+
+def _end(client, result: RunResult, status: str, **tags: str) -> None:
+    """Tag how the run ended and close it with `status` (KILLED or FAILED)."""
+    for key, value in tags.items():
+        client.set_tag(result.run_id, key, value)
+    client.set_terminated(result.run_id, status)
+    result.status = status
+
+
+def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks):
+    """The Trainer and its checkpoint callback; identical on every DDP rank (they must be)."""
+    import lightning as L
+
+    from experiments.training.callbacks import RunCheckpoint, RunGuard
+    from experiments.training.checkpoints import AtomicCheckpointIO
+
+    # Under DDP, ModelCheckpoint broadcasts rank 0's dirpath, so all ranks agree on it.
+    folder = store.checkpoint_dir(uri, run_id or "unknown-run")
+    has_val = data.lineage.get("val_size", 1) not in (0, "0")
+    checkpoint = RunCheckpoint(
+        dirpath=folder,
+        filename="best",
+        monitor="val/acc" if has_val else None,
+        mode="max",
+        save_last=not has_val,
+    )
+    # last.ckpt at every epoch (what --resume continues from). Lightning's save_last only
+    # writes it when best.ckpt improved, so a kill could cost every epoch since the best.
+    latest = [RunCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
+    trainer = L.Trainer(
+        **cfg.values["trainer"],
+        logger=_make_logger(uri, run_id, data.dataset_name),
+        # A non-finite loss stops training before a NaN checkpoint is written; a SIGTERM
+        # saves last.ckpt; checkpoints are written atomically and loaded weights-only.
+        callbacks=[
+            checkpoint,
+            *(latest if has_val else []),
+            RunGuard(folder / "last.ckpt"),
+            *callbacks,
+            *_progress_bar(cfg),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=str(folder),
+    )
+    return trainer, checkpoint
+
+
+def _run_other_rank(
+    cfg: ResolvedConfig, model, data, uri: str, callbacks, ckpt_path=None
+) -> RunResult:
+    """fit and test as a DDP rank other than 0: no run is created, nothing is logged.
+
+    Lightning's MLFlowLogger logs from rank 0 only; the test metrics are synced across
+    ranks (torchmetrics on compute, `sync_dist` for losses), so they equal rank 0's.
+    """
+    run_id = distributed.shared_run_id()
+    trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    # The best checkpoint's path is the same on every rank (rank 0 wrote the file; the
+    # ranks of one node share the folder, other nodes need it on a shared filesystem).
+    best = checkpoint.best_model_path or None
+    results = trainer.test(model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    return RunResult(run_id or "", data.dataset_name, uri, "RUNNING", metrics, best)
+
+
+class _NeverRaised(Exception):
+    pass
+
+
+def _trial_pruned() -> type[Exception]:
+    """optuna.TrialPruned when Optuna is loaded (only a study raises it), without importing it."""
+    optuna = sys.modules.get("optuna")
+    return optuna.TrialPruned if optuna is not None else _NeverRaised
+
+
+def _progress_bar(cfg: ResolvedConfig) -> list[Any]:
+    """Our throttled progress bar, unless the config turned the bar off."""
+    if cfg.values["trainer"].get("enable_progress_bar") is False:
+        return []
+    from experiments.training.progress import TrainingProgressBar
+
+    return [TrainingProgressBar()]
+
+
+def _params(cfg: ResolvedConfig) -> dict[str, Any]:
+    """The resolved config as params, without Trainer keys left at None (noise in the UI)."""
+    values = dict(cfg.values)
+    values["trainer"] = {k: v for k, v in values["trainer"].items() if v is not None}
+    values["model"] = {"class_path": cfg.model_class_path, **values["model"]}
+    values["data"] = {"class_path": cfg.data_class_path, **values["data"]}
+    values.pop("description", None)
+    return values
