@@ -88,9 +88,9 @@ def test_bad_resume_requests_exit_2(argv, expected, store, tmp_path, capsys):
 
 
 def test_resume_of_an_unknown_run_names_it(store, capsys):
-    from experiments.tracking import store
+    from experiments.tracking import store as tracking_store
 
-    store.client(store).search_experiments()  # an existing, empty store
+    tracking_store.client(store).search_experiments()  # an existing, empty store
     assert cli(["run", "--resume", "0123abcd", "--tracking-uri", store]) == 2
     assert f"--resume 0123abcd: no such run in {store}" in capsys.readouterr().err
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.reports import compare
+from experiments.tracking import store as tracking_store
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +19,8 @@ def runs(tmp_path_factory):
     MLflow's schema migrations, the slow part here.
     """
     store = f"sqlite:///{tmp_path_factory.mktemp('compare')}/mlruns/mlflow.db"
-    client = store.client(store)
-    experiment = store.ensure_experiment(client, store, "fashion-mnist")
+    client = tracking_store.client(store)
+    experiment = tracking_store.ensure_experiment(client, store, "fashion-mnist")
     made = [
         ("relu", 0.80, "FINISHED", "s4-mlp"),
         ("relu", 0.82, "FINISHED", "s4-mlp"),

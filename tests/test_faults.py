@@ -33,7 +33,8 @@ from mlflow import MlflowClient
 
 from experiments import errors
 from experiments.__main__ import main as cli
-from experiments.tracking import health, store
+from experiments.tracking import health
+from experiments.tracking import store as tracking_store
 from experiments.training import callbacks, checkpoints
 from experiments.training.config import parse
 from experiments.training.runner import run_experiment
@@ -88,7 +89,7 @@ def test_diverging_lr_fails_the_run_in_the_first_epoch_without_checkpoints(
     assert "NonFiniteLossError" in run.data.tags["error"]
     # Stopped inside epoch 0: no validation happened, no checkpoint of NaN weights exists.
     assert "val/acc" not in run.data.metrics
-    assert list(store.checkpoint_dir(store, run.info.run_id).glob("*.ckpt")) == []
+    assert list(tracking_store.checkpoint_dir(store, run.info.run_id).glob("*.ckpt")) == []
 
 
 class PoisonWeights(Callback):
@@ -123,7 +124,7 @@ def test_nan_weights_never_replace_a_good_checkpoint(store, fashion_dir, at_last
     run = only_run(store)
     assert run.info.status == "FAILED"
     assert run.data.tags["failure_reason"] == "non_finite_loss"
-    folder = store.checkpoint_dir(store, run.info.run_id)
+    folder = tracking_store.checkpoint_dir(store, run.info.run_id)
     assert set(poison.snapshot) == {"best.ckpt", "last.ckpt"}
     for name, content in poison.snapshot.items():
         assert (folder / name).read_bytes() == content, f"{name} was overwritten"
@@ -138,8 +139,8 @@ def test_nan_weights_never_replace_a_good_checkpoint(store, fashion_dir, at_last
 def test_run_left_running_by_a_dead_process_is_marked_when_the_store_is_next_used(
     store, fashion_dir
 ):
-    client = store.client(store)
-    experiment_id = store.ensure_experiment(client, store, EXPERIMENT)
+    client = tracking_store.client(store)
+    experiment_id = tracking_store.ensure_experiment(client, store, EXPERIMENT)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a real process that has exited (and been reaped)
     orphan = client.create_run(
@@ -259,7 +260,7 @@ def assert_continuous_history(uri: str, run_id: str, epochs: int) -> None:
 
 
 def test_interrupted_run_resumes_into_the_same_run(store, killed_run, capsys):
-    folder = store.checkpoint_dir(store, killed_run)
+    folder = tracking_store.checkpoint_dir(store, killed_run)
     assert checkpoints.read_checkpoint(folder / "last.ckpt")["epoch"] == 1
 
     assert cli(["run", "--resume", killed_run, "--tracking-uri", store]) == 0
@@ -316,7 +317,7 @@ class Payload:
 def test_corrupt_or_foreign_checkpoint_is_refused_naming_the_file(
     store, killed_run, tmp_path, capsys
 ):
-    last = store.checkpoint_dir(store, killed_run) / "last.ckpt"
+    last = tracking_store.checkpoint_dir(store, killed_run) / "last.ckpt"
     content = last.read_bytes()
     last.write_bytes(content[: len(content) // 2])
 
@@ -343,8 +344,8 @@ def test_corrupt_or_foreign_checkpoint_is_refused_naming_the_file(
 
 
 def test_doctor_reports_a_healthy_store_and_the_data(store, fashion_dir, capsys):
-    client = store.client(store)
-    store.ensure_experiment(client, store, EXPERIMENT)
+    client = tracking_store.client(store)
+    tracking_store.ensure_experiment(client, store, EXPERIMENT)
     code = cli(["doctor", "--tracking-uri", store, "--data-dir", str(fashion_dir)])
     out = capsys.readouterr().out
     assert "ok    tracking store" in out and "ok    checkpoint folder" in out
@@ -445,7 +446,7 @@ def test_sigkill_then_doctor_marks_the_orphan_and_resume_finishes_it(tmp_path, f
     assert run.info.status == "FINISHED"
     assert "from FAILED (orphaned)" in run.data.tags["resume.1"]
     assert_continuous_history(uri, run_id, EPOCHS)
-    last = store.checkpoint_dir(uri, run_id) / "last.ckpt"
+    last = tracking_store.checkpoint_dir(uri, run_id) / "last.ckpt"
     assert checkpoints.read_checkpoint(last)["epoch"] == EPOCHS - 1
     assert len(runs(uri)) == 1
 
@@ -458,7 +459,7 @@ def test_signal_saves_a_checkpoint_marks_killed_and_says_how_to_resume(
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     proc = start_run(tmp_path, fashion_dir)
     run_id = wait_for_running_checkpoint(tmp_path, proc)
-    last = store.checkpoint_dir(uri, run_id) / "last.ckpt"
+    last = tracking_store.checkpoint_dir(uri, run_id) / "last.ckpt"
     step_before = checkpoints.read_checkpoint(last)["global_step"]
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=300)
@@ -524,7 +525,7 @@ def test_full_disk_at_checkpoint_time_fails_clearly_and_keeps_the_last_good(
             proc.kill()
             proc.wait()
     assert proc.returncode == 1, err
-    folder = store.checkpoint_dir(uri, run_id)
+    folder = tracking_store.checkpoint_dir(uri, run_id)
     assert "No space left on device" in err and str(folder) in err
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "FAILED"
