@@ -139,10 +139,6 @@ class InMemoryDataModule(LightningDataModule):
     # --- setup ----------------------------------------------------------------------------
 
     @property
-    def is_setup(self) -> bool:
-        return self._is_setup
-
-    @property
     def lineage(self) -> dict[str, str | int]:
         """Where the data came from and how it was split (for experiment tracking)."""
         if self._lineage is None:

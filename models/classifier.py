@@ -381,13 +381,3 @@ class ScratchClassifier(ClassificationModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.network.parameters(), lr=self.lr)
-
-
-#: model classes by the family tag logged with each run
-MODEL_CLASSES = (
-    MLPClassifier,
-    FourBlockCNNClassifier,
-    LeNetClassifier,
-    ConvNetClassifier,
-    ScratchClassifier,
-)

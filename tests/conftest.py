@@ -1,19 +1,35 @@
-"""Shared fixtures: small datasets in the real on-disk formats, a throw-away MLflow store, and
-a helper that runs the CLI in a fresh process."""
+"""Shared fixtures: small datasets in the real on-disk formats and throw-away MLflow stores;
+the `RunIf` marker's hooks. Plain helpers (REPO, run_cli, data_overrides, ...) are in
+tests/helpers/."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import run_if
+
 # Keep a developer's MLFLOW_TRACKING_URI from leaking into tests that expect the default.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def pytest_configure(config):
+    run_if.register(config)
+
+
+@pytest.hookimpl(trylast=True)  # after -m/-k deselection: only selected tests are checked
+def pytest_collection_modifyitems(items):
+    """`RunIf`: a test whose system component is missing is skipped, with the reason."""
+    run_if.skip_missing(items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """`RunIf` under EXPERIMENTS_REQUIRE_ALL=1 (CI): a missing component fails the test
+    instead, before any of its fixtures is set up."""
+    run_if.fail_missing(item)
 
 
 @pytest.fixture(scope="session")
@@ -62,54 +78,3 @@ def migrated_store(tmp_path, monkeypatch, empty_store_db):
     target.parent.mkdir(parents=True)
     shutil.copyfile(empty_store_db, target)
     return f"sqlite:///{target}"
-
-
-def data_overrides(name: str, fashion_dir, cifar_dir) -> list[str]:
-    """Overrides that point an experiment at the tiny data and keep the run short."""
-    cifar = name.startswith("s0")
-    return [
-        "--data.data_dir",
-        str(cifar_dir if cifar else fashion_dir),
-        "--data.val_size",
-        "20" if cifar else "100",
-        "--data.download",
-        "false",
-        "--trainer.max_epochs",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
-        "--trainer.enable_model_summary",
-        "false",
-    ]
-
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def run_cli(*args: str, cwd: Path, home: Path | None = None, timeout: float = 120):
-    """`python -m experiments ARGS` in a fresh process with a minimal environment."""
-    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    if home is not None:
-        env["HOME"] = str(home)
-    return subprocess.run(
-        [sys.executable, "-m", "experiments", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=timeout,
-    )
-
-
-def free_port(ports: range, exclude: tuple[int, ...] = ()) -> int:
-    """The first port of `ports` (not in `exclude`) that can be bound on 127.0.0.1."""
-    for port in ports:
-        if port in exclude:
-            continue
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} on 127.0.0.1")

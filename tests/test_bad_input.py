@@ -10,30 +10,14 @@ epochs, names and search-space types are covered in test_experiments.py / test_s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from datamodules.synthetic import write_fashion_mnist, write_idx
 from experiments.__main__ import main as cli
-from tests.conftest import data_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def command(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "experiments", *args],
-        cwd=tmp_path,
-        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from tests.helpers import data_overrides, run_cli, write_space
 
 
 def nothing_recorded(folder: Path) -> bool:
@@ -46,7 +30,7 @@ def test_config_file_that_does_not_parse_exits_2_naming_the_file(tmp_path):
     bad.write_text(
         "model:\n  class_path: models.classifier.MLPClassifier\n  init_args: [unclosed\n"
     )
-    proc = command(tmp_path, "run", str(bad))
+    proc = run_cli("run", str(bad), cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 2
     assert f"config file {bad} does not parse as YAML" in proc.stderr
     assert "line 3" in proc.stderr  # where the parser gave up
@@ -95,15 +79,10 @@ def test_resume_of_an_unknown_run_names_it(store, capsys):
     assert f"--resume 0123abcd: no such run in {store}" in capsys.readouterr().err
 
 
-def write_space(path: Path, params: dict) -> Path:
-    path.write_text(yaml.safe_dump({"description": "bad space", "params": params}))
-    return path
-
-
 def test_search_range_with_low_not_below_high_exits_2_without_a_study(tmp_path):
     lr = {"type": "float", "low": 0.1, "high": 0.1, "target": "model.lr"}
     space = write_space(tmp_path / "flat.yaml", {"lr": lr})
-    proc = command(tmp_path, "search", str(space), "--trials", "2")
+    proc = run_cli("search", str(space), "--trials", "2", cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 2
     assert "param 'lr'" in proc.stderr and "low (0.1) must be below high (0.1)" in proc.stderr
     assert nothing_recorded(tmp_path)

@@ -1,12 +1,20 @@
-"""`bench kernels` runs and prints a measured row per model (no speed is asserted)."""
+"""`bench kernels` runs and prints a measured row per model.
+
+No speed is asserted (the machine is noisy): the printed core count and MFLOP per batch
+are checked against the thread policy's own figures (experiments/training/threads.py).
+"""
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
+import torch
 
-from tests.conftest import REPO, run_cli
+from experiments.training import threads
+from models.components import MLP, FourBlockCNN, LeNet
+from tests.helpers import REPO, run_cli
 
 
 @pytest.mark.slow
@@ -15,9 +23,22 @@ def test_kernels_benchmark_prints_both_thread_counts_per_model(tmp_path):
         "bench", "kernels", "--busy", "--no-compile", cwd=REPO, home=tmp_path, timeout=1200
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "busy process beside: yes" in proc.stdout
+    cores = threads.available_cores()
+    assert f"{cores} core(s); busy process beside: yes" in proc.stdout
+    assert f"{cores} threads s" in proc.stdout  # the header names the second column's count
     rows = [line for line in proc.stdout.splitlines() if re.match(r"^(MLP|LeNet|S1\.3)", line)]
-    assert len(rows) == 4, proc.stdout
-    for row in rows:
-        mflop, one, many = (float(v) for v in row.split()[-3:])
-        assert mflop > 0 and one > 0 and many > 0, row
+    fashion, cifar = torch.randn(64, 1, 28, 28), torch.randn(4, 3, 32, 32)
+    expected = {  # the row's model -> its MFLOP per forward batch, as the policy counts it
+        "MLP 784-128-10, batch 64": threads.forward_mflop(MLP(784, 10, [128]), fashion),
+        "LeNet, batch 4": threads.forward_mflop(LeNet(num_classes=5), cifar),
+        "MLP 784-512-10, batch 64": threads.forward_mflop(MLP(784, 10, [512]), fashion),
+        "S1.3 CNN, batch 64, 150 batches": threads.forward_mflop(FourBlockCNN(), fashion),
+    }
+    assert [row[:34].strip() for row in rows] == list(expected), proc.stdout
+    for row, mflop in zip(rows, expected.values(), strict=True):
+        printed, one, many = (float(v) for v in row.split()[-3:])
+        assert printed == pytest.approx(mflop, abs=0.06), row  # printed with one decimal
+        assert math.isfinite(one) and one > 0 and math.isfinite(many) and many > 0, row
+    # The rows span the policy's range: below one thread's share of work, and above it.
+    shares = [mflop / threads.MIN_MFLOP_PER_THREAD for mflop in expected.values()]
+    assert min(shares) < 1 < max(shares)

@@ -82,3 +82,16 @@ def test_bad_input_is_named(runs, tmp_path, capsys):
     empty = f"sqlite:///{tmp_path}/nowhere/mlflow.db"
     assert compare.main(["--tracking-uri", empty]) == 2
     assert "no MLflow store" in capsys.readouterr().err
+
+
+def test_mean_std_of_none_one_and_two_values():
+    import math
+
+    from experiments.reports.stats import mean_std
+
+    mean, std = mean_std([])
+    assert math.isnan(mean) and std is None  # nothing to average
+    assert mean_std([0.7]) == (0.7, None)  # one value: a mean, but no sample spread
+    mean, std = mean_std([0.70, 0.74])
+    assert mean == pytest.approx(0.72)
+    assert std == pytest.approx(math.sqrt(((0.70 - 0.72) ** 2 + (0.74 - 0.72) ** 2) / 1))

@@ -16,9 +16,9 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.reports.compare_activations import main as compare
+from tests.helpers import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -180,3 +180,38 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes_later(store, f
     table = client.download_artifacts(summary.info.run_id, "activation_summary.csv")
     row = next(csv.DictReader(io.StringIO(Path(table).read_text())))
     assert set(row["run_ids"].split()) == {r.info.run_id for r in finished}
+
+
+def test_a_single_seed_shows_no_spread(tmp_path):
+    # One seed: the mean, and "-" / a blank / no band where the std would be.
+    from experiments.reports.compare_activations import (
+        ChildRun,
+        plot_bars,
+        plot_curves,
+        summarize,
+        summary_csv,
+        summary_markdown,
+    )
+
+    one = ChildRun(
+        "relu", 0, "r0", 1.25, 0.5, 0.49, [(10, 1.5), (20, 1.25)], [(10, 0.4), (20, 0.5)]
+    )
+    two = [
+        ChildRun("swish", seed, f"s{seed}", loss, acc, acc, [(10, loss)], [(10, acc)])
+        for seed, loss, acc in ((0, 1.0, 0.6), (1, 1.2, 0.8))
+    ]
+    rows = summarize([one, *two], ["relu", "swish"])
+    assert (rows[0].loss_mean, rows[0].loss_std, rows[0].acc_std) == (1.25, None, None)
+    assert rows[1].acc_std == pytest.approx(statistics.stdev([0.6, 0.8]))
+
+    markdown = summary_markdown(rows, 1)
+    assert "| relu | 1 | 1.2500 ± - | 0.5000 ± - | 1.49 / 0.470 |" in markdown
+    assert f"| swish | 2 | 1.1000 ± {statistics.stdev([1.0, 1.2]):.4f} |" in markdown
+    table = {row["activation"]: row for row in csv.DictReader(io.StringIO(summary_csv(rows)))}
+    assert table["relu"]["final_train_loss_std"] == "" and table["relu"]["final_val_acc_std"] == ""
+    assert float(table["swish"]["final_val_acc_std"]) == pytest.approx(0.1414, abs=1e-4)
+
+    plot_curves([one, *two], ["relu", "swish"], "loss_curve", "loss", "t", tmp_path / "c.png")
+    plot_bars(rows, tmp_path / "b.png")
+    for name in ("c.png", "b.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)

@@ -33,8 +33,8 @@ from datamodules.cifar100 import (
 )
 from datamodules.fashion_mnist import IDX_FILES
 from datamodules.synthetic import write_cifar100, write_fashion_mnist, write_idx
-
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+from tests.helpers import RunIf
+from tests.helpers.run_if import FASHION_MNIST_FILES, SYSTEM_FASHION_MNIST
 
 
 @pytest.fixture
@@ -563,10 +563,15 @@ def test_base_class_is_abstract() -> None:
 # --- real data ------------------------------------------------------------------------------
 
 
+def test_run_if_looks_for_the_real_fashion_mnist_files() -> None:
+    """RunIf(fashion_mnist=True) checks the files the datamodule reads (names kept there
+    without importing the datamodule)."""
+    assert set(FASHION_MNIST_FILES) == {f"{name}.gz" for name in IDX_FILES.values()}
+
+
 @pytest.mark.slow
+@RunIf(fashion_mnist=True)
 def test_real_fashion_mnist_from_system_copy(tmp_path: Path) -> None:
-    if not all((SYSTEM_FASHION_MNIST / f"{name}.gz").is_file() for name in IDX_FILES.values()):
-        pytest.skip(f"real Fashion-MNIST not installed in {SYSTEM_FASHION_MNIST}")
     dm = FashionMNISTDataModule(data_dir=str(tmp_path), download=False)
     dm.setup()
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (50000, 10000, 10000)

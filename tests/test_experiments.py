@@ -11,9 +11,15 @@ from mlflow import MlflowClient
 from experiments.__main__ import main as cli
 from experiments.training.config import ConfigError, catalog, parse
 from experiments.training.runner import run_experiment
-from tests.conftest import data_overrides, run_cli
+from tests.helpers import data_overrides, run_cli
 
-EXPERIMENTS = ["s0-mlp", "s0-cnn", "s1-scratch", "s1-mlp", "s1-cnn", "s2-cnn", "s4-mlp"]
+EXPERIMENTS = [entry.name for entry in catalog()]
+
+#: One epoch on the tiny generated data (datamodules/synthetic.py: a smooth prototype per
+#: class plus noise, so the classes are learnable) gave test/acc 0.985-1.0 for every catalog
+#: experiment at seed 0, and 0.78 at worst over seeds 0-2 (s1-cnn, seed 1). Chance is 0.1
+#: (10 classes) or 0.2 (the 5-class CIFAR superclass): a run that did not learn is far below.
+MIN_TEST_ACC = 0.5
 
 
 def _short(name: str) -> list[str]:
@@ -33,10 +39,9 @@ def _short(name: str) -> list[str]:
 
 
 def test_catalog_lists_the_seven_experiments(capsys):
-    assert [e.name for e in catalog()] == sorted(EXPERIMENTS)
     assert cli(["list"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 7
+    assert [line.split()[0] for line in lines] == EXPERIMENTS
     tasks = {line.split()[0]: line.split()[1] for line in lines}
     assert tasks == {
         "s0-cnn": "S0.3",
@@ -61,7 +66,10 @@ def test_experiment_runs_end_to_end(name, store, fashion_dir, cifar_dir):
     metrics = run.data.metrics
     for key in ("test/acc", "test/precision", "test/recall", "test/f1", "train/loss", "val/loss"):
         assert key in metrics, key
-    assert 0.0 <= metrics["test/acc"] <= 1.0
+    # One class-accuracy metric per class: 5 for the CIFAR superclass, 10 for Fashion-MNIST.
+    n_classes = sum(key.startswith("test/class_acc/") for key in metrics)
+    assert n_classes == (5 if name.startswith("s0") else 10)
+    assert 1 / n_classes < MIN_TEST_ACC <= metrics["test/acc"] <= 1.0, metrics["test/acc"]
     assert "val/acc" in metrics and "val/precision" in metrics
     params = run.data.params
     assert params["seed"] == "0"

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback
 from mlflow import MlflowClient
 
@@ -38,16 +37,9 @@ from experiments.tracking import store as tracking_store
 from experiments.training import callbacks, checkpoints
 from experiments.training.config import parse
 from experiments.training.runner import run_experiment
-from tests.conftest import data_overrides
+from tests.helpers import REPO, child_env, data_overrides, run_cli, tiny, write_space
 
-REPO = Path(__file__).resolve().parents[1]
 EXPERIMENT = "fashion-mnist"
-
-
-def tiny(fashion_dir, epochs: int = 1, *extra: str) -> list[str]:
-    overrides = data_overrides("s1-mlp", fashion_dir, None)
-    overrides[overrides.index("--trainer.max_epochs") + 1] = str(epochs)
-    return [*overrides, *extra]
 
 
 def runs(uri: str) -> list:
@@ -370,11 +362,6 @@ def test_doctor_fails_on_an_unreachable_server(tmp_path, monkeypatch, capsys):
 EPOCHS = 30
 
 
-def env(**extra: str) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    return {**base, "PYTHONPATH": str(REPO), **extra}
-
-
 def start_run(tmp_path: Path, fashion_dir) -> subprocess.Popen:
     """`python -m experiments run s1-mlp` on tiny data, slow enough to be interrupted."""
     args = [*tiny(fashion_dir, EPOCHS), "--data.batch_size", "8"]
@@ -384,7 +371,7 @@ def start_run(tmp_path: Path, fashion_dir) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
         cwd=tmp_path,
-        env=env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -409,17 +396,6 @@ def wait_for_running_checkpoint(tmp_path: Path, proc: subprocess.Popen, timeout=
     pytest.fail("no checkpoint within the timeout")
 
 
-def run_cli(tmp_path: Path, *args: str, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "experiments", *args],
-        cwd=tmp_path,
-        env=env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 @pytest.mark.slow
 def test_sigkill_then_doctor_marks_the_orphan_and_resume_finishes_it(tmp_path, fashion_dir):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
@@ -432,7 +408,7 @@ def test_sigkill_then_doctor_marks_the_orphan_and_resume_finishes_it(tmp_path, f
     client = MlflowClient(uri)
     assert client.get_run(run_id).info.status == "RUNNING"  # the lie a SIGKILL leaves
 
-    doctor = run_cli(tmp_path, "doctor", "--skip-data")
+    doctor = run_cli("doctor", "--skip-data", cwd=tmp_path, env=child_env())
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
     assert f"orphaned run           {run_id}" in doctor.stdout
     assert f"python -m experiments run --resume {run_id}" in doctor.stdout
@@ -440,7 +416,7 @@ def test_sigkill_then_doctor_marks_the_orphan_and_resume_finishes_it(tmp_path, f
     assert marked.info.status == "FAILED"
     assert marked.data.tags["failure_reason"] == "orphaned"
 
-    resumed = run_cli(tmp_path, "run", "--resume", run_id)
+    resumed = run_cli("run", "--resume", run_id, cwd=tmp_path, env=child_env())
     assert resumed.returncode == 0, resumed.stderr
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -473,7 +449,7 @@ def test_signal_saves_a_checkpoint_marks_killed_and_says_how_to_resume(
     assert saved["global_step"] >= step_before
 
     if signum == signal.SIGTERM:  # resuming from the interrupt checkpoint finishes the run
-        resumed = run_cli(tmp_path, "run", "--resume", run_id)
+        resumed = run_cli("run", "--resume", run_id, cwd=tmp_path, env=child_env())
         assert resumed.returncode == 0, resumed.stderr
         assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
         assert_continuous_history(uri, run_id, EPOCHS)
@@ -541,7 +517,7 @@ def test_unreachable_tracking_server_cli_exits_at_once(tmp_path, fashion_dir):
     proc = subprocess.run(
         [sys.executable, "-m", "experiments", "run", "s1-mlp", *tiny(fashion_dir)],
         cwd=tmp_path,
-        env=env(MLFLOW_TRACKING_URI=uri),
+        env=child_env(MLFLOW_TRACKING_URI=uri),
         capture_output=True,
         text=True,
         timeout=600,
@@ -555,11 +531,6 @@ def test_unreachable_tracking_server_cli_exits_at_once(tmp_path, fashion_dir):
 # --- slow: studies ---------------------------------------------------------------------
 
 
-def write_space(path: Path, params: dict) -> Path:
-    path.write_text(yaml.safe_dump({"description": "fault test space", "params": params}))
-    return path
-
-
 @pytest.mark.slow
 def test_diverging_trial_fails_and_the_study_goes_on(tmp_path, fashion_dir):
     space = write_space(
@@ -568,7 +539,6 @@ def test_diverging_trial_fails_and_the_study_goes_on(tmp_path, fashion_dir):
     )
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     done = run_cli(
-        tmp_path,
         "search",
         str(space),
         "--trials",
@@ -580,6 +550,8 @@ def test_diverging_trial_fails_and_the_study_goes_on(tmp_path, fashion_dir):
         "--sampler-seed",
         "0",
         *tiny(fashion_dir),
+        cwd=tmp_path,
+        env=child_env(),
     )
     trials = [r for r in runs(uri) if r.data.tags.get("study_role") == "trial"]
     diverged = [r for r in trials if r.data.params.get("model.lr") == "10000.0"]
@@ -598,13 +570,13 @@ def test_second_study_with_the_same_name_and_another_space_is_refused(tmp_path, 
     lr = {"type": "float", "low": 0.01, "high": 0.5, "log": True, "target": "model.lr"}
     space = write_space(tmp_path / "space.yaml", {"lr": lr})
     argv = ["search", str(space), "--trials", "1", "--study-name", "shared", *tiny(fashion_dir)]
-    first = run_cli(tmp_path, *argv)
+    first = run_cli(*argv, cwd=tmp_path, env=child_env())
     assert first.returncode == 0, first.stderr
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
     before = {r.info.run_id for r in runs(uri)}
 
     write_space(space, {"lr": {**lr, "low": 0.001}})
-    second = run_cli(tmp_path, *argv)
+    second = run_cli(*argv, cwd=tmp_path, env=child_env())
     assert second.returncode == 2
     assert "low: was 0.01, now 0.001" in second.stderr
     assert {r.info.run_id for r in runs(uri)} == before  # nothing new was recorded
@@ -680,7 +652,7 @@ def test_ui_binds_loopback_unless_told_otherwise_and_says_so(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments", "ui", "--port", str(port)],
         cwd=tmp_path,
-        env=env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

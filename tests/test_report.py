@@ -11,11 +11,19 @@ from mlflow import MlflowClient
 
 from experiments.reports.report import main as report
 from experiments.reports.worked import main as worked
+from experiments.seed_tasks import (
+    S2_REPORTED_CLASS_ACC,
+    S3_REPORTED_OUTPUT,
+    S4_REPORTED_ACTIVATIONS,
+    S4_SUMMARY_KIND,
+    SEED_TASKS,
+    meets_bar,
+)
 from experiments.training.config import parse
 from experiments.training.runner import run_experiment
-from tests.conftest import data_overrides
+from tests.helpers import data_overrides
 
-TASK_IDS = ("S0.1", "S0.2", "S0.3", "S1.1", "S1.2", "S1.3", "S2", "S3", "S4")
+TASK_IDS = tuple(SEED_TASKS)  # every seed task, in the specification's order
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -139,28 +147,37 @@ def test_report_on_a_store_with_a_few_short_runs(store, fashion_dir, cifar_dir, 
     acc = mlp.test_metrics["test/acc"]
     metric_rows = {row[0]: row for row in section["rows"] if row and row[0].startswith("test/")}
     assert set(metric_rows) == {"test/acc", "test/precision", "test/recall", "test/f1"}
-    assert metric_rows["test/acc"][1:] == [f"{acc:.4f}", "≥ 0.80"]
+    bar = SEED_TASKS["S1.2"].acc_bar
+    assert metric_rows["test/acc"][1:] == [f"{acc:.4f}", f"≥ {bar:.2f}"]
     assert overview["S1.2"][3] == "explicit, train 500 / test 200"  # tiny data, and it says so
-    assert ("meets the bar" if acc >= 0.80 else "below the bar") in overview["S1.2"][4]
+    verdict = "meets the bar" if meets_bar("S1.2", acc) else "below the bar"
+    assert f"{verdict} ({acc:.4f} vs ≥ {bar:.2f})" in overview["S1.2"][4]
     assert len(section["images"]) >= 1
+    # Every training run logs its fit judgement and model summary: both must be shown.
     tags = MlflowClient(store).get_run(mlp.run_id).data.tags
-    if "fit_judgement" in tags:
-        assert tags["fit_judgement"] in text
+    assert tags["fit_judgement"] and tags["fit_judgement"] in text
+    assert tags["fit_judgement_reason"] in text
     artifacts = [f.path for f in MlflowClient(store).list_artifacts(mlp.run_id)]
-    if "model_summary.txt" in artifacts:
-        summary = MlflowClient(store).download_artifacts(mlp.run_id, "model_summary.txt")
-        assert Path(summary).read_text().splitlines()[0] in text
+    assert "model_summary.txt" in artifacts
+    summary = MlflowClient(store).download_artifacts(mlp.run_id, "model_summary.txt")
+    assert Path(summary).read_text().splitlines()[0] in text
 
     # S2: per-class accuracy of this run next to the seed's reported numbers.
     section, _ = _section(parser, "S2")
     per_class = {row[0]: row for row in section["rows"] if len(row) == 4}
     shirt = MlflowClient(store).get_run(cnn.run_id).data.metrics["test/class_acc/Shirt"]
-    assert per_class["Shirt"][1:3] == [f"{shirt:.3f}", "0.73"]
-    assert per_class["Bag"][2] == "1.00" and per_class["Coat"][2] == "0.78"
+    assert per_class["Shirt"][1:3] == [f"{shirt:.3f}", f"{S2_REPORTED_CLASS_ACC['Shirt']:.2f}"]
+    assert {name: row[2] for name, row in per_class.items() if name != "class"} == {
+        name: f"{reported:.2f}" for name, reported in S2_REPORTED_CLASS_ACC.items()
+    }
+    assert per_class["Bag"][2] == "1.00" and per_class["Coat"][2] == "0.78"  # as the spec has them
 
     # S3: the worked example's output and gradient table.
-    _, text = _section(parser, "S3")
-    assert "0.82" in text and "dL/dw1[1][2]" in text and "agree" in text
+    section, text = _section(parser, "S3")
+    output_row = next(row for row in section["rows"] if row and row[0] == "output y_pred")
+    assert output_row[2] == f"{S3_REPORTED_OUTPUT}"
+    assert f"vs {S3_REPORTED_OUTPUT} reported" in overview["S3"][4]
+    assert "dL/dw1[1][2]" in text and "agree" in text
 
     # Embedded figures are real PNG images.
     assert parser.images and all(data.startswith(PNG_SIGNATURE) for _, data in parser.images)
@@ -213,7 +230,34 @@ def test_report_draws_curves_for_a_run_that_logged_no_figures(store, tmp_path):
     section, text = _section(parser, "S1.1")
     assert "drawn by the report from the metric history" in text
     assert len(section["images"]) == 1 and section["images"][0].startswith(PNG_SIGNATURE)
-    assert "meets the bar (0.7810 vs ≥ 0.77)" in " ".join(
+    assert meets_bar("S1.1", 0.781)
+    assert f"meets the bar (0.7810 vs ≥ {SEED_TASKS['S1.1'].acc_bar:.2f})" in " ".join(
         " ".join(row) for row in parser.overview_rows
     )
     assert "not recorded for this run" in text  # no fit judgement, no model summary
+
+
+def test_activation_table_of_a_single_seed_shows_no_std(store, tmp_path):
+    # A summary run as compare-activations --seeds 1 writes it: the std cells are blank.
+    from experiments.reports.compare_activations import ChildRun, summarize, summary_csv
+
+    child = ChildRun("relu", 0, "r0", 1.25, 0.5, 0.49, [(10, 1.25)], [(10, 0.5)])
+    client = MlflowClient(store)
+    experiment_id = client.create_experiment("fashion-mnist")
+    tags = {"task": "S4", "kind": S4_SUMMARY_KIND}
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    client.log_text(run_id, summary_csv(summarize([child], ["relu"])), "activation_summary.csv")
+    client.set_terminated(run_id, "FINISHED")
+
+    output = tmp_path / "r.html"
+    assert report(["--output", str(output), "--tracking-uri", store]) == 0
+    section, _ = _section(_parse(output), "S4")
+    relu = next(row for row in section["rows"] if row and row[0] == "relu")
+    seed = S4_REPORTED_ACTIVATIONS["relu"]
+    assert relu[1:] == [
+        "1",
+        "1.2500 ± -",
+        "0.5000 ± -",
+        f"{seed.train_loss:.2f}",
+        f"{seed.val_acc:.3f}",
+    ]

@@ -11,14 +11,14 @@
 * `python -m experiments run ... --trainer.strategy ddp --trainer.devices 2` on CPU,
   compared with one process at twice the per-process batch.
 
-The slow tests are skipped only when the PostgreSQL server binaries are absent
-(`apt-get install postgresql`).
+The PostgreSQL tests are skipped (`RunIf`) only when the PostgreSQL server binaries
+(`apt-get install postgresql`) or its driver (`pip install -e ".[postgres]"`) are absent;
+under EXPERIMENTS_REQUIRE_ALL=1 (CI) they fail instead.
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import secrets
@@ -40,9 +40,9 @@ from mlflow import MlflowClient
 from experiments.services import server
 from experiments.training.config import parse
 from experiments.training.runner import run_experiment
-from tests.conftest import data_overrides, free_port
+from tests.helpers import RunIf, child_env, data_overrides, free_port
+from tests.helpers.run_if import pg_bin, require
 
-REPO = Path(__file__).resolve().parents[1]
 PG_PORTS = range(55432, 55440)
 MLFLOW_PORTS = range(5600, 5650)
 
@@ -54,26 +54,8 @@ MLFLOW_PORTS = range(5600, 5650)
 LOSS_TOLERANCE = 1e-4
 
 
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=_version_key)
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _version_key(path: str) -> int:
-    try:
-        return int(Path(path).parents[1].name)
-    except ValueError:
-        return 0
-
-
-def _env() -> dict[str, str]:
-    """Environment for child processes: the project importable, no leaked tracking URI."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
+#: What a test on the private PostgreSQL cluster needs.
+NEEDS_POSTGRESQL = RunIf(postgres_server=True, postgres_driver=True)
 
 
 # --- a private PostgreSQL cluster -------------------------------------------------------
@@ -110,9 +92,8 @@ class Postgres:
 @pytest.fixture(scope="module")
 def postgres():
     """initdb + pg_ctl start in a fresh folder on a free port; stopped and removed after."""
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found (Debian: apt-get install postgresql)")
+    require("postgres_server", "postgres_driver")  # the tests are marked; this guards the fixture
+    bin_dir = pg_bin()
     # PostgreSQL refuses to run as root: run the cluster as the `postgres` user then. The
     # folder is made under /tmp, not pytest's tmp_path, whose root-only parent it cannot enter.
     as_root = os.geteuid() == 0
@@ -186,7 +167,7 @@ def mlflow_server(postgres, tmp_path_factory):
     port = free_port(MLFLOW_PORTS)
     log = folder / "server.log"
     # The password travels as PGPASSWORD, as the README recommends, not in the URL.
-    env = {**_env(), "PGPASSWORD": postgres.password}
+    env = child_env(PGPASSWORD=postgres.password)
     command = [
         sys.executable,
         "-m",
@@ -269,6 +250,7 @@ def _rest_artifact_files(server: Server, run_id: str, path: str = "") -> set[str
 
 
 @pytest.mark.slow
+@NEEDS_POSTGRESQL
 def test_run_on_postgresql_backed_server_matches_embedded_store(
     mlflow_server, postgres, fashion_dir, cifar_dir, tmp_path, monkeypatch
 ):
@@ -325,6 +307,7 @@ def test_run_on_postgresql_backed_server_matches_embedded_store(
 
 
 @pytest.mark.slow
+@NEEDS_POSTGRESQL
 def test_two_search_workers_share_one_postgresql_study(
     mlflow_server, postgres, fashion_dir, cifar_dir, tmp_path
 ):
@@ -359,7 +342,7 @@ def test_two_search_workers_share_one_postgresql_study(
         workers.append(
             (
                 subprocess.Popen(
-                    command, cwd=tmp_path, env=_env(), stdout=log, stderr=subprocess.STDOUT
+                    command, cwd=tmp_path, env=child_env(), stdout=log, stderr=subprocess.STDOUT
                 ),
                 log,
             )
@@ -441,7 +424,7 @@ def test_ddp_on_cpu_is_one_run_and_matches_one_process(name, fashion_dir, cifar_
             "cpu",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -486,6 +469,7 @@ def test_server_needs_a_database_backend(monkeypatch, capsys):
     assert "is not a database" in capsys.readouterr().err
 
 
+@RunIf(postgres_driver=True)
 def test_server_reports_unreachable_postgresql_without_its_password(tmp_path, capsys):
     port = free_port(PG_PORTS)  # nothing listens there
     uri = f"postgresql://team:s3cret-pw@127.0.0.1:{port}/mlflow"

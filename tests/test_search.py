@@ -10,7 +10,6 @@ tests.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -30,15 +29,7 @@ from experiments.search.study import MAX_CONSECUTIVE_FAILURES, open_study
 from experiments.training.config import ConfigError, parse
 from experiments.training.runner import run_experiment
 from models.activations import ACTIVATIONS
-from tests.conftest import data_overrides
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def tiny(fashion_dir, epochs: int = 1) -> list[str]:
-    overrides = data_overrides("s1-mlp", fashion_dir, None)
-    overrides[overrides.index("--trainer.max_epochs") + 1] = str(epochs)
-    return overrides
+from tests.helpers import child_env, tiny, write_space
 
 
 def journal(tmp_path: Path) -> Path:
@@ -61,11 +52,6 @@ def study_runs(uri: str, name: str = "lr-s1-mlp"):
     return client, parents, children
 
 
-def write_space(path: Path, params: dict) -> Path:
-    path.write_text(yaml.safe_dump({"description": "test space", "params": params}))
-    return path
-
-
 # --- fast ------------------------------------------------------------------------------
 
 
@@ -82,8 +68,9 @@ def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_di
         assert child.info.status in ("FINISHED", "KILLED")
         state = child.data.tags["trial_state"]
         assert state == {"FINISHED": "COMPLETE", "KILLED": "PRUNED"}[child.info.status]
-        if state == "PRUNED":
-            assert "pruned_at_epoch" in child.data.tags and "error" not in child.data.tags
+        # The epoch tag marks exactly the pruned trials; no trial of this study failed.
+        assert ("pruned_at_epoch" in child.data.tags) == (state == "PRUNED")
+        assert "error" not in child.data.tags
         assert "objective/val/acc" in child.data.metrics
         assert "trial.lr" in child.data.params
         assert child.data.params["model.lr"] == child.data.params["trial.lr"]
@@ -254,10 +241,6 @@ def cli(tmp_path: Path, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "experiments", "search", *args]
 
 
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO)}
-
-
 def wait_for(predicate, timeout: float, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -271,11 +254,11 @@ def wait_for(predicate, timeout: float, proc: subprocess.Popen, what: str) -> No
     pytest.fail(f"timed out waiting for {what}")
 
 
-def finished_states(tmp_path: Path) -> list[TrialState]:
+def study_trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
     if not journal(tmp_path).exists():
         return []
     try:
-        return [t.state for t in load_study(tmp_path).trials]
+        return load_study(tmp_path).trials
     except KeyError:  # study not created yet
         return []
 
@@ -286,18 +269,23 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(store, fashion_
     proc = subprocess.Popen(
         cli(tmp_path, args),
         cwd=tmp_path,
-        env=env(),
+        env=child_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
 
-    def one_done_and_next_running() -> bool:
-        states = finished_states(tmp_path)
-        done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
-        return done >= 1 and TrialState.RUNNING in states
+    def one_done_and_next_training() -> bool:
+        trials = study_trials(tmp_path)
+        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        # The running trial has its MLflow run (recorded at fit start): the kill leaves
+        # a RUNNING run behind that the recovery must close.
+        training = any(
+            t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs for t in trials
+        )
+        return done >= 1 and training
 
-    wait_for(one_done_and_next_running, 240, proc, "one finished trial and one running")
+    wait_for(one_done_and_next_training, 240, proc, "one finished trial and one training")
     proc.send_signal(signal.SIGKILL)  # no cleanup at all: the running trial stays RUNNING
     proc.wait()
 
@@ -311,7 +299,12 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(store, fashion_
     assert finished_before and len(killed) == 1
 
     rerun = subprocess.run(
-        cli(tmp_path, args), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=600
+        cli(tmp_path, args),
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert f"trial {killed[0].number}: worker" in rerun.stdout
@@ -335,8 +328,8 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(store, fashion_
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     by_id = {c.info.run_id: c for c in children}
     assert {by_id[r].info.status for r in run_ids} <= {"FINISHED", "KILLED"}
-    if "mlflow_run_id" in dead.user_attrs:  # killed after its run was created
-        assert by_id[dead.user_attrs["mlflow_run_id"]].info.status == "KILLED"
+    # Killed after its run was created (the wait above): the recovery closed it KILLED.
+    assert by_id[dead.user_attrs["mlflow_run_id"]].info.status == "KILLED"
     assert all(c.info.status != "RUNNING" for c in children)
 
 
@@ -346,7 +339,12 @@ def test_two_workers_share_one_study_exactly(store, fashion_dir, tmp_path):
     args = ["lr", "--trials", "6", "--workers", "2", "--pruner", "none", "--tracking-uri", store]
     args += tiny(fashion_dir, epochs=3)
     done = subprocess.run(
-        cli(tmp_path, args), cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=900
+        cli(tmp_path, args),
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[worker 1]" in done.stdout

@@ -10,7 +10,7 @@ from experiments.training import threads
 from experiments.training.config import ConfigError, parse
 from experiments.training.runner import run_experiment
 from models.components import MLP, FourBlockCNN, LeNet
-from tests.conftest import data_overrides
+from tests.helpers import data_overrides
 
 
 def test_forward_flops_are_counted_from_the_network():
@@ -19,14 +19,25 @@ def test_forward_flops_are_counted_from_the_network():
     assert mflop == pytest.approx(2 * 64 * (784 * 128 + 128 * 10) / 1e6)
 
 
-def test_small_batches_get_one_thread_and_big_ones_the_cores():
+def _policy_threads(network, batch, cap: int) -> int:
+    """The policy's rule (experiments/training/threads.py): one thread per
+    MIN_MFLOP_PER_THREAD forward MFLOP, at least one, at most the cores (and the cap)."""
+    per_thread = int(threads.forward_mflop(network, batch) // threads.MIN_MFLOP_PER_THREAD)
+    return max(1, min(threads.available_cores(), cap, per_thread))
+
+
+def test_small_batches_get_one_thread_and_big_ones_one_per_share_of_work():
     mlp = threads.choose(None, MLP(784, 10, [128]), torch.randn(64, 1, 28, 28), cap=8)
     lenet = threads.choose(None, LeNet(), torch.randn(4, 3, 32, 32), cap=8)
     assert (mlp.threads, lenet.threads) == (1, 1)
-    cnn = threads.choose(None, FourBlockCNN(), torch.randn(64, 1, 28, 28), cap=64)
-    # Hundreds of MFLOP per batch: every available core, never more than the machine has.
-    assert cnn.threads == threads.available_cores()
-    assert "MFLOP per forward batch" in cnn.reason
+    batch = torch.randn(64, 1, 28, 28)
+    cnn = threads.choose(None, FourBlockCNN(), batch, cap=64)
+    # Hundreds of MFLOP per batch: work for dozens of threads, bounded by the cores.
+    mflop = threads.forward_mflop(FourBlockCNN(), batch)
+    assert mflop // threads.MIN_MFLOP_PER_THREAD >= 2
+    assert cnn.threads == _policy_threads(FourBlockCNN(), batch, cap=64)
+    assert cnn.threads >= min(2, threads.available_cores())
+    assert f"{mflop:.1f} MFLOP per forward batch" in cnn.reason
 
 
 def test_cap_bounds_the_automatic_choice_and_an_explicit_count_wins():

@@ -28,9 +28,8 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.search import cli as search
-from tests.conftest import data_overrides, free_port
+from tests.helpers import REPO, RunIf, child_env, data_overrides, free_port
 
-REPO = Path(__file__).resolve().parents[1]
 PORTS = range(5510, 5550)  # this test's share of the project's UI port range
 CHROMIUM_ARGS = [
     "--headless=new",
@@ -135,9 +134,8 @@ class WebDriver:
 
 
 @pytest.mark.slow
+@RunIf(chromium=True)
 def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_path):
-    if not (shutil.which("chromium") and shutil.which("chromedriver")):
-        pytest.skip("needs Debian's chromium and chromium-driver (installed by .ci/run)")
     artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
 
     # A real study: a parent run with two nested trial runs.
@@ -154,7 +152,7 @@ def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_
 
     ui_port = free_port(PORTS)
     driver_port = free_port(PORTS, exclude=(ui_port,))
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     ui = subprocess.Popen(
         [
             sys.executable,

@@ -361,28 +361,35 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+#: Run-path flags every measured run shares.
+COMMON_OVERRIDES = ["--trainer.enable_model_summary", "false", "--data.download", "false"]
+
+#: The same model and optimizer as the bare loop, whatever the catalog's defaults.
+S12_MODEL = [
+    *("--model.hidden_sizes", "[128]", "--model.optimizer", "sgd", "--model.lr", "0.1"),
+    *("--model.momentum", "0", "--model.weight_decay", "0", "--model.scheduler", "none"),
+]
+S13_MODEL = [
+    *("--model.optimizer", "adam", "--model.lr", "0.001", "--model.weight_decay", "0"),
+    *("--model.scheduler", "none", "--model.label_smoothing", "0"),
+]
+S03_MODEL = [
+    *("--model.optimizer", "adam", "--model.lr", "0.001"),
+    *("--model.weight_decay", "0", "--model.scheduler", "none"),
+]
+
+
 def measure(
     quick: bool, workdir: Path, log: Callable[[str], None], epochs: int | None = None
 ) -> dict:
+    """Every figure of the benchmark, in the order the table and the JSON give them."""
     import torch
-
-    from datamodules import CIFAR100SuperclassDataModule, FashionMNISTDataModule
-    from models.components import MLP, FourBlockCNN, LeNet
 
     uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
     epochs = epochs or (1 if quick else 3)
     fashion_dir, fashion_kind = fashion_source(workdir)
     cifar_dir, cifar_kind = cifar_source(workdir)
-    common = [
-        "--trainer.enable_model_summary",
-        "false",
-        "--data.download",
-        "false",
-    ]
-    fashion = FashionMNISTDataModule(data_dir=str(fashion_dir), download=False)
-    fashion.setup()
-    cifar = CIFAR100SuperclassDataModule(data_dir=str(cifar_dir), download=False)
-    cifar.setup()
+    cases = benchmark_cases(quick, fashion_dir, cifar_dir)
     figures: dict = {
         "threads": torch.get_num_threads(),
         "data": {"fashion": fashion_kind, "cifar": cifar_kind},
@@ -394,129 +401,8 @@ def measure(
 
     store.ensure_experiment(store.client(uri), uri, "warm-up")
 
-    cases = {
-        "s12": dict(
-            name="s1-mlp",
-            x=fashion.train_x,
-            y=fashion.train_y,
-            batch=64,
-            net=lambda: MLP(784, 10, [128]),
-            opt=lambda p: torch.optim.SGD(p, lr=0.1),
-            data=["--data.data_dir", str(fashion_dir)],
-            # The same model and optimizer as the bare loop, whatever the catalog's defaults.
-            model=[
-                "--model.hidden_sizes",
-                "[128]",
-                "--model.optimizer",
-                "sgd",
-                "--model.lr",
-                "0.1",
-                "--model.momentum",
-                "0",
-                "--model.weight_decay",
-                "0",
-                "--model.scheduler",
-                "none",
-            ],
-            limit=300 if quick else None,
-            rounds=1 if quick else 3,
-        ),
-        "s13": dict(
-            name="s1-cnn",
-            x=fashion.train_x,
-            y=fashion.train_y,
-            batch=64,
-            net=lambda: FourBlockCNN(),
-            opt=lambda p: torch.optim.Adam(p, lr=1e-3),
-            data=["--data.data_dir", str(fashion_dir)],
-            model=[
-                "--model.optimizer",
-                "adam",
-                "--model.lr",
-                "0.001",
-                "--model.weight_decay",
-                "0",
-                "--model.scheduler",
-                "none",
-                "--model.label_smoothing",
-                "0",
-            ],
-            limit=40 if quick else None,
-            rounds=1,  # 40 s per epoch: drift averages out within the epoch
-        ),
-        "s03": dict(
-            name="s0-cnn",
-            x=cifar.train_x,
-            y=cifar.train_y,
-            batch=4,
-            net=lambda: LeNet(),
-            opt=lambda p: torch.optim.Adam(p, lr=1e-3),
-            data=["--data.data_dir", str(cifar_dir)],
-            model=[
-                *("--model.optimizer", "adam", "--model.lr", "0.001"),
-                *("--model.weight_decay", "0", "--model.scheduler", "none"),
-            ],
-            limit=300 if quick else None,
-            rounds=1 if quick else 3,
-        ),
-    }
-    from experiments.training import threads
-
     for key, case in cases.items():
-        # The bare loop and the floor use the thread count the run path picks for itself
-        # (experiments/threads.py), so the three are compared on equal terms.
-        choice = threads.choose(None, case["net"](), case["x"][: case["batch"]])
-        overrides = [
-            *common,
-            *case["data"],
-            *case["model"],
-            "--trainer.enable_progress_bar",
-            "true",
-            "--data.batch_size",
-            str(case["batch"]),
-        ]
-        if case["limit"] is not None:
-            overrides += ["--trainer.limit_train_batches", str(case["limit"])]
-        check_same_training(case["name"], overrides, case["net"], case["opt"])
-        # This machine's speed drifts by tens of percent over a minute (shared host): the
-        # three paths are measured in alternating rounds so drift hits all of them alike.
-        bare, project, floor = [], [], []
-        # The same network, optimizer, data, batch size and length for (a) and (d).
-        training = (
-            case["net"],
-            case["opt"],
-            case["x"],
-            case["y"],
-            case["batch"],
-            epochs,
-            case["limit"],
-        )
-        for round_ in range(1, case["rounds"] + 1):
-            tag = f"[{key}] round {round_}/{case['rounds']}:"
-            log(f"{tag} bare loop ({choice.threads} thread(s)) ...")
-            with threads.using(choice.threads):
-                bare += bare_epoch_times(*training)[1:]  # [0] is the warm-up epoch
-            log(f"{tag} project run path (tracking on) ...")
-            project += project_epoch_times(case["name"], overrides, uri, epochs)[0]
-            log(f"{tag} Lightning floor (minimal module, no logger or callbacks) ...")
-            with threads.using(choice.threads):
-                floor += lightning_floor_epoch_times(*training)
-        figures[key] = {
-            "threads": choice.threads,
-            "rounds": case["rounds"],
-            "bare_s_per_epoch": _median(bare),
-            "lightning_floor_s_per_epoch": _median(floor),
-            "project_s_per_epoch": _median(project),
-            "batches_per_epoch": -(-len(case["x"]) // case["batch"])
-            if case["limit"] is None
-            else case["limit"],
-        }
-        figures[f"{key}_vs_bare"] = _median(project) / _median(bare)
-        figures[key]["lightning_floor_vs_bare"] = _median(floor) / _median(bare)
-        log(
-            f"[{key}] bare {_median(bare):.3f} s/epoch, Lightning floor {_median(floor):.3f}, "
-            f"project {_median(project):.3f}, ratio {figures[f'{key}_vs_bare']:.3f}"
-        )
+        figures[key], figures[f"{key}_vs_bare"] = measure_case(key, case, uri, epochs, log)
 
     log("[s12] conventional set-up (torchvision + DataLoader + default Trainer) ...")
     conventional = conventional_epoch_times(
@@ -529,14 +415,144 @@ def measure(
 
     log("CLI cold start ...")
     figures["cli_help_s"] = cli_help_seconds()
+    figures["first_step_s"], figures["import_floor_s"] = measure_start_up(
+        quick, fashion_dir, uri, workdir, log
+    )
+
+    log("tracking share of a 1-epoch S1.2 run ...")
+    figures["tracking"] = measure_tracking(quick, fashion_dir, uri)
+    figures["tracking_share"] = figures["tracking"]["mlflow_s"] / figures["tracking"]["run_wall_s"]
+    return figures
+
+
+def benchmark_cases(quick: bool, fashion_dir: Path, cifar_dir: Path) -> dict[str, dict]:
+    """S1.2, S1.3 and S0.3: the run-path experiment, its data, the bare loop's network and
+    optimizer, the run-path flags that build the same, and how many batches and rounds."""
+    import torch
+
+    from datamodules import CIFAR100SuperclassDataModule, FashionMNISTDataModule
+    from models.components import MLP, FourBlockCNN, LeNet
+
+    fashion = FashionMNISTDataModule(data_dir=str(fashion_dir), download=False)
+    fashion.setup()
+    cifar = CIFAR100SuperclassDataModule(data_dir=str(cifar_dir), download=False)
+    cifar.setup()
+    return {
+        "s12": dict(
+            name="s1-mlp",
+            x=fashion.train_x,
+            y=fashion.train_y,
+            batch=64,
+            net=lambda: MLP(784, 10, [128]),
+            opt=lambda p: torch.optim.SGD(p, lr=0.1),
+            data=["--data.data_dir", str(fashion_dir)],
+            model=S12_MODEL,
+            limit=300 if quick else None,
+            rounds=1 if quick else 3,
+        ),
+        "s13": dict(
+            name="s1-cnn",
+            x=fashion.train_x,
+            y=fashion.train_y,
+            batch=64,
+            net=lambda: FourBlockCNN(),
+            opt=lambda p: torch.optim.Adam(p, lr=1e-3),
+            data=["--data.data_dir", str(fashion_dir)],
+            model=S13_MODEL,
+            limit=40 if quick else None,
+            rounds=1,  # 40 s per epoch: drift averages out within the epoch
+        ),
+        "s03": dict(
+            name="s0-cnn",
+            x=cifar.train_x,
+            y=cifar.train_y,
+            batch=4,
+            net=lambda: LeNet(),
+            opt=lambda p: torch.optim.Adam(p, lr=1e-3),
+            data=["--data.data_dir", str(cifar_dir)],
+            model=S03_MODEL,
+            limit=300 if quick else None,
+            rounds=1 if quick else 3,
+        ),
+    }
+
+
+def case_overrides(case: dict) -> list[str]:
+    """The run-path flags of one case: its data, model, batch size and batch limit."""
+    overrides = [
+        *COMMON_OVERRIDES,
+        *case["data"],
+        *case["model"],
+        *("--trainer.enable_progress_bar", "true"),
+        *("--data.batch_size", str(case["batch"])),
+    ]
+    if case["limit"] is not None:
+        overrides += ["--trainer.limit_train_batches", str(case["limit"])]
+    return overrides
+
+
+def measure_case(
+    key: str, case: dict, uri: str, epochs: int, log: Callable[[str], None]
+) -> tuple[dict, float]:
+    """The bare loop, the run path and the Lightning floor of one case, in alternating
+    rounds: the case's details (medians, the floor's ratio to the bare loop) and the
+    headline ratio of the run path to the bare loop."""
+    from experiments.training import threads
+
+    # The bare loop and the floor use the thread count the run path picks for itself
+    # (experiments/threads.py), so the three are compared on equal terms.
+    choice = threads.choose(None, case["net"](), case["x"][: case["batch"]])
+    overrides = case_overrides(case)
+    check_same_training(case["name"], overrides, case["net"], case["opt"])
+    # This machine's speed drifts by tens of percent over a minute (shared host): the
+    # three paths are measured in alternating rounds so drift hits all of them alike.
+    bare, project, floor = [], [], []
+    # The same network, optimizer, data, batch size and length for (a) and (d).
+    training = (case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs)
+    training += (case["limit"],)
+    for round_ in range(1, case["rounds"] + 1):
+        tag = f"[{key}] round {round_}/{case['rounds']}:"
+        log(f"{tag} bare loop ({choice.threads} thread(s)) ...")
+        with threads.using(choice.threads):
+            bare += bare_epoch_times(*training)[1:]  # [0] is the warm-up epoch
+        log(f"{tag} project run path (tracking on) ...")
+        project += project_epoch_times(case["name"], overrides, uri, epochs)[0]
+        log(f"{tag} Lightning floor (minimal module, no logger or callbacks) ...")
+        with threads.using(choice.threads):
+            floor += lightning_floor_epoch_times(*training)
+    batches = -(-len(case["x"]) // case["batch"]) if case["limit"] is None else case["limit"]
+    ratio = _median(project) / _median(bare)
+    log(
+        f"[{key}] bare {_median(bare):.3f} s/epoch, Lightning floor {_median(floor):.3f}, "
+        f"project {_median(project):.3f}, ratio {ratio:.3f}"
+    )
+    details = {
+        "threads": choice.threads,
+        "rounds": case["rounds"],
+        "bare_s_per_epoch": _median(bare),
+        "lightning_floor_s_per_epoch": _median(floor),
+        "project_s_per_epoch": _median(project),
+        "batches_per_epoch": batches,
+        "lightning_floor_vs_bare": _median(floor) / _median(bare),
+    }
+    return details, ratio
+
+
+def _s12_run_overrides(fashion_dir: Path) -> list[str]:
+    """One S1.2 epoch through the run path, with the bare loop's model and optimizer."""
+    overrides = [*COMMON_OVERRIDES, *S12_MODEL, "--data.data_dir", str(fashion_dir)]
+    return [*overrides, "--trainer.max_epochs", "1"]
+
+
+def measure_start_up(
+    quick: bool, fashion_dir: Path, uri: str, workdir: Path, log: Callable[[str], None]
+) -> tuple[float, float]:
+    """(time from `run` to the first training step, the import floor), fresh processes."""
     log("time to first training step (fresh process) ...")
-    first_overrides = [*common, *cases["s12"]["model"], "--data.data_dir", str(fashion_dir)]
-    first_overrides += ["--trainer.max_epochs", "1"]
+    first_overrides = _s12_run_overrides(fashion_dir)
     first_overrides += [
-        "--trainer.limit_train_batches",
-        "1",
-        "--trainer.enable_progress_bar",
-        "false",
+        *("--trainer.limit_train_batches", "1"),
+        *("--trainer.enable_progress_bar", "false"),
     ]
     # Fresh processes, alternating, median of three (one in --quick): a cold start is the
     # noisiest figure here, and the import floor is its reference.
@@ -545,11 +561,15 @@ def measure(
         first_steps.append(first_step_seconds("s1-mlp", first_overrides, uri, workdir))
         log("import floor: torch + lightning + mlflow + opening the store (fresh process) ...")
         import_floors.append(import_floor_seconds(uri, workdir))
-    figures["first_step_s"] = _median(first_steps)
-    figures["import_floor_s"] = _median(import_floors)
+    return _median(first_steps), _median(import_floors)
 
-    log("tracking share of a 1-epoch S1.2 run ...")
+
+def measure_tracking(quick: bool, fashion_dir: Path, uri: str) -> dict:
+    """MLflow time, call count and wall time of a 1-epoch S1.2 run, and the time spent
+    drawing and logging its figures and model summary."""
     from experiments.tracking import artifacts as run_artifacts
+    from experiments.training.config import parse
+    from experiments.training.runner import run_experiment
 
     # Figures and the model summary are drawn after training and logged as artifacts; their
     # drawing time is reported beside the MLflow share (their uploads are in the share).
@@ -563,33 +583,22 @@ def measure(
         finally:
             drawing["seconds"] += time.perf_counter() - start
 
-    from experiments.training.config import parse
-    from experiments.training.runner import run_experiment
-
+    overrides = _s12_run_overrides(fashion_dir)
+    overrides += ["--trainer.limit_train_batches", "300"] if quick else []
     run_artifacts.log_run_artifacts = timed_artifacts
     try:
         with mlflow_call_timer() as spent:
             start = time.perf_counter()
-            run_experiment(
-                parse(
-                    "s1-mlp",
-                    [*common, *cases["s12"]["model"], "--data.data_dir", str(fashion_dir)]
-                    + ["--trainer.max_epochs", "1"]
-                    + (["--trainer.limit_train_batches", "300"] if quick else []),
-                ),
-                uri,
-            )
+            run_experiment(parse("s1-mlp", overrides), uri)
             wall = time.perf_counter() - start
     finally:
         run_artifacts.log_run_artifacts = draw
-    figures["tracking"] = {
+    return {
         "mlflow_s": spent["seconds"],
         "calls": spent["calls"],
         "run_wall_s": wall,
         "figures_and_summary_s": drawing["seconds"],
     }
-    figures["tracking_share"] = spent["seconds"] / wall
-    return figures
 
 
 TARGETS = {

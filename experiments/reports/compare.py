@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.reports.stats import mean_std
 from experiments.tracking import store
 
 
@@ -31,14 +32,6 @@ class RunRow:
     status: str
     group: str
     metrics: dict[str, float]
-
-
-def mean_std(values: list[float]) -> tuple[float, float | None]:
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var)
 
 
 def resolve_group_key(key: str, params: set[str]) -> str:

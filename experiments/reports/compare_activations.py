@@ -30,7 +30,6 @@ import csv
 import io
 import math
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -39,19 +38,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from experiments.reports.stats import mean_std
+from experiments.seed_tasks import S4_REPORTED_ACTIVATIONS
+from experiments.seed_tasks import S4_SUMMARY_KIND as SUMMARY_KIND
+from experiments.tracking.store import metric_history
+
 EXPERIMENT = "s4-mlp"
 STUDY = "compare-activations"
-SUMMARY_KIND = "activation-summary"
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "swish", "selu")
-
-#: S4's own comparison table (10-class colour images, likely CIFAR-10): final training
-#: loss and validation accuracy. Shown beside ours; not comparable number for number.
-SEED_TABLE = {
-    "relu": (1.49, 0.470),
-    "leaky_relu": (1.50, 0.469),
-    "swish": (1.51, 0.472),
-    "selu": (1.54, 0.462),
-}
 
 # Overrides this command sets itself for every run.
 _OWNED_FLAGS = {"--model.activation": "--activations", "--seed": "--seeds"}
@@ -74,9 +68,10 @@ class ActivationRow:
     activation: str
     runs: int
     loss_mean: float
-    loss_std: float
+    #: None for a single run (no sample spread)
+    loss_std: float | None
     acc_mean: float
-    acc_std: float
+    acc_std: float | None
     run_ids: list[str]
 
 
@@ -104,22 +99,12 @@ def parse_activations(text: str) -> list[str]:
     return names
 
 
-def _history(client, run_id: str, key: str) -> list[tuple[int, float]]:
-    """(iteration, value) points of a metric. Lightning logs with step = iterations done - 1
-    (validation and epoch ends run before the step counter increments), so +1 gives the
-    iteration count: validation every 100 iterations lands on 100, 200, ..., 2000."""
-    points = sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key))
-    by_step: dict[int, float] = {}
-    for step, _, value in points:
-        by_step[step + 1] = value  # the last value logged at a step wins
-    return sorted(by_step.items())
-
-
 def read_child(client, run_id: str) -> ChildRun:
     """A finished child run's final numbers and curves, read back from MLflow."""
     run = client.get_run(run_id)
-    loss = _history(client, run_id, "train/loss")
-    acc = _history(client, run_id, "val/acc")
+    # x = iterations done (MLflow step + 1): validation every 100 lands on 100, ..., 2000.
+    loss = metric_history(client, run_id, "train/loss", step_offset=1)
+    acc = metric_history(client, run_id, "val/acc", step_offset=1)
     return ChildRun(
         activation=run.data.tags.get("activation", run.data.params.get("model.activation", "?")),
         seed=int(run.data.tags.get("seed", run.data.params.get("seed", "0"))),
@@ -132,20 +117,12 @@ def read_child(client, run_id: str) -> ChildRun:
     )
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    # Sample standard deviation (n - 1) over seeds; a single seed has no spread: 0.
-    if not values:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def summarize(children: list[ChildRun], activations: list[str]) -> list[ActivationRow]:
     rows = []
     for name in activations:
         mine = [c for c in children if c.activation == name]
-        loss_mean, loss_std = _mean_std([c.final_train_loss for c in mine])
-        acc_mean, acc_std = _mean_std([c.final_val_acc for c in mine])
+        loss_mean, loss_std = mean_std([c.final_train_loss for c in mine])
+        acc_mean, acc_std = mean_std([c.final_val_acc for c in mine])
         rows.append(
             ActivationRow(
                 name, len(mine), loss_mean, loss_std, acc_mean, acc_std, [c.run_id for c in mine]
@@ -154,15 +131,28 @@ def summarize(children: list[ChildRun], activations: list[str]) -> list[Activati
     return rows
 
 
-def mean_curve(curves: list[list[tuple[int, float]]]) -> tuple[list[int], list[float], list[float]]:
-    """Mean and std over seeds at each iteration (seeds share the schedule, so the steps)."""
+def mean_curve(
+    curves: list[list[tuple[int, float]]],
+) -> tuple[list[int], list[float], list[float | None]]:
+    """Mean and std over seeds at each iteration (seeds share the schedule, so the steps);
+    std None where only one seed has a point."""
     by_step: dict[int, list[float]] = {}
     for curve in curves:
         for step, value in curve:
             by_step.setdefault(step, []).append(value)
     steps = sorted(by_step)
-    stats = [_mean_std(by_step[s]) for s in steps]
+    stats = [mean_std(by_step[s]) for s in steps]
     return steps, [m for m, _ in stats], [s for _, s in stats]
+
+
+def _csv_number(value: float | None) -> str:
+    """A std in the CSV: blank when there is none (a single run)."""
+    return "" if value is None else repr(value)
+
+
+def _pm(mean: float, std: float | None) -> str:
+    """'mean ± std' for the markdown table; '-' in place of a std that does not exist."""
+    return f"{mean:.4f} ± {'-' if std is None else f'{std:.4f}'}"
 
 
 def summary_csv(rows: list[ActivationRow]) -> str:
@@ -185,9 +175,9 @@ def summary_csv(rows: list[ActivationRow]) -> str:
                 r.activation,
                 r.runs,
                 repr(r.loss_mean),
-                repr(r.loss_std),
+                _csv_number(r.loss_std),
                 repr(r.acc_mean),
-                repr(r.acc_std),
+                _csv_number(r.acc_std),
                 " ".join(r.run_ids),
             ]
         )
@@ -221,17 +211,17 @@ def summary_markdown(rows: list[ActivationRow], seeds: int) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
-        seed = SEED_TABLE.get(r.activation)
-        seed_text = f"{seed[0]:.2f} / {seed[1]:.3f}" if seed else "-"
+        seed = S4_REPORTED_ACTIVATIONS.get(r.activation)
+        seed_text = f"{seed.train_loss:.2f} / {seed.val_acc:.3f}" if seed else "-"
         lines.append(
-            f"| {r.activation} | {r.runs} | {r.loss_mean:.4f} ± {r.loss_std:.4f} "
-            f"| {r.acc_mean:.4f} ± {r.acc_std:.4f} | {seed_text} |"
+            f"| {r.activation} | {r.runs} | {_pm(r.loss_mean, r.loss_std)} "
+            f"| {_pm(r.acc_mean, r.acc_std)} | {seed_text} |"
         )
     lines.append("")
     lines.append(
-        f"Mean ± sample std over {seeds} seed(s) (std 0 for a single seed). The seed task's "
-        "numbers come from 10-class colour images (likely CIFAR-10), ours from the data of "
-        "these runs: compare the ranking, not the values."
+        f"Mean ± sample std over {seeds} seed(s) (- where a single run has no spread). "
+        "The seed task's numbers come from 10-class colour images (likely CIFAR-10), ours "
+        "from the data of these runs: compare the ranking, not the values."
     )
     return "\n".join(lines) + "\n"
 
@@ -270,8 +260,12 @@ def plot_curves(children, activations, attr: str, ylabel: str, title: str, path:
             color=colors[name],
             label=f"{name} (n={len(curves)})",
         )
-        lower = [m - s for m, s in zip(mean, std, strict=True)]
-        upper = [m + s for m, s in zip(mean, std, strict=True)]
+        if all(s is None for s in std):
+            continue  # a single seed: no band
+        # Where one seed alone has a point there is no spread: the band narrows to the line.
+        spread = [0.0 if s is None else s for s in std]
+        lower = [m - s for m, s in zip(mean, spread, strict=True)]
+        upper = [m + s for m, s in zip(mean, spread, strict=True)]
         ax.fill_between(steps, lower, upper, color=colors[name], alpha=0.2, linewidth=0)
     ax.set_xlabel("iteration")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -293,10 +287,16 @@ def plot_bars(rows: list[ActivationRow], path: Path) -> None:
     ax = fig.subplots()
     xs = list(range(len(rows)))
     means = [0.0 if math.isnan(r.acc_mean) else r.acc_mean for r in rows]
-    stds = [0.0 if math.isnan(r.acc_std) else r.acc_std for r in rows]
+    # No std (a single run) draws a zero-height error bar and a label without a spread.
+    stds = [0.0 if r.acc_std is None else r.acc_std for r in rows]
     ax.bar(xs, means, yerr=stds, capsize=6, color=[colors[n] for n in names], edgecolor="black")
     for x, r, m, s in zip(xs, rows, means, stds, strict=True):
-        label = "no run" if r.runs == 0 else f"{m:.3f}\n± {s:.3f}"
+        if r.runs == 0:
+            label = "no run"
+        elif r.acc_std is None:
+            label = f"{m:.3f}"
+        else:
+            label = f"{m:.3f}\n± {s:.3f}"
         ax.annotate(
             label, (x, m + s), textcoords="offset points", xytext=(0, 4), ha="center", fontsize=9
         )
@@ -310,6 +310,77 @@ def plot_bars(rows: list[ActivationRow], path: Path) -> None:
     _save(fig, path)
 
 
+def _summary_metrics(rows: list[ActivationRow], stamp: int) -> list:
+    """`<activation>/<key>` metrics of the summary run; a nan mean or a missing std is left out."""
+    from mlflow.entities import Metric
+
+    metrics = []
+    for r in rows:
+        for key, value in (
+            ("final_train_loss_mean", r.loss_mean),
+            ("final_train_loss_std", r.loss_std),
+            ("final_val_acc_mean", r.acc_mean),
+            ("final_val_acc_std", r.acc_std),
+        ):
+            if value is not None and not math.isnan(value):
+                metrics.append(Metric(f"{r.activation}/{key}", value, stamp, 0))
+    return metrics
+
+
+def _log_summary_figures(
+    client, run_id: str, children: list[ChildRun], activations: list[str], rows
+) -> None:
+    """The two curve figures and the bar chart, under the summary run's figures/."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        plot_curves(
+            children,
+            activations,
+            "loss_curve",
+            "training loss (mean since previous point)",
+            "S4: training loss per activation (mean ± std over seeds)",
+            folder / "activation_loss.png",
+        )
+        plot_curves(
+            children,
+            activations,
+            "val_acc_curve",
+            "validation accuracy",
+            "S4: validation accuracy per activation (mean ± std over seeds)",
+            folder / "activation_val_acc.png",
+        )
+        plot_bars(rows, folder / "activation_bars.png")
+        for name in ("activation_loss.png", "activation_val_acc.png", "activation_bars.png"):
+            client.log_artifact(run_id, str(folder / name), "figures")
+
+
+def _log_summary_contents(
+    client, run, activations, seeds, overrides, children, rows, markdown
+) -> None:
+    """Params, metrics, tables and figures of the summary run."""
+    from experiments.tracking import store
+
+    run_id = run.info.run_id
+    store.log_params(
+        client,
+        run_id,
+        {
+            "activations": ",".join(activations),
+            "seeds": str(seeds),
+            "experiment": EXPERIMENT,
+            "overrides": " ".join(overrides) or "(none)",
+            "child_runs": str(len(children)),
+        },
+    )
+    metrics = _summary_metrics(rows, run.info.start_time)
+    if metrics:
+        client.log_batch(run_id, metrics=metrics)
+    client.log_text(run_id, summary_csv(rows), "activation_summary.csv")
+    client.log_text(run_id, markdown, "activation_summary.md")
+    client.log_text(run_id, runs_csv(children), "activation_runs.csv")
+    _log_summary_figures(client, run_id, children, activations, rows)
+
+
 def log_summary(
     client,
     uri: str,
@@ -321,8 +392,6 @@ def log_summary(
     children: list[ChildRun],
 ) -> tuple[str, list[ActivationRow], str]:
     """Create the FINISHED summary run; returns (run id, table rows, markdown table)."""
-    from mlflow.entities import Metric
-
     from experiments.tracking import store
 
     rows = summarize(children, activations)
@@ -338,54 +407,7 @@ def log_summary(
     run = client.create_run(experiment_id, run_name=f"activation-summary-{group_id}", tags=tags)
     run_id = run.info.run_id
     try:
-        store.log_params(
-            client,
-            run_id,
-            {
-                "activations": ",".join(activations),
-                "seeds": str(seeds),
-                "experiment": EXPERIMENT,
-                "overrides": " ".join(overrides) or "(none)",
-                "child_runs": str(len(children)),
-            },
-        )
-        stamp = run.info.start_time
-        metrics = []
-        for r in rows:
-            for key, value in (
-                ("final_train_loss_mean", r.loss_mean),
-                ("final_train_loss_std", r.loss_std),
-                ("final_val_acc_mean", r.acc_mean),
-                ("final_val_acc_std", r.acc_std),
-            ):
-                if not math.isnan(value):
-                    metrics.append(Metric(f"{r.activation}/{key}", value, stamp, 0))
-        if metrics:
-            client.log_batch(run_id, metrics=metrics)
-        client.log_text(run_id, summary_csv(rows), "activation_summary.csv")
-        client.log_text(run_id, markdown, "activation_summary.md")
-        client.log_text(run_id, runs_csv(children), "activation_runs.csv")
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            plot_curves(
-                children,
-                activations,
-                "loss_curve",
-                "training loss (mean since previous point)",
-                "S4: training loss per activation (mean ± std over seeds)",
-                folder / "activation_loss.png",
-            )
-            plot_curves(
-                children,
-                activations,
-                "val_acc_curve",
-                "validation accuracy",
-                "S4: validation accuracy per activation (mean ± std over seeds)",
-                folder / "activation_val_acc.png",
-            )
-            plot_bars(rows, folder / "activation_bars.png")
-            for name in ("activation_loss.png", "activation_val_acc.png", "activation_bars.png"):
-                client.log_artifact(run_id, str(folder / name), "figures")
+        _log_summary_contents(client, run, activations, seeds, overrides, children, rows, markdown)
     except BaseException as exc:
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, "FAILED")
@@ -415,7 +437,7 @@ def finished_in_group(client, group_id: str) -> dict[tuple[str, int], str]:
     return found
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments compare-activations",
         description="S4: train s4-mlp once per activation per seed, then log a summary run.",
@@ -433,58 +455,71 @@ def main(argv: Sequence[str]) -> int:
         "--group-id",
         help="group of a previous comparison to complete: its finished runs are reused",
     )
-    args, overrides = parser.parse_known_args(list(argv))
+    return parser
 
-    try:
-        activations = parse_activations(args.activations)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def _check_args(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """The activations to compare; ValueError naming what is wrong with the flags."""
+    activations = parse_activations(args.activations)
     if args.seeds < 1:
-        print(f"error: --seeds must be >= 1, got {args.seeds}", file=sys.stderr)
-        return 2
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     for flag in overrides:
         key = flag.split("=", 1)[0]
         if key in _OWNED_FLAGS:
-            print(
-                f"error: {key} is set by this command for each run; use {_OWNED_FLAGS[key]}",
-                file=sys.stderr,
-            )
-            return 2
+            raise ValueError(f"{key} is set by this command for each run; use {_OWNED_FLAGS[key]}")
+    return activations
 
-    from experiments.tracking import store
-    from experiments.training.config import ConfigError, parse
+
+def plan_runs(activations: list[str], seeds: int, overrides: list[str]) -> list[tuple]:
+    """(activation, seed, resolved config) of every run; ConfigError on a bad override."""
+    from experiments.training.config import parse
+
+    return [
+        (
+            name,
+            seed,
+            parse(EXPERIMENT, [*overrides, "--model.activation", name, "--seed", str(seed)]),
+        )
+        for name in activations
+        for seed in range(seeds)
+    ]
+
+
+@dataclass
+class _Progress:
+    """What the training loop leaves: finished run ids, failures, or why it stopped."""
+
+    run_ids: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    #: set when the whole command must stop with this exit code
+    exit_code: int | None = None
+
+
+def _interrupted(index: int, total: int, progress: _Progress, group_id: str) -> int:
+    """Ctrl-C or SIGTERM during a run: say how to complete the group; the exit code."""
+    from experiments.training.interrupts import last_signal
+
+    print(
+        f"\ninterrupted at run {index} of {total}; the {len(progress.run_ids)} finished run(s) "
+        f"are in MLflow. Complete the comparison (the interrupted pair is trained "
+        f"again) with: python -m experiments compare-activations --group-id "
+        f"{group_id} and the same flags",
+        file=sys.stderr,
+    )
+    return 128 + int(last_signal() or signal.SIGINT)
+
+
+def train_runs(client, uri: str, plan: list[tuple], done: dict, group_id: str) -> _Progress:
+    """Train every planned pair not already `done`, one tracked run each, printing progress."""
+    from experiments.training.config import ConfigError
     from experiments.training.runner import run_experiment
 
-    # Every config is resolved before the first run: a bad override stops here, with no run.
-    plan = []
-    try:
-        for name in activations:
-            for seed in range(args.seeds):
-                cfg = parse(
-                    EXPERIMENT, [*overrides, "--model.activation", name, "--seed", str(seed)]
-                )
-                plan.append((name, seed, cfg))
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    uri = store.resolve_tracking_uri(args.tracking_uri)
-    client = store.client(uri)
-    group_id = args.group_id or f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    done = finished_in_group(client, group_id) if args.group_id else {}
+    progress = _Progress()
     total = len(plan)
-    print(
-        f"compare-activations: {len(activations)} activation(s) x {args.seeds} seed(s) = "
-        f"{total} runs of {EXPERIMENT}, group_id {group_id}, store {uri}",
-        flush=True,
-    )
-    run_ids: list[str] = []
-    failed: list[str] = []
     for index, (name, seed, cfg) in enumerate(plan, start=1):
         head = f"[{index}/{total}] activation={name} seed={seed}"
         if (name, seed) in done:
-            run_ids.append(done[(name, seed)])
+            progress.run_ids.append(done[(name, seed)])
             print(f"{head}: already finished in this group (run {done[(name, seed)]})", flush=True)
             continue
         print(f"{head}: training ...", flush=True)
@@ -498,25 +533,18 @@ def main(argv: Sequence[str]) -> int:
             )
         except ConfigError as exc:  # data missing or malformed: found before any run exists
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            progress.exit_code = 2
+            return progress
         except (KeyboardInterrupt, SystemExit):
             # Ctrl-C or SIGTERM: the runner marked this run KILLED (Lightning turns the
             # signal into SystemExit). The finished runs stay; the group can be completed.
-            print(
-                f"\ninterrupted at run {index} of {total}; the {len(run_ids)} finished run(s) "
-                f"are in MLflow. Complete the comparison (the interrupted pair is trained "
-                f"again) with: python -m experiments compare-activations --group-id "
-                f"{group_id} and the same flags",
-                file=sys.stderr,
-            )
-            from experiments.training.interrupts import last_signal
-
-            return 128 + int(last_signal() or signal.SIGINT)
+            progress.exit_code = _interrupted(index, total, progress, group_id)
+            return progress
         except Exception as exc:  # one failed run (marked FAILED by the runner) is not all
-            failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
+            progress.failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
             print(f"{head}: FAILED ({type(exc).__name__}: {exc}); continuing", flush=True)
             continue
-        run_ids.append(result.run_id)
+        progress.run_ids.append(result.run_id)
         child = read_child(client, result.run_id)
         print(
             f"{head}: done in {time.monotonic() - started:.1f} s: final train loss "
@@ -524,12 +552,44 @@ def main(argv: Sequence[str]) -> int:
             f"(run {result.run_id})",
             flush=True,
         )
+    return progress
 
-    if not run_ids:
+
+def main(argv: Sequence[str]) -> int:
+    args, overrides = build_parser().parse_known_args(list(argv))
+    try:
+        activations = _check_args(args, overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    from experiments.tracking import store
+    from experiments.training.config import ConfigError
+
+    # Every config is resolved before the first run: a bad override stops here, with no run.
+    try:
+        plan = plan_runs(activations, args.seeds, overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    uri = store.resolve_tracking_uri(args.tracking_uri)
+    client = store.client(uri)
+    group_id = args.group_id or f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    done = finished_in_group(client, group_id) if args.group_id else {}
+    print(
+        f"compare-activations: {len(activations)} activation(s) x {args.seeds} seed(s) = "
+        f"{len(plan)} runs of {EXPERIMENT}, group_id {group_id}, store {uri}",
+        flush=True,
+    )
+    progress = train_runs(client, uri, plan, done, group_id)
+    if progress.exit_code is not None:
+        return progress.exit_code
+    if not progress.run_ids:
         print("error: no run finished; nothing to summarize", file=sys.stderr)
         return 1
-    children = [read_child(client, run_id) for run_id in run_ids]
-    experiment_id = client.get_run(run_ids[0]).info.experiment_id
+    children = [read_child(client, run_id) for run_id in progress.run_ids]
+    experiment_id = client.get_run(progress.run_ids[0]).info.experiment_id
     summary_id, _, markdown = log_summary(
         client, uri, experiment_id, group_id, activations, args.seeds, overrides, children
     )
@@ -537,7 +597,8 @@ def main(argv: Sequence[str]) -> int:
     print(markdown)
     print(f"Summary run {summary_id} (FINISHED, kind={SUMMARY_KIND}, group_id {group_id}) at {uri}")
     print(f"Open the UI: {store.ui_command(uri)}")
-    if failed:
+    if progress.failed:
+        failed = progress.failed
         print(f"{len(failed)} run(s) failed:\n  " + "\n  ".join(failed), file=sys.stderr)
         return 1
     return 0

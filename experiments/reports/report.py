@@ -33,6 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.seed_tasks import (
+    S2_REPORTED_ACC,
+    S2_REPORTED_CLASS_ACC,
+    S3_REPORTED_OUTPUT,
+    S4_REPORTED_ACTIVATIONS,
+    S4_SUMMARY_KIND,
+    SEED_TASKS,
+    SeedTask,
+    meets_bar,
+)
+
 DEFAULT_OUTPUT = "reports/report.html"
 HEADLINE = ("test/acc", "test/precision", "test/recall", "test/f1")
 # Per-run figures as logged by experiments.run_artifacts, in reading order.
@@ -49,92 +60,48 @@ SUMMARY_FIGURES = (
     "figures/activation_bars.png",
 )
 
-#: S2's reported per-class test accuracy (the assignment's chosen CNN; overall 0.90).
-S2_REPORTED_OVERALL = 0.90
-S2_REPORTED_PER_CLASS = {
-    "T-shirt/top": 0.82,
-    "Trouser": 0.98,
-    "Pullover": 0.90,
-    "Dress": 0.93,
-    "Coat": 0.78,
-    "Sandal": 0.96,
-    "Shirt": 0.73,
-    "Sneaker": 0.99,
-    "Bag": 1.00,
-    "Ankle boot": 0.93,
-}
-S3_REPORTED_OUTPUT = 0.82
-
 
 @dataclass(frozen=True)
 class Task:
-    id: str
-    title: str
+    """A seed task (its facts from `experiments.seed_tasks`) and how the report gets a run."""
+
+    seed: SeedTask
+    #: the command(s) that produce a run, `;`-separated
     command: str
-    #: test accuracy the seed task asks for (None: the task sets no bar)
-    acc_bar: float | None = None
-    bar_text: str = "no bar: the seed task asks to report the numbers"
     worked_artifact: str | None = None
 
+    @property
+    def id(self) -> str:
+        return self.seed.id
 
-TASKS = (
-    Task(
-        "S0.1",
-        "Worked example: 5-parameter ReLU network, chain rule and one SGD epoch",
-        "python -m experiments worked s0.1",
-        bar_text="no bar: a hand calculation (autograd and chain rule must agree)",
-        worked_artifact="worked_s0.1.txt",
-    ),
-    Task(
-        "S0.2",
-        "MLP 3072-512-256-5 on the CIFAR-100 superclass (large man-made outdoor things)",
-        "python -m experiments run s0-mlp",
-        bar_text="no bar: report test precision and accuracy, plot loss per epoch",
-    ),
-    Task(
-        "S0.3",
-        "Small LeNet-5 style CNN on the CIFAR-100 superclass",
-        "python -m experiments run s0-cnn",
-        bar_text="no bar: report test precision and accuracy, plot loss per epoch",
-    ),
-    Task(
-        "S1.1",
-        "From-scratch ANN (hand-written backward pass) on Fashion-MNIST",
-        "python -m experiments run s1-scratch",
-        acc_bar=0.77,
-    ),
-    Task(
-        "S1.2",
-        "PyTorch ANN 784-512-10 (SGD with momentum) on Fashion-MNIST",
-        "python -m experiments run s1-mlp",
-        acc_bar=0.80,
-    ),
-    Task(
-        "S1.3",
-        "Four-block CNN on Fashion-MNIST",
-        "python -m experiments run s1-cnn",
-        acc_bar=0.85,
-    ),
-    Task(
-        "S2",
-        "CNN (k2 s2 p0, no BN, dropout 0.1) on Fashion-MNIST, per-class analysis",
-        "python -m experiments run s2-cnn",
-        bar_text=f"reported: {S2_REPORTED_OVERALL:.2f} overall, per class below",
-    ),
-    Task(
-        "S3",
-        "Worked example: sigmoid network forward pass and gradients",
-        "python -m experiments worked s3",
-        bar_text=f"reported output {S3_REPORTED_OUTPUT} (rounded)",
-        worked_artifact="worked_s3.txt",
-    ),
-    Task(
-        "S4",
-        "Two-layer MLP with activation variants (hand backprop, SGD + L2)",
-        "python -m experiments run s4-mlp; python -m experiments compare-activations",
-        bar_text="reported per activation (loss / val acc), see the activation table",
-    ),
-)
+    @property
+    def title(self) -> str:
+        return self.seed.title
+
+    @property
+    def acc_bar(self) -> float | None:
+        return self.seed.acc_bar
+
+    @property
+    def bar_text(self) -> str:
+        return self.seed.bar_text
+
+
+#: task id -> (command that produces a run, worked-example artifact)
+HOW_TO_RUN: dict[str, tuple[str, str | None]] = {
+    "S0.1": ("python -m experiments worked s0.1", "worked_s0.1.txt"),
+    "S0.2": ("python -m experiments run s0-mlp", None),
+    "S0.3": ("python -m experiments run s0-cnn", None),
+    "S1.1": ("python -m experiments run s1-scratch", None),
+    "S1.2": ("python -m experiments run s1-mlp", None),
+    "S1.3": ("python -m experiments run s1-cnn", None),
+    "S2": ("python -m experiments run s2-cnn", None),
+    "S3": ("python -m experiments worked s3", "worked_s3.txt"),
+    "S4": ("python -m experiments run s4-mlp; python -m experiments compare-activations", None),
+}
+COMPARE_ACTIVATIONS_COMMAND = "python -m experiments compare-activations"
+
+TASKS = tuple(Task(seed, *HOW_TO_RUN[task_id]) for task_id, seed in SEED_TASKS.items())
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,8 +199,9 @@ def png_figure(path: Path, caption: str) -> str:
     )
 
 
-def no_run(task: Task, what: str = "run") -> str:
-    commands = "".join(f"<code>{esc(c.strip())}</code><br>" for c in task.command.split(";"))
+def no_run(command: str, what: str = "run") -> str:
+    """'no run yet' and the `;`-separated command(s) that produce one."""
+    commands = "".join(f"<code>{esc(c.strip())}</code><br>" for c in command.split(";"))
     return (
         f'<p class="norun"><strong>no {esc(what)} yet</strong>. Produce one with:<br>{commands}</p>'
     )
@@ -276,15 +244,15 @@ def headline(task: Task, run: Any) -> tuple[str, str]:
         seed = "-"
         if key == "test/acc":
             if task.acc_bar is not None:
-                ok = value is not None and value >= task.acc_bar
+                ok = meets_bar(task.id, value)
                 seed = f"&ge; {task.acc_bar:.2f}"
                 verdict = (
                     f'<span class="{"ok" if ok else "bad"}">'
                     f"{'meets' if ok else 'below'} the bar ({fmt(value)} vs &ge; {task.acc_bar:.2f})</span>"
                 )
             elif task.id == "S2":
-                seed = f"{S2_REPORTED_OVERALL:.2f} (reported)"
-                verdict = f"{fmt(value)} vs {S2_REPORTED_OVERALL:.2f} reported"
+                seed = f"{S2_REPORTED_ACC:.2f} (reported)"
+                verdict = f"{fmt(value)} vs {S2_REPORTED_ACC:.2f} reported"
             else:
                 seed = esc(task.bar_text)
         rows.append([esc(key), fmt(value), seed])
@@ -296,7 +264,7 @@ def headline(task: Task, run: Any) -> tuple[str, str]:
 def s2_per_class(run: Any) -> str:
     metrics = run.data.metrics
     rows = []
-    for name, reported in S2_REPORTED_PER_CLASS.items():
+    for name, reported in S2_REPORTED_CLASS_ACC.items():
         ours = metrics.get(f"test/class_acc/{name}")
         diff = "-" if ours is None else f"{ours - reported:+.3f}"
         rows.append([esc(name), fmt(ours, 3), f"{reported:.2f}", diff])
@@ -347,7 +315,7 @@ def drawn_from_history(store: Store, run: Any) -> list[str]:
 def training_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str, str | None]:
     run, count = latest_training_run(runs)
     if run is None:
-        return no_run(task), "no run yet", None
+        return no_run(task.command), "no run yet", None
     run_id = run.info.run_id
     parts = [run_header(store, run, count)]
     metrics_html, verdict = headline(task, run)
@@ -375,7 +343,7 @@ def training_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, st
 def worked_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str, str | None]:
     run, count = latest_of_kind(runs, "worked")
     if run is None:
-        return no_run(task), "no run yet", None
+        return no_run(task.command), "no run yet", None
     parts = [run_header(store, run, count)]
     verdict = "chain rule and autograd agree"
     metrics = run.data.metrics
@@ -419,14 +387,24 @@ def worked_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str,
     return "\n".join(parts), verdict, run.info.run_id
 
 
+def _csv_number(text: str | None) -> float | None:
+    """A number of activation_summary.csv; None for a blank cell (no std for one run)."""
+    return float(text) if text not in (None, "") else None
+
+
+def _mean_pm_std(row: dict[str, str], key: str) -> str:
+    """'mean &plusmn; std' of `key` in an activation_summary.csv row ('-' where none)."""
+    mean = _csv_number(row.get(f"{key}_mean"))
+    std = _csv_number(row.get(f"{key}_std"))
+    return f"{fmt(mean)} &plusmn; {fmt(std)}"
+
+
 def activation_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str]:
     """The S4 activation table and figures; and a verdict line for the overview."""
-    from experiments.reports.compare_activations import SEED_TABLE, SUMMARY_KIND
-
-    run, count = latest_of_kind(runs, SUMMARY_KIND)
+    run, count = latest_of_kind(runs, S4_SUMMARY_KIND)
     if run is None:
         html_text = "<h3>Activation comparison</h3>" + no_run(
-            Task("S4", "", "python -m experiments compare-activations"), "activation comparison"
+            COMPARE_ACTIVATIONS_COMMAND, "activation comparison"
         )
         return html_text, "no activation comparison yet"
     parts = ["<h3>Activation comparison</h3>", run_header(store, run, count)]
@@ -434,15 +412,15 @@ def activation_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, 
     rows = []
     if text:
         for row in csv.DictReader(io.StringIO(text)):
-            seed = SEED_TABLE.get(row["activation"])
+            seed = S4_REPORTED_ACTIVATIONS.get(row["activation"])
             rows.append(
                 [
                     esc(row["activation"]),
                     esc(row["runs"]),
-                    f"{fmt(float(row['final_train_loss_mean']))} &plusmn; {fmt(float(row['final_train_loss_std']))}",
-                    f"{fmt(float(row['final_val_acc_mean']))} &plusmn; {fmt(float(row['final_val_acc_std']))}",
-                    f"{seed[0]:.2f}" if seed else "-",
-                    f"{seed[1]:.3f}" if seed else "-",
+                    _mean_pm_std(row, "final_train_loss"),
+                    _mean_pm_std(row, "final_val_acc"),
+                    f"{seed.train_loss:.2f}" if seed else "-",
+                    f"{seed.val_acc:.3f}" if seed else "-",
                 ]
             )
     if rows:

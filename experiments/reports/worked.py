@@ -21,6 +21,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from experiments.seed_tasks import S3_REPORTED_OUTPUT
+
 AGREE_TOL = 1e-9
 EXPERIMENT_NAME = "worked-examples"
 
@@ -148,8 +150,8 @@ def _term(value: float) -> str:
     return f"({value:.8g})" if value < 0 else f"{value:.8g}"
 
 
-def run_s01(initial: dict[str, float], lr: float, echo: bool = True) -> WorkedResult:
-    out = Printer(echo)
+def _s01_print_method(out: Printer, initial: dict[str, float], lr: float) -> None:
+    """The network's equations, its chain rule, the update rule, the start values, the data."""
     out("S0.1 worked example: 2 inputs -> 1 hidden neuron -> 1 output neuron, ReLU on both")
     out()
     out("Forward equations")
@@ -178,6 +180,72 @@ def run_s01(initial: dict[str, float], lr: float, echo: bool = True) -> WorkedRe
         + ", ".join(f"({x1:g}, {x2:g}) -> {y:g}" for (x1, x2), y in S01_DATA)
     )
 
+
+def _s01_print_forward(out: Printer, i: int, x, y: float, chain: dict[str, float], fwd) -> None:
+    """Example i's forward pass with the current (chain-rule side) parameter values."""
+    out()
+    out(f"Example {i}: x = ({x[0]:g}, {x[1]:g}), y = {y:g}")
+    out(
+        f"  z1 = {_term(chain['W1[1]'])}*{x[0]:g} + {_term(chain['W1[2]'])}*{x[1]:g} + "
+        f"{_term(chain['b[1]'])} = {fwd['z1']:.8g}   h = relu(z1) = {fwd['h']:.8g}"
+    )
+    out(
+        f"  z2 = {_term(chain['W2[1]'])}*{fwd['h']:.8g} + {_term(chain['b[2]'])} = {fwd['z2']:.8g}"
+        f"   y_hat = relu(z2) = {fwd['y_hat']:.8g}"
+    )
+    out(
+        f"  L = ({y:g} - {fwd['y_hat']:.8g})^2 = {fwd['L']:.8g}   "
+        f"dL/dy_hat = {fwd['dL/dy_hat']:.8g}"
+    )
+
+
+def _s01_dead_units(i: int, fwd) -> list[str]:
+    """A note for each ReLU with z <= 0 on example i: no gradient flows through it."""
+    notes = []
+    for unit, z, behind in (
+        ("hidden", fwd["z1"], "W1[1], W1[2] and b[1]"),
+        ("output", fwd["z2"], "all five parameters"),
+    ):
+        if z > 0:
+            continue
+        why = (
+            "relu'(0) is undefined; we take 0, as torch's autograd does, so both columns agree"
+            if z == 0
+            else "the unit is dead on this example"
+        )
+        notes.append(
+            f"example {i}: the {unit} ReLU has z = {z:.8g} <= 0, so relu'(z) = 0 ({why}): "
+            f"no gradient flows through it, {behind} get a zero gradient and do not move"
+        )
+    return notes
+
+
+def _s01_print_update(
+    out: Printer, i: int, lr: float, chain, auto, g_chain, g_auto, metrics: dict[str, float]
+) -> float:
+    """The table of gradients and updated values, both ways; the largest difference."""
+    out(f"  the 5 parameters after example {i}, computed two ways (lr = {lr:g}):")
+    out(
+        f"  {'parameter':<10}{'dL/dp chain rule':>20}{'dL/dp autograd':>20}"
+        f"{'value chain rule':>20}{'value autograd':>20}{'|diff|':>10}"
+    )
+    max_diff = 0.0
+    for name, key in S01_PARAMS:
+        d_grad = _check_agree(f"example {i} dL/d{name}", g_chain[name], g_auto[name])
+        d_value = _check_agree(f"example {i} {name}", chain[name], auto[name])
+        diff = max(d_grad, d_value)
+        max_diff = max(max_diff, diff)
+        out(
+            f"  {name:<10}{_fmt(g_chain[name]):>20}{_fmt(g_auto[name]):>20}"
+            f"{_fmt(chain[name]):>20}{_fmt(auto[name]):>20}{diff:>10.1e}  agree"
+        )
+        metrics[f"example{i}/{key}"] = chain[name]
+    return max_diff
+
+
+def run_s01(initial: dict[str, float], lr: float, echo: bool = True) -> WorkedResult:
+    out = Printer(echo)
+    _s01_print_method(out, initial, lr)
     chain = dict(initial)  # updated by the hand-derived gradients
     auto = dict(initial)  # updated by autograd's gradients
     metrics: dict[str, float] = {}
@@ -187,54 +255,14 @@ def run_s01(initial: dict[str, float], lr: float, echo: bool = True) -> WorkedRe
         fwd, g_chain = s01_chain_rule(chain, x, y)
         loss_auto, g_auto, auto = s01_autograd(auto, x, y, lr)
         max_diff = max(max_diff, _check_agree(f"example {i} loss", fwd["L"], loss_auto))
-        out()
-        out(f"Example {i}: x = ({x[0]:g}, {x[1]:g}), y = {y:g}")
-        out(
-            f"  z1 = {_term(chain['W1[1]'])}*{x[0]:g} + {_term(chain['W1[2]'])}*{x[1]:g} + "
-            f"{_term(chain['b[1]'])} = {fwd['z1']:.8g}   h = relu(z1) = {fwd['h']:.8g}"
-        )
-        out(
-            f"  z2 = {_term(chain['W2[1]'])}*{fwd['h']:.8g} + {_term(chain['b[2]'])} = {fwd['z2']:.8g}"
-            f"   y_hat = relu(z2) = {fwd['y_hat']:.8g}"
-        )
-        out(
-            f"  L = ({y:g} - {fwd['y_hat']:.8g})^2 = {fwd['L']:.8g}   "
-            f"dL/dy_hat = {fwd['dL/dy_hat']:.8g}"
-        )
-        for unit, z, behind in (
-            ("hidden", fwd["z1"], "W1[1], W1[2] and b[1]"),
-            ("output", fwd["z2"], "all five parameters"),
-        ):
-            if z > 0:
-                continue
-            why = (
-                "relu'(0) is undefined; we take 0, as torch's autograd does, so both columns agree"
-                if z == 0
-                else "the unit is dead on this example"
-            )
-            note = (
-                f"example {i}: the {unit} ReLU has z = {z:.8g} <= 0, so relu'(z) = 0 ({why}): "
-                f"no gradient flows through it, {behind} get a zero gradient and do not move"
-            )
+        _s01_print_forward(out, i, x, y, chain, fwd)
+        for note in _s01_dead_units(i, fwd):
             notes.append(note)
             out(f"  NOTE: {note}")
         for name, _ in S01_PARAMS:
             chain[name] -= lr * g_chain[name]
-        out(f"  the 5 parameters after example {i}, computed two ways (lr = {lr:g}):")
-        out(
-            f"  {'parameter':<10}{'dL/dp chain rule':>20}{'dL/dp autograd':>20}"
-            f"{'value chain rule':>20}{'value autograd':>20}{'|diff|':>10}"
-        )
-        for name, key in S01_PARAMS:
-            d_grad = _check_agree(f"example {i} dL/d{name}", g_chain[name], g_auto[name])
-            d_value = _check_agree(f"example {i} {name}", chain[name], auto[name])
-            diff = max(d_grad, d_value)
-            max_diff = max(max_diff, diff)
-            out(
-                f"  {name:<10}{_fmt(g_chain[name]):>20}{_fmt(g_auto[name]):>20}"
-                f"{_fmt(chain[name]):>20}{_fmt(auto[name]):>20}{diff:>10.1e}  agree"
-            )
-            metrics[f"example{i}/{key}"] = chain[name]
+        diff = _s01_print_update(out, i, lr, chain, auto, g_chain, g_auto, metrics)
+        max_diff = max(max_diff, diff)
         metrics[f"example{i}/loss"] = fwd["L"]
     out()
     out(
@@ -422,7 +450,9 @@ def main(argv: Sequence[str]) -> int:
         help="learning rate (default 0.01: steps of at most ~1.3 at the seed's initial "
         "values, numbers stay readable; 0.1 overshoots to y_hat ~ 760 on the 2nd example)",
     )
-    s3 = sub.add_parser("s3", help="S3: forward pass 0.82 and the gradients of w2, b2, w1, b1")
+    s3 = sub.add_parser(
+        "s3", help=f"S3: forward pass {S3_REPORTED_OUTPUT} and the gradients of w2, b2, w1, b1"
+    )
     s3.add_argument(
         "--y-true",
         type=float,

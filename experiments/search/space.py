@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from experiments.training.config import CONFIGS_DIR, ConfigError, find_yaml, load_yaml
 
 STUDIES_DIR = CONFIGS_DIR / "studies"
@@ -95,7 +93,6 @@ class SearchSpace:
     description: str
     objectives: tuple[Objective, ...]
     params: tuple[Param, ...]
-    skipped: tuple[str, ...] = ()  # params the space leaves out for this base (target null)
 
     @property
     def directions(self) -> list[str]:
@@ -295,7 +292,6 @@ def load_space(name: str, model_class: type) -> SearchSpace:
         description=str(raw.get("description", "")),
         objectives=_objectives(raw.get("objectives"), source),
         params=tuple(params),
-        skipped=tuple(skipped),
     )
 
 
@@ -321,7 +317,3 @@ def difference(stored: dict[str, Any], current: dict[str, Any], prefix: str = ""
         elif stored[key] != current[key]:
             out.append(f"{where}: was {stored[key]!r}, now {current[key]!r}")
     return out
-
-
-def dump(space: SearchSpace) -> str:
-    return yaml.safe_dump(space.as_dict(), sort_keys=False)

@@ -9,6 +9,7 @@ scores accuracy and macro F1 of the same model.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,62 +86,35 @@ def run_trial(
     prune: bool,
 ) -> TrialOutcome:
     """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
-    from optuna_integration import PyTorchLightningPruningCallback
-
     started = time.monotonic()
     params = space.suggest(trial)
-    metrics = [o.metric for o in space.objectives]
-    recorder = TrialRecorder(trial, metrics)
-    callbacks: list[Any] = [recorder]
-    if prune:
-        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=metrics[0]))
-    tags = {
-        "mlflow.parentRunId": parent_run_id,
-        "study": space.name,
-        "study_name": study_name,
-        "study_role": "trial",
-        "trial_number": str(trial.number),
-    }
+    recorder = TrialRecorder(trial, [o.metric for o in space.objectives])
+    callbacks = _callbacks(trial, recorder, prune)
     retry_of = trial.user_attrs.get(RETRY_ATTR)
-    if retry_of is not None:
-        tags["retry_of_trial"] = str(retry_of)
-    heartbeat = Heartbeat(study._storage, trial._trial_id)
-    values = error = None
-    try:
-        cfg = parse(base, [*overrides, *space.overrides(params)])
+    tags = _trial_tags(trial, space, parent_run_id, study_name, retry_of)
+
+    def train() -> None:
         run_experiment(
-            cfg,
+            parse(base, [*overrides, *space.overrides(params)]),
             tracking_uri,
             callbacks=callbacks,
             tags=tags,
             run_name=f"{study_name}-{trial.number:03d}",
             verbose=False,
         )
-        values = objective_values(space, recorder.history)
-    except optuna.TrialPruned:
-        state = TrialState.PRUNED
+
+    heartbeat = Heartbeat(study._storage, trial._trial_id)
+    try:
+        state, values, error = _train(trial, space, recorder, train)
     except (KeyboardInterrupt, SystemExit):
         heartbeat.stop()
-        trial.set_user_attr("failed_because", "worker interrupted")
-        study.tell(trial, state=TrialState.FAIL)
-        if params:
-            study.enqueue_trial(params, user_attrs={RETRY_ATTR: trial.number})
+        _requeue_interrupted(study, trial, params)
         raise
-    except Exception as exc:
-        state = TrialState.FAIL
-        error = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr("error", error[:2000])
-    else:
-        state = TrialState.COMPLETE
     finally:
         heartbeat.stop()
     epochs = len(recorder.history)
     trial.set_user_attr("epochs", epochs)
-    run_id = recorder.run_id
-    if run_id is None and state == TrialState.FAIL:
-        run_id = _find_run(tracking_uri, study_name, trial.number)
-        if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
+    run_id = _trial_run_id(trial, recorder, state, tracking_uri, study_name)
     if state == TrialState.COMPLETE:
         frozen = study.tell(trial, values)
     else:
@@ -159,6 +133,83 @@ def run_trial(
         error=error,
         retry_of=retry_of,
     )
+
+
+def _callbacks(trial: optuna.Trial, recorder: TrialRecorder, prune: bool) -> list[Any]:
+    """The recorder, and Optuna's pruning callback on the first objective when pruning."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    callbacks: list[Any] = [recorder]
+    if prune:
+        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=recorder.metrics[0]))
+    return callbacks
+
+
+def _trial_tags(
+    trial: optuna.Trial,
+    space: SearchSpace,
+    parent_run_id: str,
+    study_name: str,
+    retry_of: int | None,
+) -> dict[str, str]:
+    """MLflow tags of the trial's child run: its parent, study and number (and retry)."""
+    tags = {
+        "mlflow.parentRunId": parent_run_id,
+        "study": space.name,
+        "study_name": study_name,
+        "study_role": "trial",
+        "trial_number": str(trial.number),
+    }
+    if retry_of is not None:
+        tags["retry_of_trial"] = str(retry_of)
+    return tags
+
+
+def _train(
+    trial: optuna.Trial,
+    space: SearchSpace,
+    recorder: TrialRecorder,
+    train: Callable[[], Any],
+) -> tuple[TrialState, list[float] | None, str | None]:
+    """Run the training; its Optuna state, objective values and error (if it failed).
+
+    A pruned trial is PRUNED; any exception is a FAILED trial whose error is recorded;
+    KeyboardInterrupt and SystemExit pass through to the caller.
+    """
+    try:
+        train()
+        values = objective_values(space, recorder.history)
+    except optuna.TrialPruned:
+        return TrialState.PRUNED, None, None
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("error", error[:2000])
+        return TrialState.FAIL, None, error
+    return TrialState.COMPLETE, values, None
+
+
+def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, params: dict) -> None:
+    """An interrupted worker's trial is FAILED and its values are queued again as a retry."""
+    trial.set_user_attr("failed_because", "worker interrupted")
+    study.tell(trial, state=TrialState.FAIL)
+    if params:
+        study.enqueue_trial(params, user_attrs={RETRY_ATTR: trial.number})
+
+
+def _trial_run_id(
+    trial: optuna.Trial,
+    recorder: TrialRecorder,
+    state: TrialState,
+    tracking_uri: str,
+    study_name: str,
+) -> str | None:
+    """The trial's MLflow run id; searched for (and recorded) when it failed before `fit`."""
+    run_id = recorder.run_id
+    if run_id is None and state == TrialState.FAIL:
+        run_id = _find_run(tracking_uri, study_name, trial.number)
+        if run_id:
+            trial.set_user_attr("mlflow_run_id", run_id)
+    return run_id
 
 
 def _find_run(uri: str, study_name: str, number: int) -> str | None:

@@ -34,15 +34,11 @@ from typing import Any
 from experiments.tracking import figures
 from experiments.tracking.judgement import Judgement, judge_fit
 from experiments.tracking.model_summary import format_summary, summarize, write_csv
+from experiments.tracking.store import metric_history
 
 __all__ = ["RunCurves", "log_run_artifacts", "mean_loss_per_epoch", "read_curves"]
 
 CURVE_KEYS = ("train/loss", "val/loss", "train/acc", "val/acc")
-
-
-def _history(client: Any, run_id: str, key: str) -> list[tuple[int, float]]:
-    points = {m.step: m.value for m in client.get_metric_history(run_id, key)}
-    return sorted(points.items())
 
 
 class _EpochOf:
@@ -125,8 +121,8 @@ class RunCurves:
 
 def read_curves(client: Any, run_id: str, params: dict[str, str] | None = None) -> RunCurves:
     """The run's curves from MLflow, with each step mapped to its epoch."""
-    raw = {key: _history(client, run_id, key) for key in CURVE_KEYS}
-    epoch_of = _EpochOf(_history(client, run_id, "epoch"))
+    raw = {key: metric_history(client, run_id, key) for key in CURVE_KEYS}
+    epoch_of = _EpochOf(metric_history(client, run_id, "epoch"))
     if params is None:
         params = client.get_run(run_id).data.params
     return RunCurves(raw, epoch_of, _step_driven(params, [s for s, _ in raw["val/loss"]], epoch_of))
@@ -139,6 +135,121 @@ def _first_layer_weight(network: Any) -> Any:
     return getattr(network, "first_layer_weight", None)
 
 
+class _Drawer:
+    """Draws figures, collecting the errors: a figure must not fail a finished run."""
+
+    def __init__(self, out: Path, name: str) -> None:
+        self.out = out  # the figures/ folder
+        self.name = name  # "<experiment> (<task>)", the start of every title
+        self.errors: list[str] = []
+
+    def __call__(self, what: str, plot: Any, *args: Any, **kwargs: Any) -> None:
+        try:
+            plot(*args, **kwargs)
+        except Exception as exc:  # a figure must not turn a finished run into a failed one
+            self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _log_judgement(client: Any, run_id: str, curves: RunCurves) -> Judgement | None:
+    """Judge the fit from the validation points and tag the run; None without any."""
+    from mlflow.entities import RunTag
+
+    if not curves.has_validation:
+        return None
+    judgement = judge_fit(*curves.aligned())
+    client.log_batch(
+        run_id,
+        tags=[
+            RunTag("fit_judgement", judgement.label),
+            RunTag("fit_judgement_reason", judgement.reason),
+        ],
+    )
+    return judgement
+
+
+def _draw_curves(draw: _Drawer, curves: RunCurves, judgement: Judgement | None) -> None:
+    """Loss per epoch (S0.2, S0.3) and, with validation points, the learning curves."""
+    if curves.raw["train/loss"]:
+        epochs, losses = curves.epoch_losses()
+        draw(
+            "loss_per_epoch",
+            figures.plot_loss_per_epoch,
+            epochs,
+            losses,
+            draw.out / "loss_per_epoch.png",
+            f"{draw.name}: average training loss per epoch",
+        )
+    if curves.has_validation:
+        draw(
+            "learning_curves",
+            figures.plot_learning_curves,
+            curves.points(),
+            draw.out / "learning_curves.png",
+            f"{draw.name}: learning curves",
+            x_label=curves.x_label,
+            note=f"fit judgement: {judgement}",
+        )
+
+
+def _draw_test_results(draw: _Drawer, model: Any, class_names: list[str]) -> None:
+    """The test confusion matrix and per-class accuracy (S2), when the model kept them."""
+    confusion = getattr(model, "confusion_matrix", None)
+    if confusion is not None:
+        draw(
+            "confusion_matrix",
+            figures.plot_confusion_matrix,
+            confusion,
+            class_names,
+            draw.out / "confusion_matrix.png",
+            f"{draw.name}: test confusion matrix (rows = true class)",
+        )
+    per_class = getattr(model, "per_class_accuracy", None)
+    if per_class is not None:
+        overall = None
+        if confusion is not None and float(confusion.sum()) > 0:
+            overall = float(confusion.trace()) / float(confusion.sum())
+        draw(
+            "per_class_accuracy",
+            figures.plot_per_class_accuracy,
+            per_class,
+            class_names,
+            draw.out / "per_class_accuracy.png",
+            f"{draw.name}: test accuracy per class",
+            overall=overall,
+        )
+
+
+def _draw_first_layer(draw: _Drawer, model: Any, input_shape: tuple[int, ...]) -> None:
+    """One tile per hidden unit, for a network whose first layer reads the pixels (S4)."""
+    weight = _first_layer_weight(getattr(model, "network", None))
+    if weight is not None and weight.shape[-1] == math.prod(input_shape):
+        draw(
+            "first_layer_weights",
+            figures.plot_first_layer_weights,
+            weight,
+            input_shape,
+            draw.out / "first_layer_weights.png",
+            f"{draw.name}: first-layer weights",
+        )
+
+
+def _write_model_summary(
+    root: Path, model: Any, input_shape: tuple[int, ...], errors: list[str]
+) -> None:
+    """model_summary.txt and .csv in `root`; a failure is added to `errors`."""
+    network = getattr(model, "network", None)
+    if network is None:
+        return
+    try:
+        rows = summarize(network, input_shape)
+    except Exception as exc:
+        errors.append(f"model_summary: {type(exc).__name__}: {exc}")
+        return
+    header = f"{type(network).__name__} on input {'x'.join(map(str, input_shape))}\n"
+    (root / "model_summary.txt").write_text(header + format_summary(rows))
+    write_csv(rows, root / "model_summary.csv")
+
+
 def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> Judgement | None:
     """Write and log the figures, model summary and judgement; return the judgement.
 
@@ -146,8 +257,6 @@ def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> 
     cannot be drawn does not fail the finished run: the error is printed and recorded in
     the ``figures_error`` tag instead.
     """
-    from mlflow.entities import RunTag
-
     # Few MLflow calls on purpose: each is a round trip (a SQLite transaction or an HTTP
     # request), so the run is read once, tags go in one batch and files in one upload.
     run = client.get_run(run_id)
@@ -156,102 +265,24 @@ def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> 
     curves = read_curves(client, run_id, run.data.params)
     class_names = list(datamodule.class_names)
     input_shape = tuple(getattr(model, "input_shape", None) or datamodule.input_shape)
-
-    judgement = None
-    if curves.has_validation:
-        judgement = judge_fit(*curves.aligned())
-        client.log_batch(
-            run_id,
-            tags=[
-                RunTag("fit_judgement", judgement.label),
-                RunTag("fit_judgement_reason", judgement.reason),
-            ],
-        )
-
-    errors: list[str] = []
-
-    def draw(what: str, plot: Any, *args: Any, **kwargs: Any) -> None:
-        try:
-            plot(*args, **kwargs)
-        except Exception as exc:  # a figure must not turn a finished run into a failed one
-            errors.append(f"{what}: {type(exc).__name__}: {exc}")
+    judgement = _log_judgement(client, run_id, curves)
 
     with tempfile.TemporaryDirectory(prefix="figures-") as tmp:
         root = Path(tmp)  # uploaded as the run's artifact root: figures/ and the summary
         out = root / "figures"
         out.mkdir()
-        if curves.raw["train/loss"]:
-            epochs, losses = curves.epoch_losses()
-            draw(
-                "loss_per_epoch",
-                figures.plot_loss_per_epoch,
-                epochs,
-                losses,
-                out / "loss_per_epoch.png",
-                f"{name}: average training loss per epoch",
-            )
-        if curves.has_validation:
-            draw(
-                "learning_curves",
-                figures.plot_learning_curves,
-                curves.points(),
-                out / "learning_curves.png",
-                f"{name}: learning curves",
-                x_label=curves.x_label,
-                note=f"fit judgement: {judgement}",
-            )
-        confusion = getattr(model, "confusion_matrix", None)
-        if confusion is not None:
-            draw(
-                "confusion_matrix",
-                figures.plot_confusion_matrix,
-                confusion,
-                class_names,
-                out / "confusion_matrix.png",
-                f"{name}: test confusion matrix (rows = true class)",
-            )
-        per_class = getattr(model, "per_class_accuracy", None)
-        if per_class is not None:
-            overall = None
-            if confusion is not None and float(confusion.sum()) > 0:
-                overall = float(confusion.trace()) / float(confusion.sum())
-            draw(
-                "per_class_accuracy",
-                figures.plot_per_class_accuracy,
-                per_class,
-                class_names,
-                out / "per_class_accuracy.png",
-                f"{name}: test accuracy per class",
-                overall=overall,
-            )
-        weight = _first_layer_weight(getattr(model, "network", None))
-        if weight is not None and weight.shape[-1] == math.prod(input_shape):
-            draw(
-                "first_layer_weights",
-                figures.plot_first_layer_weights,
-                weight,
-                input_shape,
-                out / "first_layer_weights.png",
-                f"{name}: first-layer weights",
-            )
-
-        network = getattr(model, "network", None)
-        if network is not None:
-            try:
-                rows = summarize(network, input_shape)
-            except Exception as exc:
-                errors.append(f"model_summary: {type(exc).__name__}: {exc}")
-            else:
-                header = f"{type(network).__name__} on input {'x'.join(map(str, input_shape))}\n"
-                (root / "model_summary.txt").write_text(header + format_summary(rows))
-                write_csv(rows, root / "model_summary.csv")
+        draw = _Drawer(out, name)
+        _draw_curves(draw, curves, judgement)
+        _draw_test_results(draw, model, class_names)
+        _draw_first_layer(draw, model, input_shape)
+        _write_model_summary(root, model, input_shape, draw.errors)
         if not any(out.iterdir()):
             out.rmdir()
         if any(root.iterdir()):
             client.log_artifacts(run_id, str(root))
 
-    if errors:
-        message = "; ".join(errors)
+    if draw.errors:
+        message = "; ".join(draw.errors)
         print(f"warning: run {run_id}: {message}", file=sys.stderr)
         client.set_tag(run_id, "figures_error", message[:5000])
     return judgement

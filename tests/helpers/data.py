@@ -1,0 +1,39 @@
+"""Command-line overrides that point an experiment at conftest's tiny data, and search spaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def data_overrides(name: str, fashion_dir, cifar_dir) -> list[str]:
+    """Overrides that point an experiment at the tiny data and keep the run short."""
+    cifar = name.startswith("s0")
+    return [
+        "--data.data_dir",
+        str(cifar_dir if cifar else fashion_dir),
+        "--data.val_size",
+        "20" if cifar else "100",
+        "--data.download",
+        "false",
+        "--trainer.max_epochs",
+        "1",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.enable_model_summary",
+        "false",
+    ]
+
+
+def tiny(fashion_dir, epochs: int = 1) -> list[str]:
+    """`data_overrides` for s1-mlp on the tiny Fashion-MNIST, trained for `epochs` epochs."""
+    overrides = data_overrides("s1-mlp", fashion_dir, None)
+    overrides[overrides.index("--trainer.max_epochs") + 1] = str(epochs)
+    return overrides
+
+
+def write_space(path: Path, params: dict) -> Path:
+    """A search-space YAML file at `path` with these `params`; returns `path`."""
+    path.write_text(yaml.safe_dump({"description": "test space", "params": params}))
+    return path
