@@ -1,6 +1,6 @@
 """The seed tasks' own facts, written down once: ids, titles, bars and reported numbers.
 
-Source: `../shared/SEED_TASKS.md`. The report (`experiments.reports.report`), the accuracy
+Source: the specification of the seed tasks (for users: `experiments/SEED_TASKS.md`). The report (`experiments.reports.report`), the accuracy
 benchmark (`experiments.bench.accuracy`) and the S4 activation comparison
 (`experiments.reports.compare_activations`) read them from here; tests compare against
 them. Accuracies are fractions (0.90, not 90 %).

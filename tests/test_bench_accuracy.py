@@ -83,7 +83,7 @@ def test_unknown_task_is_refused_before_any_run(store, capsys):
 
 
 def test_bench_bars_are_the_seed_tasks_facts():
-    # The seed's own pass marks (../shared/SEED_TASKS.md), read from experiments.seed_tasks.
+    # The seed's own pass marks (experiments/SEED_TASKS.md), read from experiments.seed_tasks.
     assert {task: spec.bar for task, spec in TASKS.items()} == {
         "S1.1": SEED_TASKS["S1.1"].acc_bar,
         "S1.2": SEED_TASKS["S1.2"].acc_bar,

@@ -83,7 +83,7 @@ def test_experiment_runs_end_to_end(name, store, fashion_dir, cifar_dir):
     )
     assert tags["lineage.source"] == "explicit"
     assert tags["version.torch"] and tags["hardware"]
-    # The thread count the run used, and why (experiments/threads.py), are on the run.
+    # The thread count the run used, and why (experiments/training/threads.py), are on the run.
     assert int(tags["torch_threads"]) >= 1 and tags["torch_threads_reason"].startswith("auto")
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert "config.yaml" in artifacts

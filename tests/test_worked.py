@@ -1,6 +1,6 @@
 """Worked examples S0.1 and S3: printed numbers, chain rule vs autograd, and the MLflow run.
 
-The expected values are computed here independently of experiments.worked: by hand for
+The expected values are computed here independently of experiments.reports.worked: by hand for
 S0.1 at the seed's defaults, and by central finite differences of the loss for both.
 """
 

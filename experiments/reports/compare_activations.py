@@ -6,7 +6,7 @@
     python -m experiments compare-activations --group-id act-... # finish an interrupted comparison
 
 Every (activation, seed) pair is a normal tracked run of the catalog experiment `s4-mlp`
-(through `experiments.config.parse` and `experiments.run.run_experiment`), tagged
+(through `experiments.training.config.parse` and `experiments.training.runner.run_experiment`), tagged
 `study=compare-activations`, `group_id=<id>` and `activation=<name>`. Extra flags are
 overrides for `s4-mlp` (`--trainer.max_steps 200 --data.data_dir D`). When every run is
 done, a summary run (tags `kind=activation-summary`, `task=S4`) holds:

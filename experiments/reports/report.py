@@ -46,7 +46,7 @@ from experiments.seed_tasks import (
 
 DEFAULT_OUTPUT = "reports/report.html"
 HEADLINE = ("test/acc", "test/precision", "test/recall", "test/f1")
-# Per-run figures as logged by experiments.run_artifacts, in reading order.
+# Per-run figures as logged by experiments.tracking.artifacts, in reading order.
 FIGURE_ORDER = (
     "figures/loss_per_epoch.png",
     "figures/learning_curves.png",

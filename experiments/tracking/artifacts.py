@@ -1,6 +1,6 @@
 """Figures, model summary and fit judgement of a finished run, logged to its MLflow run.
 
-Called by `experiments.run.run_experiment` after testing, so every run gets them:
+Called by `experiments.training.runner.run_experiment` after testing, so every run gets them:
 
     python -m experiments run s1-cnn     # figures/ + model_summary.* in the run's artifacts
 
@@ -14,7 +14,7 @@ Artifacts (names are relied upon by reports and tests):
 * ``figures/first_layer_weights.png`` - one tile per hidden unit, for an MLP or the
   from-scratch network reading images (S4).
 * ``model_summary.txt``, ``model_summary.csv`` - output shape and parameters per layer.
-* tags ``fit_judgement`` and ``fit_judgement_reason`` (rule in `experiments.judgement`).
+* tags ``fit_judgement`` and ``fit_judgement_reason`` (rule in `experiments.tracking.judgement`).
 
 Steps and epochs: Lightning logs each point with MLflow step = (iterations completed - 1),
 and an ``epoch`` metric at the same step, which maps every point to its epoch.

@@ -2,7 +2,7 @@
 accuracy and first-layer weights as image tiles.
 
 Every function takes plain data (sequences, arrays, tensors) and writes one PNG to
-``path``; none of them reads MLflow. `experiments.run_artifacts` feeds them from a run's
+``path``; none of them reads MLflow. `experiments.tracking.artifacts` feeds them from a run's
 metric history and logs the files under ``figures/`` at the end of every run:
 
     python -m experiments run s2-cnn      # then open the run's figures/ in the MLflow UI

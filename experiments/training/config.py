@@ -25,7 +25,7 @@ from experiments.errors import ConfigError
 CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # Trainer arguments the runner owns: tracking, checkpoints and callbacks are wired by
-# experiments.run so every run is recorded the same way.
+# experiments.training.runner so every run is recorded the same way.
 #: keys a config file may have at the top level
 TOP_LEVEL_KEYS = ("task", "description", "seed", "threads", "model", "data", "trainer")
 TRAINER_SKIP = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "plugins"}
@@ -118,7 +118,7 @@ class ResolvedConfig:
 
     @property
     def threads(self) -> int | None:
-        """torch intra-op threads; None = chosen by experiments.threads from the work per batch."""
+        """torch intra-op threads; None = chosen by experiments.training.threads from the work per batch."""
         value = self.values.get("threads")
         return None if value is None else int(value)
 
@@ -181,7 +181,7 @@ def build_parser(model_class: type, data_class: type):
         "--threads",
         type=Optional[PositiveInt],  # noqa: UP045 (jsonargparse reads the runtime type)
         default=None,
-        help="torch CPU threads (default: chosen from the work per batch, see experiments/threads.py)",
+        help="torch CPU threads (default: chosen from the work per batch, see experiments/training/threads.py)",
     )
     parser.add_class_arguments(model_class, "model", skip={"input_shape", "num_classes"})
     parser.add_class_arguments(data_class, "data")

@@ -31,7 +31,7 @@ class RunResult:
     status: str
     test_metrics: dict[str, float] = field(default_factory=dict)
     best_checkpoint: str | None = None
-    #: fit judgement "label (reason)" from the learning curves (experiments.judgement)
+    #: fit judgement "label (reason)" from the learning curves (experiments.tracking.judgement)
     judgement: str | None = None
 
 
