@@ -11,9 +11,11 @@ containers, so a local copy of unknown origin cannot execute code when loaded.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,17 @@ CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 CIFAR100_FOLDER = "cifar-100-python"
 CIFAR100_FILES = ("train", "test", "meta")
+CIFAR100_ARCHIVE = "cifar-100-python.tar.gz"
+CIFAR100_HOST = "www.cs.toronto.edu"
+CIFAR100_URL = f"https://{CIFAR100_HOST}/~kriz/{CIFAR100_ARCHIVE}"
+#: Seconds any one network wait of the download may take (connect, or one read).
+DOWNLOAD_TIMEOUT = 30.0
+
+
+def _shown(path: Path) -> str:
+    """`path` as given, with its absolute form when that differs (relative to the cwd)."""
+    absolute = path.resolve()
+    return str(path) if str(path) == str(absolute) else f"{path} (= {absolute})"
 
 
 def resolve_superclass(name: str) -> str:
@@ -313,30 +326,66 @@ class CIFAR100SuperclassDataModule(InMemoryDataModule):
         if not missing:
             return ("download" if self._downloaded else "explicit"), folder
         reason = f"missing {', '.join(missing)}" if folder.is_dir() else "no such directory"
-        tried = [f"{folder} ({reason})"]
+        tried = [f"{_shown(folder)}: {reason}"]
         if self.download:
-            try:
-                import torchvision
-
-                # Checks the archive's md5 and extracts it into data_dir/cifar-100-python.
-                torchvision.datasets.CIFAR100(self.data_dir, train=True, download=True)
-            except Exception as e:  # network, checksum or disk errors all mean "not available"
-                tried.append(
-                    f"torchvision download into {folder} (failed: {' '.join(str(e).split())})"
-                )
-            else:
+            failure = self._download()
+            if failure is None:
                 self._downloaded = True
                 return "download", folder
+            tried.append(
+                f"torchvision download of {CIFAR100_URL} into {_shown(Path(self.data_dir))}: "
+                f"failed ({failure}); nothing was kept"
+            )
         else:
-            tried.append("torchvision download (not attempted: download=False)")
+            tried.append("torchvision download: not attempted (--data.download false)")
+        if self.download:
+            fetch = f"or run where {CIFAR100_HOST} is reachable, so the download can succeed"
+        else:
+            fetch = (
+                f"or allow the download with `--data.download true`, where {CIFAR100_HOST} "
+                "is reachable"
+            )
         raise DataNotFoundError(
             "CIFAR-100 not found. Tried:\n  - "
             + "\n  - ".join(tried)
-            + "\nProvide the data in one of these ways: pass `--data.data_dir DIR` where "
-            f"DIR/{CIFAR100_FOLDER}/ holds train, test and meta (extract "
-            "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz into DIR); or enable "
-            "`--data.download true` with internet access."
+            + "\nWhat you can do:\n  - put the folder "
+            f"{CIFAR100_FOLDER}/ (its files {', '.join(CIFAR100_FILES)}; extract {CIFAR100_URL}) "
+            f"into a folder PATH and pass `--data.data_dir PATH`;\n  - {fetch}."
         )
+
+    def _download(self) -> str | None:
+        """Let torchvision fetch and extract the archive; why it failed, or None.
+
+        A failed download leaves nothing behind: the archive, the extracted folder and the
+        folders that torchvision created for them are removed when they did not exist
+        before. Each network wait is bounded by DOWNLOAD_TIMEOUT seconds (urllib has no
+        timeout of its own, so a host that drops packets would otherwise hang the run).
+        """
+        import socket
+
+        import torchvision
+
+        root = Path(self.data_dir).expanduser()
+        created = [d for d in (root, *root.parents) if not d.exists()]
+        leftovers = [p for p in (root / CIFAR100_ARCHIVE, self.folder) if not p.exists()]
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT)
+        try:
+            # Checks the archive's md5 and extracts it into data_dir/cifar-100-python.
+            torchvision.datasets.CIFAR100(str(root), train=True, download=True)
+        except Exception as e:  # network, checksum or disk errors all mean "not available"
+            for path in leftovers:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.exists():
+                    path.unlink(missing_ok=True)
+            for directory in created:  # deepest first; only if nothing else was put there
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
+            return " ".join(str(e).split()) or type(e).__name__
+        finally:
+            socket.setdefaulttimeout(previous)
+        return None
 
     def prepare_data(self) -> None:
         # Runs on one process per node before setup(): the only place that may download.

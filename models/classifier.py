@@ -73,6 +73,7 @@ class ClassificationModule(L.LightningModule):
         # in one update per summary (or progress-bar refresh): a torchmetrics update costs
         # ~0.15 ms of Python per call, a quarter of a whole S1.2 step on a CPU.
         self._train_batches: list[tuple[Tensor, int, Tensor, Tensor]] = []
+        self._running_loss = self._running_weight = 0.0  # sum of loss x samples, samples
         self.val_metrics = _stage_metrics(self.num_classes, "val")
         self.test_metrics = _stage_metrics(self.num_classes, "test")
         self.test_class_acc = MulticlassAccuracy(self.num_classes, average=None)
@@ -129,14 +130,18 @@ class ClassificationModule(L.LightningModule):
         losses, sizes, preds, targets = zip(*self._train_batches, strict=True)
         self._train_batches.clear()
         losses = torch.stack(losses)
-        self.train_loss.update(losses, weight=torch.tensor(sizes, dtype=losses.dtype))
+        weights = torch.tensor(sizes, dtype=losses.dtype, device=losses.device)
+        self.train_loss.update(losses, weight=weights)
         self.train_acc.update(torch.cat(preds), torch.cat(targets))
+        # The progress bar's running mean, kept here: MeanMetric's public `compute()` would
+        # sync across DDP ranks on every redraw (the running sums it keeps are not public).
+        self._running_loss += float((losses * weights).sum())
+        self._running_weight += float(weights.sum())
 
     def running_train_loss(self) -> float | None:
         """Mean training loss since the last summary, on this process (for the progress bar)."""
         self._update_train_metrics()
-        weight = float(self.train_loss.weight)
-        return float(self.train_loss.mean_value) / weight if weight else None
+        return self._running_loss / self._running_weight if self._running_weight else None
 
     def _log_train_summary(self) -> None:
         # Mean training loss/accuracy since the last point: per epoch normally, per
@@ -150,6 +155,7 @@ class ClassificationModule(L.LightningModule):
         self.log("train/acc", self.train_acc.compute(), sync_dist=True)
         self.train_loss.reset()
         self.train_acc.reset()
+        self._running_loss = self._running_weight = 0.0
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:

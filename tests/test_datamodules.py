@@ -344,7 +344,7 @@ def test_cifar_missing_data_offline(tmp_path: Path) -> None:
         dm.setup()
     message = str(info.value)
     assert str(tmp_path / "cifar-100-python") in message
-    assert "download=False" in message and "--data.data_dir" in message
+    assert "not attempted (--data.download false)" in message and "--data.data_dir" in message
 
 
 def test_cifar_wrong_shape(tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from experiments.training.progress import TrainingProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+from experiments.training.progress import TRAIN_BAR_FORMAT, TrainingProgressBar
 
 
 def test_redraws_at_most_once_per_interval_and_always_at_the_end():
@@ -22,3 +24,18 @@ def test_disabled_bar_never_redraws():
     bar = TrainingProgressBar(refresh_rate=1, min_interval=0.0)
     bar.disable()
     assert not bar._should_update(5, 5)
+
+
+def test_the_training_bar_keeps_room_for_the_bar_at_80_columns():
+    # tqdm draws at most columns - 1; a real run at 80 columns is in test_first_hour.py.
+    line = Tqdm.format_meter(
+        30000,
+        60000,
+        12.3,
+        ncols=79,
+        prefix="Epoch 99",
+        bar_format=TRAIN_BAR_FORMAT,
+        postfix="loss=0.4512, val/acc=0.851",
+    )
+    assert len(line) == 79 and line.endswith("loss=0.4512, val/acc=0.851]"), line
+    assert len(line.split("|")[1]) >= 8, line

@@ -26,6 +26,7 @@ from experiments.search import cli as search
 from experiments.search.plan import make_plan
 from experiments.search.space import load_space
 from experiments.search.study import MAX_CONSECUTIVE_FAILURES, open_study
+from experiments.tracking.health import process_alive
 from experiments.training.config import ConfigError, parse
 from experiments.training.runner import run_experiment
 from models.activations import ACTIVATIONS
@@ -95,7 +96,8 @@ def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_di
 
 
 def test_pruned_trial_run_ends_killed_with_epoch_tag(store, fashion_dir):
-    """TrialPruned raised inside fit (as the pruning callback does) -> KILLED, not FAILED."""
+    """TrialPruned raised inside fit (as the pruning callback does) -> KILLED, not FAILED,
+    when the caller names it a planned stop (as a study's trial does)."""
     from lightning.pytorch.callbacks import Callback
 
     class PruneAtSecondEpoch(Callback):
@@ -105,7 +107,13 @@ def test_pruned_trial_run_ends_killed_with_epoch_tag(store, fashion_dir):
 
     cfg = parse("s1-mlp", tiny(fashion_dir, epochs=3))
     with pytest.raises(optuna.TrialPruned):
-        run_experiment(cfg, store, callbacks=[PruneAtSecondEpoch()], verbose=False)
+        run_experiment(
+            cfg,
+            store,
+            callbacks=[PruneAtSecondEpoch()],
+            verbose=False,
+            planned_stops=(optuna.TrialPruned,),
+        )
     run = MlflowClient(store).search_runs(
         [MlflowClient(store).get_experiment_by_name("fashion-mnist").experiment_id]
     )[0]
@@ -359,3 +367,40 @@ def test_two_workers_share_one_study_exactly(store, fashion_dir, tmp_path):
     assert len(parents) == 1 and len(children) == 6
     assert sorted(int(c.data.tags["trial_number"]) for c in children) == list(range(6))
     assert all(c.info.status == "FINISHED" for c in children)
+
+
+@pytest.mark.slow
+def test_extra_workers_stop_when_the_lead_process_is_killed(store, fashion_dir, tmp_path):
+    # SIGKILL gives the lead no chance to signal its workers: they must notice by themselves.
+    args = ["lr", "--trials", "20", "--workers", "2", "--pruner", "none", "--tracking-uri", store]
+    args += tiny(fashion_dir, epochs=5)
+    proc = subprocess.Popen(
+        cli(tmp_path, args),
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+
+    def worker_training() -> bool:
+        trials = study_trials(tmp_path)
+        owners = {t.user_attrs.get("worker", "") for t in trials if t.state == TrialState.RUNNING}
+        return any(f":{pid}:" in owner for owner in owners for pid in children.read_text().split())
+
+    wait_for(worker_training, 240, proc, "the extra worker running a trial")
+    worker = int(children.read_text().split()[0])
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 60
+    while process_alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not process_alive(worker), "the extra worker outlived the killed lead by 60 s"
+    # It stopped through its SIGTERM handler: its trial was failed and queued again.
+    trials = load_study(tmp_path).trials
+    theirs = [t for t in trials if f":{worker}:" in t.user_attrs.get("worker", "")]
+    assert any(
+        t.state == TrialState.FAIL and t.user_attrs.get("failed_because") == "worker interrupted"
+        for t in theirs
+    )

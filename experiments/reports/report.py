@@ -334,10 +334,37 @@ def training_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, st
     parts.append("<h3>Figures</h3>")
     figs = figures_html(store, run_id) or drawn_from_history(store, run)
     parts += figs or ["<p>no figures logged with this run</p>"]
-    parts.append("<h3>Model summary</h3>")
-    summary = store.text(run_id, "model_summary.txt")
-    parts.append(f"<pre>{esc(summary)}</pre>" if summary else "<p>not recorded for this run</p>")
+    parts += ["<h3>Model summary</h3>", model_summary_html(store, run_id)]
     return "\n".join(parts), verdict, run_id
+
+
+def model_summary_html(store: Store, run_id: str) -> str:
+    """The run's layer table (model_summary.csv) as an HTML table at the text's size, under
+    the network line of model_summary.txt; the fixed-width text where there is no CSV."""
+    summary = store.text(run_id, "model_summary.txt")
+    rows = list(csv.reader(io.StringIO(store.text(run_id, "model_summary.csv") or "")))
+    if len(rows) < 2 or any(len(row) != 5 for row in rows):
+        if not summary:
+            return "<p>not recorded for this run</p>"
+        return f'<pre class="model-summary">{esc(summary)}</pre>'
+    caption = summary.splitlines()[0] if summary else ""
+
+    def number(cell: str) -> str:
+        return f'<td class="num">{int(cell):,}</td>' if cell.isdigit() else f"<td>{esc(cell)}</td>"
+
+    body = "".join(
+        ('<tr class="total">' if name == "total" else "<tr>")
+        + f"<td>{esc(name)}</td><td>{esc(kind)}</td><td>{esc(shape)}</td>"
+        + f"{number(params)}{number(weights)}</tr>"
+        for name, kind, shape, params, weights in rows[1:]
+    )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("layer", "type", "output shape", "params", "params w/o bias")
+    )
+    return (
+        f'<table class="model-summary"><caption>{esc(caption)}</caption>'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    )
 
 
 def worked_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str, str | None]:
@@ -471,6 +498,13 @@ figcaption { color: #666; font-size: 0.85em; }
 section { border-top: 2px solid #444; margin-top: 2.5em; }
 .ok { color: #1a7f37; font-weight: bold; } .bad { color: #b42318; font-weight: bold; }
 .norun { background: #fff8e1; border: 1px solid #f0c36d; padding: 0.6em; }
+table.model-summary { font-size: 1rem; }
+table.model-summary caption { text-align: left; font-family: ui-monospace, Menlo, Consolas,
+      "DejaVu Sans Mono", monospace; padding-bottom: 0.3em; }
+table.model-summary td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.model-summary tr.total td { font-weight: bold; border-top: 2px solid #888; }
+pre.model-summary { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace;
+      font-size: 1rem; }
 """
 
 

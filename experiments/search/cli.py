@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 
 from experiments.errors import ConfigError
@@ -31,31 +32,52 @@ from experiments.tracking import store
 from experiments.training.config import prepare_data
 
 WORKER_ENV = "EXPERIMENTS_SEARCH_WORKER"  # "k/N" in the extra worker processes
+#: the extra workers' end of the pipe that tells them the lead process has died
+LEAD_PIPE_ENV = "EXPERIMENTS_SEARCH_LEAD_FD"
 
 
 def _raise_exit(signum, frame):  # SIGTERM -> SystemExit, so runs and trials are closed
     raise SystemExit(128 + signum)
 
 
-def _die_with_parent() -> None:
-    """In a worker process: get SIGTERM when the lead process dies (Linux prctl)."""
-    with contextlib.suppress(Exception):
-        import ctypes
+def _stop_when_lead_dies() -> None:
+    """In an extra worker: SIGTERM ourselves when the lead process dies, however it dies.
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    The worker holds the read end of a pipe whose only write end is the lead's
+    (`spawn_workers`); the kernel closes that when the lead exits or is killed, so the
+    blocking read returns. SIGTERM then closes the running trial like any interrupt.
+    """
+    fd = os.environ.get(LEAD_PIPE_ENV)
+    if not fd:
+        return
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(int(fd), 1):  # nothing is ever written: b"" means EOF
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="lead-watch", daemon=True).start()
 
 
 def spawn_workers(argv: Sequence[str], count: int) -> list[subprocess.Popen]:
+    """Start `count` more workers of this command; each stops when this process dies."""
+    if count < 1:
+        return []
+    read_end, _write_end = os.pipe()  # the write end stays open, unused, until we exit
     procs = []
-    for index in range(1, count + 1):
-        env = {**os.environ, WORKER_ENV: f"{index}/{count + 1}"}
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "experiments", "search", *argv],
-                env=env,
-                preexec_fn=_die_with_parent,
+    try:
+        for index in range(1, count + 1):
+            env = {**os.environ, WORKER_ENV: f"{index}/{count + 1}", LEAD_PIPE_ENV: str(read_end)}
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "experiments", "search", *argv],
+                    env=env,
+                    pass_fds=(read_end,),
+                )
             )
-        )
+    finally:
+        os.close(read_end)
     return procs
 
 
@@ -72,7 +94,7 @@ def main(argv: Sequence[str]) -> int:
     try:
         worker = os.environ.get(WORKER_ENV)
         if worker:  # an extra worker process started by the lead one
-            _die_with_parent()
+            _stop_when_lead_dies()
             return work(plan, int(worker.split("/")[0]))
         return lead(plan, argv)
     finally:

@@ -101,6 +101,7 @@ def run_trial(
             tags=tags,
             run_name=f"{study_name}-{trial.number:03d}",
             verbose=False,
+            planned_stops=(optuna.TrialPruned,),
         )
 
     heartbeat = Heartbeat(study._storage, trial._trial_id)

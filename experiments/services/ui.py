@@ -36,7 +36,11 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m experiments ui", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments ui",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # one example per line
+    )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--tracking-uri", help="store to serve (default: embedded store)")

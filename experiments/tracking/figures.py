@@ -25,6 +25,7 @@ from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "MAX_WEIGHT_TILES",
+    "per_class_accuracy_figure",
     "plot_confusion_matrix",
     "plot_first_layer_weights",
     "plot_learning_curves",
@@ -196,6 +197,24 @@ def plot_per_class_accuracy(
     Classes below the overall accuracy are drawn in red: those are the problematic ones.
     ``overall`` defaults to the mean of the per-class accuracies (labelled as such).
     """
+    return _save(per_class_accuracy_figure(accuracies, class_names, title, overall=overall), path)
+
+
+#: Font size (points) of the per-class values and of the legend.
+VALUE_FONTSIZE = 8
+#: Gap (points) between a bar's top and its value.
+VALUE_PAD = 2
+
+
+def per_class_accuracy_figure(
+    accuracies: Any, class_names: Sequence[str], title: str, *, overall: float | None = None
+) -> Figure:
+    """The figure of `plot_per_class_accuracy`, not yet saved.
+
+    The legend (what the line and the two colours mean) sits between the title and the
+    axes, and no value is drawn across the dashed line: a value that would be is put
+    inside its bar instead (see `_label_bars`).
+    """
     acc = _array(accuracies)
     if acc.shape != (len(class_names),):
         raise ValueError(
@@ -207,7 +226,6 @@ def plot_per_class_accuracy(
     fig = Figure(figsize=(max(6.4, 0.75 * len(acc) + 2), 4.6))
     ax = fig.add_subplot()
     bars = ax.bar(range(len(acc)), acc, color=colours)
-    ax.bar_label(bars, labels=[f"{a:.2f}" for a in acc], padding=2, fontsize=8)
     ax.axhline(
         reference,
         color="black",
@@ -218,18 +236,64 @@ def plot_per_class_accuracy(
     ax.set_xticks(
         range(len(acc)), labels=class_names, rotation=30, ha="right", rotation_mode="anchor"
     )
-    ax.set_ylim(0, 1.25)  # room above the bars for their values and the legend
+    ax.set_ylim(0, 1.1)  # room above a bar of 1.0 for its value
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.set_ylabel("test accuracy")
     ax.set_xlabel("class")
-    ax.set_title(title)
+    # The legend above the axes, the title above the legend: neither meets the bars.
+    ax.set_title(title, pad=4 * VALUE_FONTSIZE)
     # Legend entries only (zero-height bars): what the two colours mean.
-    ax.bar(0, 0, color="tab:green", label=f"at or above the {reference_label}")
-    ax.bar(0, 0, color="tab:red", label=f"below the {reference_label}")
-    ax.legend(loc="upper center", ncols=3, fontsize=8, frameon=False)
+    short = "overall" if overall is not None else "the mean"
+    ax.bar(0, 0, color="tab:green", label=f"at or above {short}")
+    ax.bar(0, 0, color="tab:red", label=f"below {short}")
+    ax.legend(
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncols=3,
+        fontsize=VALUE_FONTSIZE,
+        frameon=False,
+        borderaxespad=0.2,
+    )
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    _label_bars(ax, bars, acc, reference)  # after the layout: it measures in pixels
+    return fig
+
+
+def _label_bars(ax: Any, bars: Any, acc: np.ndarray, reference: float) -> None:
+    """Write each bar's value above it, or inside it where the dashed line would cross it.
+
+    A value above its bar spans [top + pad, top + pad + height] (in pixels); when the
+    line falls in that band, the value goes inside the bar, below its top (white), which
+    the line cannot cross since it lies above the top; a bar too short for that gets its
+    value just above the line.
+    """
+    px = ax.figure.dpi / 72  # pixels per point
+    height = 1.3 * VALUE_FONTSIZE * px  # a line of digits, with some margin
+    pad = VALUE_PAD * px
+
+    def y_px(value: float) -> float:
+        return float(ax.transData.transform((0.0, value))[1])
+
+    line, zero = y_px(reference), y_px(0.0)
+    for rect, value in zip(bars, acc, strict=True):
+        top = y_px(float(value))
+        x = rect.get_x() + rect.get_width() / 2
+        where, offset, style = float(value), VALUE_PAD, {"va": "bottom"}
+        if top + pad - 1 <= line <= top + pad + height + 1:  # the line would cross it
+            if top - zero >= height + 2 * pad:
+                offset, style = -VALUE_PAD, {"va": "top", "color": "white"}
+            else:
+                where = reference
+        ax.annotate(
+            f"{value:.2f}",
+            (x, where),
+            xytext=(0, offset),
+            textcoords="offset points",
+            ha="center",
+            fontsize=VALUE_FONTSIZE,
+            **style,
+        )
 
 
 def _tile(weights: np.ndarray) -> np.ndarray:

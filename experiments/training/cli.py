@@ -40,11 +40,14 @@ def print_summary(result: RunResult) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    examples = __doc__.split("\n\n")[1] if __doc__ else ""  # the example commands
     parser = argparse.ArgumentParser(
         prog="python -m experiments run",
-        description="Run one experiment from the catalog (see `python -m experiments list`).",
-        epilog="Overrides are dotted flags, e.g. --trainer.max_epochs 2 --model.lr 0.01 "
+        description="Run one experiment from the catalog (see `python -m experiments list`)."
+        f"\n\n{examples}",
+        epilog="Overrides are dotted flags, e.g. --trainer.max_epochs 2 --model.lr 0.01\n"
         "--data.batch_size 32 --seed 1. `run NAME --help` lists every key of NAME.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # one example per line
         add_help=False,
     )
     parser.add_argument("name", nargs="?", help="catalog name (s1-mlp) or a YAML file")
@@ -92,9 +95,17 @@ def main(argv: Sequence[str]) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    if name is None and (args.help or not args.resume):
+    if name is None and args.help:
         parser.print_help()
-        return 0 if args.help else 2
+        return 0
+    if name is None and not args.resume:
+        parser.print_usage(sys.stderr)
+        print(
+            "error: no experiment given: name one from `python -m experiments list` "
+            "(e.g. `run s1-mlp`), or pass --config FILE or --resume RUN_ID",
+            file=sys.stderr,
+        )
+        return 2
     try:
         if args.help:
             print_experiment_help(name)

@@ -7,6 +7,12 @@ anyway. This bar looks at the clock every `refresh_rate` batches and redraws whe
 `min_interval` seconds have passed (and at the end of each epoch), showing the running
 mean training loss read from the module's accumulator, so the LightningModule logs
 nothing per step.
+
+The training bar's suffix holds the training loss and val/acc only: the module logs every
+validation metric to the bar (val/f1, val/precision, ...), which would push the loss off
+an 80- or 120-column line and squeeze the bar to a character or two; they are all in
+MLflow. The training bar also leaves out tqdm's rate (it/s), which elapsed<remaining
+already conveys, so at 80 columns the bar keeps about 15 characters.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 DEFAULT_REFRESH_RATE = 10
 DEFAULT_MIN_INTERVAL = 0.25  # seconds between redraws
+#: The logged metrics shown after the training loss (everything else is in MLflow).
+SHOWN_METRICS = ("val/acc",)
+#: Lightning's bar format without the rate: "Epoch 0: 42%|####   | 400/938 [00:05<00:07, loss=...]"
+TRAIN_BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
 
 
 class TrainingProgressBar(TQDMProgressBar):
@@ -24,9 +34,11 @@ class TrainingProgressBar(TQDMProgressBar):
         self,
         refresh_rate: int = DEFAULT_REFRESH_RATE,
         min_interval: float = DEFAULT_MIN_INTERVAL,
+        shown: tuple[str, ...] = SHOWN_METRICS,
     ) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.min_interval = min_interval
+        self.shown = tuple(shown)
         self._last_redraw = float("-inf")
 
     def _should_update(self, current: int, total: int) -> bool:
@@ -42,11 +54,21 @@ class TrainingProgressBar(TQDMProgressBar):
         self._last_redraw = now
         return True
 
+    def init_train_tqdm(self):
+        bar = super().init_train_tqdm()
+        bar.bar_format = TRAIN_BAR_FORMAT
+        return bar
+
     def get_metrics(self, trainer, pl_module):
-        metrics = super().get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)  # the MLflow run id is printed at the end instead
+        logged = super().get_metrics(trainer, pl_module)
+        # The loss first, then the shown metrics; v_num (the MLflow run id, printed at the
+        # end instead) and the other validation metrics are left out.
         running = getattr(pl_module, "running_train_loss", None)
         value = running() if callable(running) else None
-        if value is not None:
-            metrics["loss"] = f"{value:.4f}"
+        if value is None:
+            # The running mean restarts when the module logs it (at each validation), so
+            # right after one the bar shows the mean just logged rather than no loss.
+            value = trainer.callback_metrics.get("train/loss")
+        metrics = {} if value is None else {"loss": f"{float(value):.4f}"}
+        metrics.update((key, logged[key]) for key in self.shown if key in logged)
         return metrics

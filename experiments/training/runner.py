@@ -67,11 +67,14 @@ def run_experiment(
     run_name: str | None = None,
     verbose: bool = True,
     resume: ResumePoint | None = None,
+    planned_stops: tuple[type[BaseException], ...] = (),
 ) -> RunResult:
     """Run `cfg` end to end; the MLflow run ends FINISHED, FAILED or KILLED, never RUNNING.
 
     With `resume` (from `experiments.training.resume.prepare`), training continues from
     that checkpoint into the same MLflow run instead of creating a new one.
+    `planned_stops`: exceptions that end the run KILLED as a planned early stop (tag
+    `pruned_at_epoch`), not FAILED: a study passes Optuna's `TrialPruned`. They are raised on.
     """
     import lightning as L
     import torch
@@ -97,7 +100,17 @@ def run_experiment(
         run_tags = {**_run_tags(cfg, model, data, choice), **(tags or {})}
         client, run_id = _open_run(cfg, data, uri, run_tags, run_name, resume)
         return _run_tracked(
-            cfg, model, data, client, uri, run_id, run_tags, callbacks, verbose, resume
+            cfg,
+            model,
+            data,
+            client,
+            uri,
+            run_id,
+            run_tags,
+            callbacks,
+            verbose,
+            resume,
+            planned_stops,
         )
 
 
@@ -140,7 +153,9 @@ def _open_run(cfg, data, uri: str, run_tags, run_name, resume):
     return client, resume.run_id
 
 
-def _run_tracked(cfg, model, data, client, uri, run_id, run_tags, callbacks, verbose, resume):
+def _run_tracked(
+    cfg, model, data, client, uri, run_id, run_tags, callbacks, verbose, resume, planned_stops
+):
     """fit, test and log into run `run_id`; whatever happens, the run gets its final status."""
     from experiments.training.interrupts import InterruptHandler, interrupted_message, signal_name
 
@@ -167,7 +182,7 @@ def _run_tracked(cfg, model, data, client, uri, run_id, run_tags, callbacks, ver
         if run_tags.get("study_role") != "trial":  # a study retries its trials itself
             print(interrupted_message(run_id, uri), file=sys.stderr)
         raise
-    except _trial_pruned() as exc:
+    except planned_stops as exc:
         # Optuna's pruning callback stopped `fit`: a planned early stop, not a failure.
         # The epoch is Lightning's 0-based index, as in the `epoch` metric and Optuna's step.
         epoch = str(trainer.current_epoch) if trainer is not None else "0"
@@ -280,16 +295,6 @@ def _run_other_rank(
     results = trainer.test(model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return RunResult(run_id or "", data.dataset_name, uri, "RUNNING", metrics, best)
-
-
-class _NeverRaised(Exception):
-    pass
-
-
-def _trial_pruned() -> type[Exception]:
-    """optuna.TrialPruned when Optuna is loaded (only a study raises it), without importing it."""
-    optuna = sys.modules.get("optuna")
-    return optuna.TrialPruned if optuna is not None else _NeverRaised
 
 
 def _progress_bar(cfg: ResolvedConfig) -> list[Any]:
