@@ -461,12 +461,15 @@ def test_ddp_on_cpu_is_one_run_and_matches_one_process(name, fashion_dir, cifar_
 # --- the server's pre-flight checks (fast: no server is started) -------------------------
 
 
-def test_server_needs_a_database_backend(monkeypatch, capsys):
+def test_server_needs_a_database_backend(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
     assert server.main([]) == 2
     assert "--backend-store-uri is required" in capsys.readouterr().err
     assert server.main(["--backend-store-uri", "http://127.0.0.1:5000"]) == 2
     assert "is not a database" in capsys.readouterr().err
+    # Refused before anything exists: not even the default artifacts folder (./mlartifacts).
+    assert list(tmp_path.iterdir()) == []
 
 
 @RunIf(postgres_driver=True)

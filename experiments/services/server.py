@@ -160,10 +160,11 @@ def main(argv: Sequence[str]) -> int:
     try:
         if not 0 < args.port < 65536:
             raise ServerConfigError(f"--port {args.port}: must be in 1..65535")
-        artifacts = artifacts_destination(args.artifacts_destination)
         if not args.skip_checks:
             check_port_free(args.host, args.port)
             check_backend_store(uri)
+        # Created only once the checks passed: a refused command leaves nothing behind.
+        artifacts = artifacts_destination(args.artifacts_destination)
     except ServerConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
