@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 
 from datamodules import CIFAR100SuperclassDataModule, DataNotFoundError
+from datamodules.fashion_mnist import FASHION_MNIST_CLASSES
 from tests.helpers import REPO, data_overrides, run_cli
 
 # --- S0 without CIFAR-100 -------------------------------------------------------------------
@@ -251,18 +252,7 @@ def test_run_alone_exits_2_saying_what_is_missing(tmp_path):
 
 # --- the figure and the report --------------------------------------------------------------
 
-FASHION = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+FASHION = list(FASHION_MNIST_CLASSES)
 CASES = {
     # The line at 0.878 ran through the label of T-shirt/top (0.85) before.
     "s2-like": ([0.85, 0.97, 0.80, 0.88, 0.82, 0.96, 0.62, 0.95, 0.97, 0.96], FASHION, 0.878),

@@ -249,6 +249,18 @@ def cli(tmp_path: Path, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "experiments", "search", *args]
 
 
+def start_search(tmp_path: Path, args: list[str]) -> subprocess.Popen:
+    """`search ARGS` in a fresh process, its output kept for the failure message."""
+    return subprocess.Popen(
+        cli(tmp_path, args),
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def wait_for(predicate, timeout: float, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -274,14 +286,7 @@ def study_trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
 @pytest.mark.slow
 def test_killed_study_resumes_without_losing_or_repeating_trials(store, fashion_dir, tmp_path):
     args = ["lr", "--trials", "4", "--tracking-uri", store, *tiny(fashion_dir, epochs=2)]
-    proc = subprocess.Popen(
-        cli(tmp_path, args),
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_search(tmp_path, args)
 
     def one_done_and_next_training() -> bool:
         trials = study_trials(tmp_path)
@@ -374,14 +379,7 @@ def test_extra_workers_stop_when_the_lead_process_is_killed(store, fashion_dir, 
     # SIGKILL gives the lead no chance to signal its workers: they must notice by themselves.
     args = ["lr", "--trials", "20", "--workers", "2", "--pruner", "none", "--tracking-uri", store]
     args += tiny(fashion_dir, epochs=5)
-    proc = subprocess.Popen(
-        cli(tmp_path, args),
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_search(tmp_path, args)
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
 
     def worker_training() -> bool:
