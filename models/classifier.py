@@ -2,11 +2,13 @@
 
 One base, `ClassificationModule`, owns what every seed task shares: one step for
 train/val/test, torchmetrics per stage (accuracy, macro precision/recall/F1), and on the
-test set per-class accuracy and the confusion matrix. Subclasses only say which network
-to build from their constructor arguments, so a YAML file under experiments/ (parsed by
-jsonargparse from these typed signatures) is the whole configuration:
+test set per-class accuracy and the confusion matrix. Two modules train on it:
+`ImageClassifier` takes any network as `net` (autograd, Adam/SGD), `ScratchClassifier`
+builds the from-scratch network and updates it from its hand-written gradients. A YAML
+file under experiments/configs/ (parsed by jsonargparse from these typed signatures) is
+the whole configuration:
 
-    python -m experiments run s1-mlp --model.lr 0.05 --model.hidden_sizes '[256]'
+    python -m experiments run s1-mlp --model.lr 0.05 --model.net.hidden_sizes '[256]'
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from torchmetrics.classification import (
 )
 
 from models.activations import ActivationName
-from models.components import MLP, ConvNet, FourBlockCNN, LeNet, ScratchTwoLayerNet
+from models.components import ScratchTwoLayerNet
 
 Stage = Literal["train", "val", "test"]
 
@@ -180,10 +182,22 @@ class ClassificationModule(L.LightningModule):
 
 
 class ImageClassifier(ClassificationModule):
-    """A network trained by autograd with Adam or SGD (momentum), optional cosine schedule."""
+    """Any network `net` trained by autograd with Adam or SGD (momentum), optional cosine schedule.
+
+    The network is a plain `nn.Module` (`models.components`), given in the YAML by its own
+    `class_path`/`init_args`; its size arguments (`num_classes`, `in_features`, ...) are
+    linked from the datamodule by the config parser, so a new network needs no new module:
+
+        model:
+          class_path: models.ImageClassifier
+          init_args:
+            net: {class_path: models.components.MLP, init_args: {hidden_sizes: [512]}}
+            lr: 0.05
+    """
 
     def __init__(
         self,
+        net: nn.Module,
         optimizer: Literal["adam", "sgd"] = "adam",
         lr: PositiveFloat = 1e-3,
         momentum: NonNegativeFloat = 0.0,
@@ -194,6 +208,11 @@ class ImageClassifier(ClassificationModule):
         num_classes: PositiveInt = 10,
     ) -> None:
         super().__init__(input_shape=input_shape, num_classes=num_classes)
+        # The network is saved with the weights; its arguments are in the logged config.
+        self.save_hyperparameters(ignore=["net"], logger=False)
+        self.network = net
+        #: "mlp" or "cnn", from the network (MLflow tag `model_family`)
+        self.family = getattr(net, "family", ClassificationModule.family)
         self.optimizer_name = optimizer
         self.lr = float(lr)
         self.momentum = float(momentum)
@@ -217,113 +236,6 @@ class ImageClassifier(ClassificationModule):
         epochs = max(int(self.trainer.max_epochs or 1), 1)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-
-class MLPClassifier(ImageClassifier):
-    """Fully connected network (S0.2, S1.2, S4 with autograd)."""
-
-    family = "mlp"
-
-    def __init__(
-        self,
-        hidden_sizes: list[int] = [128],  # noqa: B006 (jsonargparse needs a literal default)
-        activation: ActivationName = "relu",
-        negative_slope: float = 0.01,
-        dropout: float = 0.0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters(logger=False)
-        c, h, w = self.input_shape
-        self.network = MLP(
-            c * h * w, self.num_classes, hidden_sizes, activation, negative_slope, dropout
-        )
-
-
-class FourBlockCNNClassifier(ImageClassifier):
-    """S1.3: four conv blocks (conv-act-pool-BN-dropout) then a two-layer head."""
-
-    family = "cnn"
-
-    def __init__(
-        self,
-        channels: list[int] = [32, 64, 128, 256],  # noqa: B006
-        dropout: float = 0.3,
-        hidden: PositiveInt = 128,
-        activation: ActivationName = "relu",
-        negative_slope: float = 0.01,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters(logger=False)
-        c, h, _ = self.input_shape
-        self.network = FourBlockCNN(
-            negative_slope=negative_slope,
-            in_channels=c,
-            num_classes=self.num_classes,
-            input_size=h,
-            channels=tuple(channels),
-            dropout=dropout,
-            hidden=hidden,
-            activation=activation,
-        )
-
-
-class LeNetClassifier(ImageClassifier):
-    """S0.3: LeNet-5 style CNN, small enough to 'not run forever'."""
-
-    family = "cnn"
-
-    def __init__(
-        self, activation: ActivationName = "relu", negative_slope: float = 0.01, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters(logger=False)
-        c, h, _ = self.input_shape
-        self.network = LeNet(
-            in_channels=c,
-            num_classes=self.num_classes,
-            input_size=h,
-            activation=activation,
-            negative_slope=negative_slope,
-        )
-
-
-class ConvNetClassifier(ImageClassifier):
-    """S2: CNN with configurable kernel/stride/padding, batch norm and dropout."""
-
-    family = "cnn"
-
-    def __init__(
-        self,
-        channels: list[int] = [32, 64, 128],  # noqa: B006
-        kernel_size: PositiveInt = 2,
-        stride: PositiveInt = 2,
-        padding: int = 0,
-        batch_norm: bool = False,
-        dropout: float = 0.1,
-        hidden: PositiveInt = 128,
-        activation: ActivationName = "relu",
-        negative_slope: float = 0.01,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.save_hyperparameters(logger=False)
-        c, h, _ = self.input_shape
-        self.network = ConvNet(
-            negative_slope=negative_slope,
-            in_channels=c,
-            num_classes=self.num_classes,
-            input_size=h,
-            channels=tuple(channels),
-            kernel_size=kernel_size,
-            stride=stride,
-            padding=padding,
-            batch_norm=batch_norm,
-            dropout=dropout,
-            hidden=hidden,
-            activation=activation,
-        )
 
 
 class ScratchClassifier(ClassificationModule):

@@ -27,9 +27,7 @@ def nothing_recorded(folder: Path) -> bool:
 
 def test_config_file_that_does_not_parse_exits_2_naming_the_file(tmp_path):
     bad = tmp_path / "broken.yaml"
-    bad.write_text(
-        "model:\n  class_path: models.classifier.MLPClassifier\n  init_args: [unclosed\n"
-    )
+    bad.write_text("model:\n  class_path: models.ImageClassifier\n  init_args: [unclosed\n")
     proc = run_cli("run", str(bad), cwd=tmp_path, home=tmp_path)
     assert proc.returncode == 2
     assert f"config file {bad} does not parse as YAML" in proc.stderr

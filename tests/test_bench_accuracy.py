@@ -112,17 +112,23 @@ def test_seed_settings_parse_and_keep_the_seed_task(spec):
 
 
 def test_seed_settings_hold_what_the_seed_fixed():
-    s11 = parse(str(SEED_SETTINGS_DIR / TASKS["S1.1"].seed_settings), []).values["model"]
-    assert (s11["activation"], s11["init"], s11["init_std"]) == ("relu", "normal", 0.01)
-    assert s11["loss_scale"] == "per_class"  # cross-entropy divided by the number of classes
-    s12 = parse(str(SEED_SETTINGS_DIR / TASKS["S1.2"].seed_settings), []).values["model"]
-    assert (s12["optimizer"], len(s12["hidden_sizes"]), s12["activation"]) == ("sgd", 1, "relu")
+    s11 = parse(str(SEED_SETTINGS_DIR / TASKS["S1.1"].seed_settings), [])
+    assert [s11.get(f"model.{k}") for k in ("activation", "init", "init_std")] == [
+        "relu",
+        "normal",
+        0.01,
+    ]
+    assert s11.get("model.loss_scale") == "per_class"  # cross-entropy / number of classes
+    s12 = parse(str(SEED_SETTINGS_DIR / TASKS["S1.2"].seed_settings), [])
+    assert s12.get("model.optimizer") == "sgd"
+    assert len(s12.get("model.net.hidden_sizes")) == 1
+    assert s12.get("model.net.activation") == "relu"
     for source in (TASKS["S1.3"].experiment, str(SEED_SETTINGS_DIR / TASKS["S1.3"].seed_settings)):
         s13 = parse(source, [])
-        assert s13.values["model"]["channels"] == [32, 64, 128, 256]
-        assert s13.values["model"]["dropout"] == 0.3
-        assert s13.values["model"]["hidden"] == 128
-        assert s13.values["trainer"]["max_epochs"] == 10
-    s2 = parse(str(SEED_SETTINGS_DIR / TASKS["S2"].seed_settings), []).values["model"]
-    assert (s2["kernel_size"], s2["stride"], s2["padding"]) == (2, 2, 0)
-    assert (s2["batch_norm"], s2["dropout"]) == (False, 0.1)
+        assert s13.get("model.net.channels") == [32, 64, 128, 256]
+        assert s13.get("model.net.dropout") == 0.3
+        assert s13.get("model.net.hidden") == 128
+        assert s13.trainer["max_epochs"] == 10
+    s2 = parse(str(SEED_SETTINGS_DIR / TASKS["S2"].seed_settings), [])
+    assert [s2.get(f"model.net.{k}") for k in ("kernel_size", "stride", "padding")] == [2, 2, 0]
+    assert (s2.get("model.net.batch_norm"), s2.get("model.net.dropout")) == (False, 0.1)

@@ -74,7 +74,7 @@ def test_experiment_runs_end_to_end(name, store, fashion_dir, cifar_dir):
     params = run.data.params
     assert params["seed"] == "0"
     assert params["model.class_path"] == cfg.model_class_path
-    assert params["trainer.max_epochs"] == str(cfg.values["trainer"]["max_epochs"])
+    assert params["trainer.max_epochs"] == str(cfg.trainer["max_epochs"])
     tags = run.data.tags
     assert tags["task"] == cfg.task
     assert tags["experiment"] == name
@@ -126,13 +126,14 @@ def test_resolved_config_file_runs_again(store, fashion_dir, cifar_dir, tmp_path
     path = tmp_path / "resolved.yaml"
     path.write_text(cfg.as_yaml())
     again = parse(str(path), [])
-    assert again.values == cfg.values
+    assert again.params() == cfg.params()
+    assert again.get("model.lr") == 0.05
 
 
 BAD_INPUTS = [
-    (["run", "s1-mlp", "--model.lr", "-1"], ["model.lr", "-1", "v>0"]),
-    (["run", "s1-mlp", "--model.lr", "0"], ["model.lr", "0", "v>0"]),
-    (["run", "s1-mlp", "--data.batch_size", "0"], ["data.batch_size", "0", "v>0"]),
+    (["run", "s1-mlp", "--model.lr", "-1"], ["model.lr", "-1", "must be above 0"]),
+    (["run", "s1-mlp", "--model.lr", "0"], ["model.lr", "0", "must be above 0"]),
+    (["run", "s1-mlp", "--data.batch_size", "0"], ["data.batch_size", "0", "must be above 0"]),
     (
         ["run", "s1-mlp", "--model.optimizer", "rmsprop"],
         ["model.optimizer", "rmsprop", "adam", "sgd"],
@@ -158,6 +159,11 @@ BAD_INPUTS = [
     (["run", "nope-experiment"], ["nope-experiment", "s1-mlp", "s4-mlp"]),
     (["run", "s1-mlp", "--trainer.max_epochs", "1.5"], ["trainer.max_epochs", "1.5"]),
     (["run", "s1-mlp", "--model.bogus", "1"], ["--model.bogus", "valid keys under 'model'", "lr"]),
+    (["run", "s1-mlp", "--model.lrr", "1"], ["unknown key --model.lrr; did you mean --model.lr?"]),
+    (
+        ["run", "s1-mlp", "--model.activation", "rellu"],  # the old spelling, checked as the new
+        ["--model.net.activation rellu: not one of relu", "did you mean relu?"],
+    ),
 ]
 
 

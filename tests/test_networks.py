@@ -412,10 +412,11 @@ def test_scratch_s11_setup_learns_with_scaled_loss():
 def test_training_summary_is_the_sample_weighted_mean_over_batches():
     # The module holds training batches and updates its metrics once per summary; the
     # result must equal per-sample averaging over batches of unequal size.
-    from models import MLPClassifier
+    from models import ImageClassifier
+    from models.components import MLP
 
     torch.manual_seed(0)
-    module = MLPClassifier(hidden_sizes=[8], input_shape=(1, 4, 4), num_classes=3)
+    module = ImageClassifier(MLP(16, 3, hidden_sizes=[8]), input_shape=(1, 4, 4), num_classes=3)
     batches = [(torch.randn(n, 1, 4, 4), torch.randint(0, 3, (n,))) for n in (5, 2, 7)]
     losses, correct = [], 0
     for x, y in batches:

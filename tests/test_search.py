@@ -91,7 +91,7 @@ def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_di
     best = Path(client.download_artifacts(parent.info.run_id, "best_config.yaml", str(tmp_path)))
     cfg = parse(str(best), [])
     study = load_study(tmp_path)
-    assert cfg.values["model"]["lr"] == pytest.approx(study.best_trial.params["lr"])
+    assert cfg.get("model.lr") == pytest.approx(study.best_trial.params["lr"])
     assert len(study.trials) == 4
 
 
@@ -197,37 +197,38 @@ def test_resume_with_a_different_space_is_refused(store, fashion_dir, tmp_path, 
 
 
 def test_spaces_fit_their_base_models():
-    from models.classifier import LeNetClassifier, MLPClassifier, ScratchClassifier
-
-    activation = load_space("activation", MLPClassifier)
+    mlp_base, scratch_base = parse("s1-mlp", []), parse("s1-scratch", [])
+    activation = load_space("activation", mlp_base.classes())
     assert activation.params[0].choices == tuple(ACTIVATIONS)
-    mlp = load_space("regularization", MLPClassifier)
+    assert activation.params[0].target == "model.net.activation"
+    assert load_space("activation", scratch_base.classes()).params[0].target == "model.activation"
+    mlp = load_space("regularization", mlp_base.classes())
     assert [(p.name, p.target) for p in mlp.params] == [
         ("weight_decay", "model.weight_decay"),
-        ("dropout", "model.dropout"),
+        ("dropout", "model.net.dropout"),
     ]
-    scratch = load_space("regularization", ScratchClassifier)
+    scratch = load_space("regularization", scratch_base.classes())
     assert [(p.name, p.target) for p in scratch.params] == [("l2_lambda", "model.l2_lambda")]
-    assert [p.name for p in load_space("regularization", LeNetClassifier).params] == [
-        "weight_decay"
-    ]
-    s3 = load_space("s3", ScratchClassifier)
+    lenet = load_space("regularization", parse("s0-cnn", []).classes())  # LeNet: no dropout
+    assert [p.name for p in lenet.params] == ["weight_decay"]
+    s3 = load_space("s3", scratch_base.classes())
     assert s3.multi_objective and [o.metric for o in s3.objectives] == ["val/acc", "val/f1"]
     assert {p.target for p in s3.params} == {"trainer.max_epochs", "model.lr", "model.l2_lambda"}
-    # Every built-in space parses against its default base.
+    # Every built-in space sets values its default base accepts.
     for name in ("lr", "regularization", "activation", "s3"):
-        space = load_space(name, MLPClassifier)
-        parse("s1-mlp", space.example_overrides())
+        space = load_space(name, mlp_base.classes())
+        trial = mlp_base.with_values(space.example_values())
+        for key, value in space.example_values().items():
+            assert trial.get(key) == value
 
 
 def test_space_errors_name_the_param(tmp_path):
-    from models.classifier import MLPClassifier
-
+    classes = parse("s1-mlp", []).classes()
     cases = {
         "log scale needs low > 0": {"type": "float", "low": 0.0, "high": 1.0, "log": True},
         "type 'real' is not one of": {"type": "real", "low": 0.0, "high": 1.0},
         "categorical needs 'choices'": {"type": "categorical", "choices": []},
-        "no target for model class MLPClassifier": {
+        "no target for the base's classes (MLP, ImageClassifier, ClassificationModule)": {
             "type": "float",
             "low": 0.0,
             "high": 1.0,
@@ -238,7 +239,7 @@ def test_space_errors_name_the_param(tmp_path):
         spec.setdefault("target", "model.lr")
         path = write_space(tmp_path / "space.yaml", {"x": spec})
         with pytest.raises(ConfigError, match="param 'x'") as info:
-            load_space(str(path), MLPClassifier)
+            load_space(str(path), classes)
         assert message in str(info.value)
 
 

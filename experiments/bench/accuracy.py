@@ -171,7 +171,7 @@ def run_one(outcome: Outcome, tracking_uri: str, quick: bool, seed_settings: boo
     from experiments.training.runner import run_experiment
 
     spec, cfg = outcome.spec, outcome.cfg
-    max_epochs = int(cfg.values["trainer"].get("max_epochs") or 0)
+    max_epochs = int(cfg.trainer.get("max_epochs") or 0)
     progress = _epoch_printer(spec.task, max_epochs)
     tags = {
         BENCH_TAG[0]: BENCH_TAG[1],
@@ -327,7 +327,7 @@ def main(argv: Sequence[str]) -> int:
         flush=True,
     )
     for i, outcome in enumerate(outcomes, 1):
-        trainer = outcome.cfg.values["trainer"]
+        trainer = outcome.cfg.trainer
         print(
             f"[{i}/{len(outcomes)}] {outcome.spec.task} {outcome.cfg.name}: "
             f"{trainer.get('max_epochs')} epochs ...",

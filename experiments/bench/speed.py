@@ -366,7 +366,7 @@ COMMON_OVERRIDES = ["--trainer.enable_model_summary", "false", "--data.download"
 
 #: The same model and optimizer as the bare loop, whatever the catalog's defaults.
 S12_MODEL = [
-    *("--model.hidden_sizes", "[128]", "--model.optimizer", "sgd", "--model.lr", "0.1"),
+    *("--model.net.hidden_sizes", "[128]", "--model.optimizer", "sgd", "--model.lr", "0.1"),
     *("--model.momentum", "0", "--model.weight_decay", "0", "--model.scheduler", "none"),
 ]
 S13_MODEL = [

@@ -2,11 +2,11 @@
 
     python -m experiments compare                                   # every FINISHED run
     python -m experiments compare --experiment fashion-mnist --group-by activation
-    python -m experiments compare --study activation-s1-mlp --group-by model.activation
+    python -m experiments compare --study activation-s1-mlp --group-by model.net.activation
     python -m experiments compare --group-by tag.experiment --metric test/acc --metric test/f1
     python -m experiments compare --filter "params.model.optimizer = 'sgd'" --all-states
 
-`--group-by` takes a param key (`model.activation`), a unique suffix of one
+`--group-by` takes a param key (`model.net.activation`), a unique suffix of one
 (`activation`) or `tag.NAME`. The standard deviation is the sample one (n - 1); a group of
 one run shows no spread. Runs without the metric are listed but left out of the groups.
 """

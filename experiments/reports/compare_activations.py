@@ -474,12 +474,9 @@ def plan_runs(activations: list[str], seeds: int, overrides: list[str]) -> list[
     """(activation, seed, resolved config) of every run; ConfigError on a bad override."""
     from experiments.training.config import parse
 
+    base = parse(EXPERIMENT, overrides)
     return [
-        (
-            name,
-            seed,
-            parse(EXPERIMENT, [*overrides, "--model.activation", name, "--seed", str(seed)]),
-        )
+        (name, seed, base.with_values({"model.activation": name, "seed": seed}))
         for name in activations
         for seed in range(seeds)
     ]

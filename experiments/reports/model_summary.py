@@ -1,7 +1,7 @@
 """`python -m experiments model-summary NAME`: an experiment's layer table, without training.
 
     python -m experiments model-summary s1-cnn
-    python -m experiments model-summary s2-cnn --model.kernel_size 3 --model.padding 1
+    python -m experiments model-summary s2-cnn --model.net.kernel_size 3 --model.net.padding 1
 
 The same table every run logs as `model_summary.txt` (experiments/tracking/model_summary.py).
 """

@@ -98,17 +98,17 @@ def make_plan(argv: Sequence[str]) -> Plan:
         raise ConfigError(f"unknown flags {stray}; overrides look like --model.lr 0.01")
     overrides = [*QUIET, *overrides]
     base_config = parse(args.base, overrides)
-    strategy = str(base_config.values["trainer"].get("strategy") or "auto")
+    strategy = str(base_config.trainer.get("strategy") or "auto")
     if strategy.startswith("ddp"):
         # Lightning's DDP launcher would re-run this whole `search` command per rank.
         raise ConfigError(
             f"trainer.strategy={strategy!r} is not supported inside a study; allowed: "
             "auto or a single-process strategy. Scale a study with --workers N instead."
         )
-    space = load_space(args.study, base_config.model_class)
+    space = load_space(args.study, base_config.classes())
     # The targets and ranges meet the experiment's parser before the study exists, so
     # `target: model.l2` or a type mismatch is refused with the parser's own message.
-    parse(args.base, [*overrides, *space.example_overrides()])
+    base_config.with_values(space.example_values())
     uri = store.resolve_tracking_uri(args.tracking_uri)
     storage = args.storage or default_storage(store.local_root(uri))
     return Plan(

@@ -16,16 +16,16 @@ A space file names what the study scores and which config keys it varies:
         log: true                    # log-uniform (float/int; needs low > 0)
         target: model.lr             # the dotted config key the value overrides
 
-`target` may also map model classes to keys, for spaces that fit several bases
-(`{ImageClassifier: model.weight_decay, ScratchClassifier: model.l2_lambda}`); the first
-class on the base model's MRO wins, and `null` leaves the parameter out for that class.
+`target` may also map class names to keys, for spaces that fit several bases
+(`{ImageClassifier: model.weight_decay, ScratchClassifier: model.l2_lambda}`, or by
+network: `{MLP: model.net.dropout, LeNet: null}`); the first class on the network's MRO,
+then the model's, wins, and `null` leaves the parameter out for that base.
 `choices: registry` takes the activation names from `models.activations.ACTIVATIONS`.
 Whether a target key exists is checked by the experiment's config parser (it names the key).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,16 +105,12 @@ class SearchSpace:
     def suggest(self, trial) -> dict[str, Any]:
         return {p.name: p.suggest(trial) for p in self.params}
 
-    def overrides(self, values: dict[str, Any]) -> list[str]:
-        """Config overrides (`--model.lr 0.01`) for the parameter values of one trial."""
-        out: list[str] = []
-        for p in self.params:
-            value = values[p.name]
-            out += [f"--{p.target}", json.dumps(value) if not isinstance(value, str) else value]
-        return out
+    def config_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        """The config keys a trial sets ({"model.lr": 0.01}) from its parameter values."""
+        return {p.target: values[p.name] for p in self.params}
 
-    def example_overrides(self) -> list[str]:
-        return self.overrides({p.name: p.example() for p in self.params})
+    def example_values(self) -> dict[str, Any]:
+        return self.config_values({p.name: p.example() for p in self.params})
 
     def as_dict(self) -> dict[str, Any]:
         """Canonical form, stored with the study so a resume can be checked against it."""
@@ -146,7 +142,12 @@ def _number(value: Any, where: str) -> float | int:
     return value
 
 
-def _pick_target(name: str, target: Any, model_class: type, source: Path) -> str | None:
+def _names(classes: list[type]) -> str:
+    """The project's own classes among `classes` (network, then model), for messages."""
+    return ", ".join(k.__name__ for k in classes if k.__module__.startswith("models."))
+
+
+def _pick_target(name: str, target: Any, classes: list[type], source: Path) -> str | None:
     if isinstance(target, str):
         return target
     if not isinstance(target, dict) or not target:
@@ -154,7 +155,7 @@ def _pick_target(name: str, target: Any, model_class: type, source: Path) -> str
             f"{source}: param {name!r}: 'target' must be a dotted config key (model.lr) "
             f"or a mapping from model class name to key, got {target!r}"
         )
-    for klass in model_class.__mro__:
+    for klass in classes:
         if klass.__name__ in target:
             chosen = target[klass.__name__]
             if chosen is not None and not isinstance(chosen, str):
@@ -164,13 +165,13 @@ def _pick_target(name: str, target: Any, model_class: type, source: Path) -> str
                 )
             return chosen
     raise ConfigError(
-        f"{source}: param {name!r} has no target for model class {model_class.__name__}; "
+        f"{source}: param {name!r} has no target for the base's classes ({_names(classes)}); "
         f"the space names targets for: {', '.join(sorted(target))}. "
         "Choose another --base or add the class to the space file."
     )
 
 
-def _param(name: str, spec: Any, model_class: type, source: Path) -> Param | None:
+def _param(name: str, spec: Any, classes: list[type], source: Path) -> Param | None:
     where = f"{source}: param {name!r}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where} must be a mapping, got {spec!r}")
@@ -184,7 +185,7 @@ def _param(name: str, spec: Any, model_class: type, source: Path) -> Param | Non
         raise ConfigError(f"{where}: type {kind!r} is not one of {', '.join(TYPES)}")
     if "target" not in spec:
         raise ConfigError(f"{where}: 'target' (the dotted config key, e.g. model.lr) is missing")
-    target = _pick_target(name, spec["target"], model_class, source)
+    target = _pick_target(name, spec["target"], classes, source)
     if target is None:
         return None
     if kind == "categorical":
@@ -258,8 +259,10 @@ def _objectives(raw: Any, source: Path) -> tuple[Objective, ...]:
     return tuple(out)
 
 
-def load_space(name: str, model_class: type) -> SearchSpace:
-    """Load study `name` (built-in or YAML path) and choose its targets for `model_class`."""
+def load_space(name: str, classes: list[type]) -> SearchSpace:
+    """Load study `name` (built-in or YAML path), its targets chosen for the base's `classes`
+
+    (`ResolvedConfig.classes()`: the network's MRO, then the model's)."""
     source = resolve_study(name)
     raw = load_yaml(source)
     unknown = set(raw) - {"description", "objectives", "params"}
@@ -273,14 +276,14 @@ def load_space(name: str, model_class: type) -> SearchSpace:
         raise ConfigError(f"{source}: 'params' must map parameter names to their ranges")
     params, skipped = [], []
     for pname, spec in params_raw.items():
-        param = _param(str(pname), spec, model_class, source)
+        param = _param(str(pname), spec, classes, source)
         if param is None:
             skipped.append(str(pname))
         else:
             params.append(param)
     if not params:
         raise ConfigError(
-            f"{source}: no parameter of this space applies to {model_class.__name__} "
+            f"{source}: no parameter of this space applies to {_names(classes)} "
             f"(all targets are null for it: {', '.join(skipped)})"
         )
     targets = [p.target for p in params]

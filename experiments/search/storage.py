@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import os
 import socket
@@ -50,8 +51,12 @@ def _retry(study, trial) -> None:
         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
 
 
+@functools.cache
 def open_storage(url: str):
-    """A journal file path -> JournalStorage; an RDB URL -> RDBStorage with heartbeats."""
+    """A journal file path -> JournalStorage; an RDB URL -> RDBStorage with heartbeats.
+
+    One object per URL and process: the study is opened on it, and the trial recovery and
+    heartbeats below reach the same storage through it (not through `study._storage`)."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
@@ -132,7 +137,13 @@ def worker_alive(owner: str | None) -> bool | None:
     return process_alive(int(pid), None if started == "?" else started)
 
 
-def recover_dead_trials(study, on_recovered: Callable[[Any], None]) -> list[int]:
+def trial_storage_id(storage, study_name: str, number: int) -> int:
+    """The storage's id of trial `number`: what its public per-trial methods take."""
+    study_id = storage.get_study_id_from_name(study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
+def recover_dead_trials(study, url: str, on_recovered: Callable[[Any], None]) -> list[int]:
     """Fail RUNNING trials whose worker is gone, queue their params again; return numbers.
 
     Call it under the study lock: a trial being asked by a live worker is claimed inside
@@ -146,10 +157,11 @@ def recover_dead_trials(study, on_recovered: Callable[[Any], None]) -> list[int]
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if worker_alive(trial.user_attrs.get(WORKER_ATTR)) is not False:
             continue
-        storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, "failed_because", "worker process died")
+        storage = open_storage(url)
+        trial_id = trial_storage_id(storage, study.study_name, trial.number)
+        storage.set_trial_user_attr(trial_id, "failed_because", "worker process died")
         try:
-            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            if not storage.set_trial_state_values(trial_id, TrialState.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile by someone else

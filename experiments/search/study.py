@@ -35,7 +35,7 @@ def make_pruner(plan: Plan):
     if not plan.prunes:
         return optuna.pruners.NopPruner()
     if plan.pruner == "hyperband":
-        max_epochs = plan.base_config.values["trainer"].get("max_epochs") or 0
+        max_epochs = plan.base_config.trainer.get("max_epochs") or 0
         return optuna.pruners.HyperbandPruner(
             min_resource=1, max_resource=max_epochs if max_epochs > 0 else "auto"
         )
@@ -202,7 +202,9 @@ def work(plan: Plan, worker_index: int) -> int:
             print(f"{prefix}--timeout reached: no new trials", flush=True)
             return 0
         with study_lock(plan.storage_url, plan.study_name):
-            recover_dead_trials(study, lambda t: close_runs_of_dead_trials(plan, t))
+            recover_dead_trials(
+                study, plan.storage_url, lambda t: close_runs_of_dead_trials(plan, t)
+            )
             states = [t.state for t in study.get_trials(deepcopy=False)]
             done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
             running = states.count(TrialState.RUNNING)
@@ -214,8 +216,8 @@ def work(plan: Plan, worker_index: int) -> int:
             study,
             trial,
             space=plan.space,
-            base=plan.base,
-            overrides=plan.overrides,
+            base_config=plan.base_config,
+            storage_url=plan.storage_url,
             tracking_uri=plan.tracking_uri,
             parent_run_id=parent_run_id,
             study_name=plan.study_name,

@@ -18,9 +18,9 @@ from lightning.pytorch.callbacks import Callback
 from optuna.trial import TrialState
 
 from experiments.search.space import SearchSpace
-from experiments.search.storage import RETRY_ATTR, Heartbeat
+from experiments.search.storage import RETRY_ATTR, Heartbeat, open_storage, trial_storage_id
 from experiments.tracking import store
-from experiments.training.config import parse
+from experiments.training.config import ResolvedConfig
 from experiments.training.runner import run_experiment
 
 
@@ -78,8 +78,8 @@ def run_trial(
     trial: optuna.Trial,
     *,
     space: SearchSpace,
-    base: str,
-    overrides: list[str],
+    base_config: ResolvedConfig,
+    storage_url: str,
     tracking_uri: str,
     parent_run_id: str,
     study_name: str,
@@ -95,7 +95,7 @@ def run_trial(
 
     def train() -> None:
         run_experiment(
-            parse(base, [*overrides, *space.overrides(params)]),
+            base_config.with_values(space.config_values(params)),
             tracking_uri,
             callbacks=callbacks,
             tags=tags,
@@ -104,7 +104,8 @@ def run_trial(
             planned_stops=(optuna.TrialPruned,),
         )
 
-    heartbeat = Heartbeat(study._storage, trial._trial_id)
+    storage = open_storage(storage_url)
+    heartbeat = Heartbeat(storage, trial_storage_id(storage, study.study_name, trial.number))
     try:
         state, values, error = _train(trial, space, recorder, train)
     except (KeyboardInterrupt, SystemExit):

@@ -6,7 +6,7 @@ floor((in - k + 2p) / s) + 1, and a 3x3 convolution on RGB with one filter has 2
 print it for a catalog experiment without training:
 
     python -m experiments model-summary s1-cnn
-    python -m experiments model-summary s2-cnn --model.kernel_size 3 --model.padding 1
+    python -m experiments model-summary s2-cnn --model.net.kernel_size 3 --model.net.padding 1
 
 Output shapes come from forward hooks on the leaf modules during one forward pass of a
 dummy batch of 1 (in eval mode, so batch norm statistics are not touched). The

@@ -76,15 +76,19 @@ def usage_error(args: argparse.Namespace, name: str | None, overrides: list[str]
 
 
 def print_experiment_help(name: str) -> None:
-    """Every key of experiment `name` that can be overridden (`run NAME --help`)."""
-    from experiments.training.config import build_parser as config_parser
-    from experiments.training.config import import_class, load_yaml, resolve_experiment
+    """Every key of experiment `name` with its value there (`run NAME --help`)."""
+    import json
 
-    raw = load_yaml(resolve_experiment(name))
-    config_parser(
-        import_class(raw["model"]["class_path"], "model.class_path"),
-        import_class(raw["data"]["class_path"], "data.class_path"),
-    ).print_help()
+    from experiments.training.config import parse
+
+    cfg = parse(name, [])
+    print(f"usage: python -m experiments run {name} [--KEY VALUE ...]\n")
+    print(f"{cfg.task}: {cfg.description}\n" if cfg.task else f"{cfg.description}\n")
+    print(f"Every key of {cfg.source.name} with its value; override any with --KEY VALUE:")
+    for key in cfg.keys():  # noqa: SIM118 (a list of dotted keys, not a dict)
+        value = cfg.get(key)
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        print(f"  --{key} {shown}")
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1,21 +1,33 @@
-"""Experiment configuration: YAML files under experiments/ parsed against typed signatures.
+"""Experiment configuration: one YAML file per experiment, read once, parsed by jsonargparse.
 
-Each `experiments/<name>.yaml` names a LightningModule and a LightningDataModule by
-`class_path` and gives their `init_args`, plus `trainer` settings and a `seed`. The parser
-is built from the constructor signatures of those two classes and of `lightning.Trainer`
-(jsonargparse), so every override is type-checked and named by its dotted key:
+Each `experiments/configs/<name>.yaml` names a LightningModule and a LightningDataModule by
+`class_path` with their `init_args` (the network by its own `class_path` inside the model),
+plus `trainer` settings and a `seed`. One parser (`experiment_parser`) checks every value
+against the constructors' typed signatures, links what the data decides (classes, input
+shape) into the model, and instantiates; the result is one config object, a jsonargparse
+`Namespace`, kept in `ResolvedConfig`. Every override is named by its dotted key:
 
     python -m experiments run s1-mlp --trainer.max_epochs 2 --model.lr 0.01 --seed 1
+    python -m experiments run s1-mlp --model.net.hidden_sizes '[256]'
+
+Why jsonargparse's own parser and not `LightningCLI(run=False)`: LightningCLI builds the
+Trainer while it parses, and our Trainer's MLFlowLogger takes the id of an MLflow run that
+must not exist until the config, the data and the store have been checked (a typo never
+leaves an empty run). The parser is the one LightningCLI builds in subclass mode, with the
+same `link_arguments`; the Trainer is built by `experiments.training.runner`.
 """
 
 from __future__ import annotations
 
-import argparse
+import difflib
+import functools
 import importlib
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import yaml
 
@@ -26,8 +38,6 @@ CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 # Trainer arguments the runner owns: tracking, checkpoints and callbacks are wired by
 # experiments.training.runner so every run is recorded the same way.
-#: keys a config file may have at the top level
-TOP_LEVEL_KEYS = ("task", "description", "seed", "threads", "model", "data", "trainer")
 TRAINER_SKIP = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "plugins"}
 
 # Defaults that differ from Lightning's: no sanity-check pass (validation runs after the
@@ -96,84 +106,30 @@ def import_class(dotted: str, key: str) -> type:
         raise ConfigError(f"{key}={dotted!r} cannot be imported: {exc}") from exc
 
 
-@dataclass
-class ResolvedConfig:
-    """A parsed experiment: its classes and the complete, validated configuration."""
-
-    name: str
-    source: Path
-    model_class: type
-    data_class: type
-    model_class_path: str
-    data_class_path: str
-    values: dict[str, Any]  # task, description, seed, model, data, trainer (all keys)
-
-    @property
-    def task(self) -> str:
-        return str(self.values.get("task", ""))
-
-    @property
-    def seed(self) -> int:
-        return int(self.values["seed"])
-
-    @property
-    def threads(self) -> int | None:
-        """torch intra-op threads; None = chosen by experiments.training.threads from the work per batch."""
-        value = self.values.get("threads")
-        return None if value is None else int(value)
-
-    def as_yaml(self) -> str:
-        """The resolved config in the experiment-file format (`run --config FILE` reads it)."""
-        doc = {
-            "task": self.values["task"],
-            "description": self.values["description"],
-            "seed": self.values["seed"],
-            "threads": self.values.get("threads"),
-            "model": {"class_path": self.model_class_path, "init_args": self.values["model"]},
-            "data": {"class_path": self.data_class_path, "init_args": self.values["data"]},
-            "trainer": self.values["trainer"],
-        }
-        return yaml.safe_dump(doc, sort_keys=False)
-
-    def instantiate(self):
-        """Build the datamodule, then the model sized by the data (input shape, classes)."""
-        try:
-            data = self.data_class(**self.values["data"])
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"data: {exc}") from exc
-        try:
-            model = self.model_class(
-                **self.values["model"],
-                input_shape=tuple(data.input_shape),
-                num_classes=data.num_classes,
-            )
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"model: {exc}") from exc
-        return model, data
+#: What the data decides about the model, linked from the datamodule into every place the
+#: model or its network takes it (a link to an argument a class does not have is skipped).
+DATA_LINKS: dict[str, Callable[[Any], Any]] = {
+    "num_classes": lambda data: data.num_classes,
+    "input_shape": lambda data: tuple(data.input_shape),  # (channels, height, width)
+    "in_features": lambda data: math.prod(data.input_shape),  # MLP: flattened image
+    "in_channels": lambda data: data.input_shape[0],  # CNNs
+    "input_size": lambda data: data.input_shape[1],  # CNNs: square images
+}
+LINKED_SECTIONS = ("model.init_args", "model.init_args.net.init_args")
 
 
-def _split_class(section: Any, key: str, source: Path) -> tuple[str, dict[str, Any]]:
-    if not isinstance(section, dict) or "class_path" not in section:
-        raise ConfigError(f"{source}: '{key}' must be a mapping with 'class_path' and 'init_args'")
-    init_args = section.get("init_args") or {}
-    if not isinstance(init_args, dict):
-        raise ConfigError(f"{source}: '{key}.init_args' must be a mapping")
-    return str(section["class_path"]), init_args
-
-
-def build_parser(model_class: type, data_class: type):
-    from typing import Optional
-
-    from jsonargparse import ActionConfigFile, ArgumentParser
+@functools.cache
+def experiment_parser():
+    """The one parser of every experiment: model, data and Trainer arguments, data links."""
+    import lightning as L
+    from jsonargparse import ArgumentParser
     from jsonargparse.typing import PositiveInt
-    from lightning import Trainer
 
     parser = ArgumentParser(
         prog="python -m experiments run NAME",
         exit_on_error=False,
         description="Train, validate and test one experiment, tracked in MLflow.",
     )
-    parser.add_argument("--experiment_file", action=ActionConfigFile, help=argparse.SUPPRESS)
     parser.add_argument("--task", type=str, default="", help="seed task id (S0.2, S1.3, ...)")
     parser.add_argument("--description", type=str, default="", help="one-line description")
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, order, dropout")
@@ -181,75 +137,277 @@ def build_parser(model_class: type, data_class: type):
         "--threads",
         type=Optional[PositiveInt],  # noqa: UP045 (jsonargparse reads the runtime type)
         default=None,
-        help="torch CPU threads (default: chosen from the work per batch, see experiments/training/threads.py)",
+        help="torch CPU threads (default: chosen from the work per batch, see training/threads.py)",
     )
-    parser.add_class_arguments(model_class, "model", skip={"input_shape", "num_classes"})
-    parser.add_class_arguments(data_class, "data")
-    parser.add_class_arguments(Trainer, "trainer", skip=TRAINER_SKIP)
+    parser.add_subclass_arguments(L.LightningModule, "model", required=True)
+    parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
+    parser.add_class_arguments(L.Trainer, "trainer", skip=TRAINER_SKIP, instantiate=False)
     parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+    for section in LINKED_SECTIONS:
+        for name, compute in DATA_LINKS.items():
+            parser.link_arguments("data", f"{section}.{name}", compute, apply_on="instantiate")
     return parser
 
 
-def _explain(parser, message: str) -> str:
-    """Add the valid keys of a group to jsonargparse's 'unrecognized arguments' error."""
-    match = re.search(r"unrecognized arguments: --([\w]+)\.?", message)
-    if not match:
-        return message
-    group = match.group(1)
-    keys = sorted(
-        action.dest[len(group) + 1 :]
-        for action in parser._actions
-        if action.dest.startswith(f"{group}.") and action.dest.count(".") == 1
+def public_key(key: str) -> str:
+    """`model.init_args.net.init_args.dropout` -> `model.net.dropout`: the spelling users type."""
+    return key.replace(".init_args", "")
+
+
+def _is_link_target(key: str) -> bool:
+    section, _, name = key.rpartition(".")
+    return section in LINKED_SECTIONS and name in DATA_LINKS
+
+
+def _public_tree(node: Any) -> Any:
+    """The namespace as plain nested dicts in the public spelling (init_args folded in)."""
+    from jsonargparse import Namespace
+
+    if not isinstance(node, Namespace):
+        return list(node) if isinstance(node, tuple) else node
+    out = {}
+    for key, value in vars(node).items():
+        if key == "init_args" and isinstance(value, Namespace):
+            out.update(_public_tree(value))
+        else:
+            out[key] = _public_tree(value)
+    return out
+
+
+@dataclass
+class ResolvedConfig:
+    """A parsed experiment: the one config object (`namespace`) every part of a run reads."""
+
+    name: str
+    source: Path
+    namespace: Any  # jsonargparse.Namespace: model/data by class_path + init_args, trainer
+
+    def get(self, key: str) -> Any:
+        """The value of a public dotted key (`model.lr`, `model.net.hidden_sizes`)."""
+        return self.namespace.get(namespace_key(self.namespace, key))
+
+    def keys(self) -> list[str]:
+        """Every settable key, in the public spelling, link targets left out."""
+        return [
+            public_key(k)
+            for k in self.namespace.keys()  # noqa: SIM118 (dotted keys of nested levels)
+            if not _is_link_target(k) and not k.endswith(".init_args")
+        ]
+
+    @property
+    def task(self) -> str:
+        return str(self.namespace.task or "")
+
+    @property
+    def description(self) -> str:
+        return str(self.namespace.description or "")
+
+    @property
+    def seed(self) -> int:
+        return int(self.namespace.seed)
+
+    @property
+    def threads(self) -> int | None:
+        """torch intra-op threads; None = chosen by experiments.training.threads from the work per batch."""
+        value = self.namespace.threads
+        return None if value is None else int(value)
+
+    @property
+    def trainer(self) -> dict[str, Any]:
+        """The Trainer's keyword arguments (the runner adds logger, callbacks and plugins)."""
+        return self.namespace.trainer.as_dict()
+
+    @property
+    def model_class_path(self) -> str:
+        return str(self.namespace.model.class_path)
+
+    @property
+    def data_class_path(self) -> str:
+        return str(self.namespace.data.class_path)
+
+    @property
+    def net_class_path(self) -> str | None:
+        net = self.namespace.get("model.init_args.net")
+        return None if net is None else str(net.class_path)
+
+    def classes(self) -> list[type]:
+        """The network's classes then the model's, most specific first (study targets)."""
+        paths = [p for p in (self.net_class_path, self.model_class_path) if p]
+        return [k for path in paths for k in import_class(path, "class_path").__mro__]
+
+    def with_values(self, values: dict[str, Any]) -> ResolvedConfig:
+        """A copy with public keys set to new values, checked by the parser (a study trial)."""
+        from jsonargparse import ArgumentError
+
+        namespace, keys = self.namespace.clone(), self.keys()
+        for key, value in values.items():
+            public = canonical_key(keys, key)
+            if public not in keys:
+                raise ConfigError(f"{self.name}: {_unknown_key(keys, key)}")
+            namespace[namespace_key(namespace, public)] = value
+        try:
+            experiment_parser().validate(namespace)
+        except (ArgumentError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.name}: {plain_error(str(exc))}") from exc
+        return ResolvedConfig(self.name, self.source, namespace)
+
+    def params(self) -> dict[str, Any]:
+        """The config as nested public keys, for MLflow params: no link targets, no None trainer keys."""
+        tree = _public_tree(self.namespace)
+        tree["trainer"] = {k: v for k, v in tree["trainer"].items() if v is not None}
+        tree.pop("description", None)
+        for section in ("model", "model.net"):
+            node = tree
+            for part in section.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            for name in DATA_LINKS:
+                if isinstance(node, dict):
+                    node.pop(name, None)
+        return tree
+
+    def as_yaml(self) -> str:
+        """The resolved config as an experiment file (`run --config FILE` reads it)."""
+        return experiment_parser().dump(self.namespace, skip_none=False, skip_validation=True)
+
+    def instantiate(self):
+        """Build the datamodule, then the model sized by it (`DATA_LINKS`); (model, data)."""
+        try:
+            built = experiment_parser().instantiate(self.namespace)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{self.name}: {exc}") from exc
+        # jsonargparse hands restricted types to the constructors, and the modules' hparams
+        # go into every checkpoint, which a weights-only load reads back: keep them plain.
+        for part in (built.model, built.data):
+            for key, value in part.hparams.items():
+                part.hparams[key] = _plain(value)
+        return built.model, built.data
+
+
+def _plain(value: Any) -> Any:
+    """A restricted type's value (jsonargparse's PositiveFloat, ...) as the plain float, int."""
+    plain = next((t for t in (bool, int, float, str) if isinstance(value, t)), None)
+    return plain(value) if plain is not None and type(value) is not plain else value
+
+
+def _plain_values(namespace) -> None:
+    """Plain values in the config: it is dumped, flattened and compared as plain YAML."""
+    for key in namespace.keys():  # noqa: SIM118 (dotted keys of nested levels)
+        namespace[key] = _plain(namespace[key])
+
+
+def namespace_key(namespace, key: str) -> str:
+    """A public key -> its key in the namespace (`init_args` after every class_path node)."""
+    from jsonargparse import Namespace
+
+    out: list[str] = []
+    for part in key.split("."):
+        node = namespace.get(".".join(out)) if out else namespace
+        if isinstance(node, Namespace) and "class_path" in node and part != "class_path":
+            out.append("init_args")
+        out.append(part)
+    return ".".join(out)
+
+
+def canonical_key(keys: list[str], key: str) -> str:
+    """The one spelling of `key`. The alias rule, the only one: `model.X`, where X is an
+    argument of the model's network and not of the model, is `model.net.X` (the flags of the
+    LightningModule subclasses that re-declared their network's arguments)."""
+    if key not in keys and key.startswith("model.") and f"model.net.{key[6:]}" in keys:
+        return f"model.net.{key[6:]}"
+    return key
+
+
+def _unknown_key(keys: list[str], key: str) -> str:
+    group = key.rpartition(".")[0]
+    siblings = sorted(
+        {k[len(group) + 1 :].split(".")[0] for k in keys if k.startswith(f"{group}.")}
     )
+    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+    hint = f"; did you mean --{close[0]}?" if close else ""
+    where = f"valid keys under '{group}'" if group and siblings else "valid top-level keys"
+    listed = siblings if group and siblings else sorted({k.split(".")[0] for k in keys})
+    return f"unknown key --{key}{hint}\n  {where}: {', '.join(listed)}"
+
+
+def _canonical_overrides(keys: list[str], overrides: list[str]) -> list[str]:
+    """Old spellings rewritten to the public key; an unknown key refused with its neighbours."""
+    out, changed = [], []
+    for token in overrides:
+        if token.startswith("--"):
+            key, eq, value = token[2:].partition("=")
+            new = canonical_key(keys, key)
+            under_new_class = any(new.startswith(c[: -len("class_path")]) for c in changed)
+            if new not in keys and not under_new_class:
+                raise ConfigError(_unknown_key(keys, key))
+            if new.endswith("class_path"):
+                changed.append(new)
+            token = f"--{new}{eq}{value}"
+        out.append(token)
+    return out
+
+
+_RESTRICTIONS = {">": "above", ">=": "at least", "<": "below", "<=": "at most"}
+_TYPE_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "text",
+    "Sequence": "a list such as [64, 32]",
+}
+
+
+def plain_error(message: str) -> str:
+    """jsonargparse's nested report of a bad value -> `--KEY VALUE: what is allowed`."""
+    keys = list(re.finditer(r'^( *)Parser key "([^"]+)":', message, re.M))
     if not keys:
-        top = sorted({a.dest.split(".")[0] for a in parser._actions if a.dest != "help"})
-        return f"{message}\n  valid top-level keys: {', '.join(t for t in top if t != 'experiment_file')}"
-    return f"{message}\n  valid keys under '{group}': {', '.join(keys)}"
+        return message
+    key = ".".join(m.group(2) for m in keys)
+    # What the innermost key allows: the lines indented below its own "Parser key" line
+    # (the outer levels add "or None" alternatives of the model and data sections).
+    depth = len(keys[-1].group(1))
+    inner = "\n".join(
+        line
+        for line in message[keys[-1].end() :].splitlines()
+        if len(line) - len(line.lstrip()) > depth
+    )
+    given = re.search(r"val='(.*)'\)|(?:Given|Got) value: (.*)", message)
+    value = next((g for g in given.groups() if g is not None), "?").strip() if given else "?"
+    literal = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", inner)
+    restricted = re.search(
+        r"Not of type \w+: (?:(\S+) )?does not conform to restriction v([<>]=?)(\S+)", inner
+    )
+    types = [t.rpartition(".")[2] for t in re.findall(r"Expected a <class '([\w.]+)'>", inner)]
+    if literal:
+        choices = [c.strip().strip("'") for c in literal.group(1).split(",")]
+        close = difflib.get_close_matches(literal.group(2).strip(), choices, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"--{key} {literal.group(2).strip()}: not one of {', '.join(choices)}{hint}"
+    if restricted:
+        shown, op, bound = restricted.groups()
+        null = " (or null)" if "NoneType" in types else ""
+        return f"--{key} {shown or value}: must be {_RESTRICTIONS[op]} {bound}{null}"
+    if types:
+        allowed = [_TYPE_WORDS.get(t, t) for t in types if t != "NoneType"]
+        allowed += ["null"] if "NoneType" in types else []
+        return f"--{key} {value}: expected {' or '.join(allowed)}"
+    return message
 
 
 def parse(name: str, overrides: list[str]) -> ResolvedConfig:
     """Resolve experiment `name` (catalog name or YAML path) with dotted CLI overrides."""
-    source = resolve_experiment(name)
-    raw = load_yaml(source)
-    unknown = set(raw) - set(TOP_LEVEL_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown top-level keys {sorted(unknown)}; "
-            f"allowed: {', '.join(TOP_LEVEL_KEYS)}"
-        )
-    model_path, model_args = _split_class(raw.get("model"), "model", source)
-    data_path, data_args = _split_class(raw.get("data"), "data", source)
-    model_class = import_class(model_path, "model.class_path")
-    data_class = import_class(data_path, "data.class_path")
-    parser = build_parser(model_class, data_class)
-    flat = {
-        "task": raw.get("task", ""),
-        "description": raw.get("description", ""),
-        "seed": raw.get("seed", 0),
-        "threads": raw.get("threads"),
-        "model": model_args,
-        "data": data_args,
-        "trainer": raw.get("trainer") or {},
-    }
     from jsonargparse import ArgumentError
 
+    source = resolve_experiment(name)
+    raw = load_yaml(source)  # the one read of the file: our own message if it is not YAML
+    parser = experiment_parser()
     try:
-        namespace = parser.parse_args(["--experiment_file", yaml.safe_dump(flat), *overrides])
+        namespace = parser.parse_object(raw)
+        keys = ResolvedConfig(source.stem, source, namespace).keys()
+        namespace = parser.parse_args(_canonical_overrides(keys, overrides), namespace=namespace)
     except ArgumentError as exc:
-        raise ConfigError(_explain(parser, str(exc))) from exc
-    namespace.pop("experiment_file", None)
-    # Round-trip through jsonargparse's dump: restricted types (PositiveFloat, ...) become
-    # plain YAML values, so the config can be logged, flattened and written back as a file.
-    values = yaml.safe_load(parser.dump(namespace, skip_none=False, skip_validation=True))
-    return ResolvedConfig(
-        name=source.stem,
-        source=source,
-        model_class=model_class,
-        data_class=data_class,
-        model_class_path=model_path,
-        data_class_path=data_path,
-        values=values,
-    )
+        raise ConfigError(f"{source.name}: {plain_error(str(exc))}") from exc
+    _plain_values(namespace)
+    return ResolvedConfig(name=source.stem, source=source, namespace=namespace)
 
 
 def prepare_data(data) -> None:

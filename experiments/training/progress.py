@@ -41,9 +41,16 @@ class TrainingProgressBar(TQDMProgressBar):
         self.shown = tuple(shown)
         self._last_redraw = float("-inf")
 
-    def _should_update(self, current: int, total: int) -> bool:
-        if not self.is_enabled:
-            return False
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # Lightning's own version redraws every `refresh_rate` batches; this one also waits
+        # for the clock. Public parts only: the tqdm bar and the metrics of `get_metrics`.
+        bar, n = self.train_progress_bar, batch_idx + 1
+        if bar is None or bar.disable or not self._redraw_due(n, bar.total):
+            return
+        bar.n = n
+        bar.set_postfix(self.get_metrics(trainer, pl_module))  # redraws the bar once
+
+    def _redraw_due(self, current: int, total: int | float | None) -> bool:
         if current == total:
             return True
         if current % self.refresh_rate:

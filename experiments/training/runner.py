@@ -122,8 +122,9 @@ def _run_tags(cfg: ResolvedConfig, model, data, choice) -> dict[str, str]:
         "dataset": data.dataset_name,
         "model_family": model.family,
         "model_class": cfg.model_class_path,
+        **({"net_class": cfg.net_class_path} if cfg.net_class_path else {}),
         "seed": str(cfg.seed),
-        "mlflow.note.content": cfg.values.get("description", ""),
+        "mlflow.note.content": cfg.description,
         **{f"lineage.{k}": str(v) for k, v in data.lineage.items()},
         **store.environment_tags(),
         **health.process_tags(),
@@ -170,7 +171,7 @@ def _run_tracked(
     trainer = None
     try:
         if resume is None:  # a resumed run logged its params and config the first time
-            store.log_params(client, run_id, store.flatten(_params(cfg)))
+            store.log_params(client, run_id, store.flatten(cfg.params()))
             client.log_text(run_id, cfg.as_yaml(), "config.yaml")
         trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
         _fit_and_test(trainer, checkpoint, model, data, client, result, resume)
@@ -261,7 +262,7 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
     # writes it when best.ckpt improved, so a kill could cost every epoch since the best.
     latest = [RunCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
     trainer = L.Trainer(
-        **cfg.values["trainer"],
+        **cfg.trainer,
         logger=_make_logger(uri, run_id, data.dataset_name),
         # A non-finite loss stops training before a NaN checkpoint is written; a SIGTERM
         # saves last.ckpt; checkpoints are written atomically and loaded weights-only.
@@ -299,18 +300,8 @@ def _run_other_rank(
 
 def _progress_bar(cfg: ResolvedConfig) -> list[Any]:
     """Our throttled progress bar, unless the config turned the bar off."""
-    if cfg.values["trainer"].get("enable_progress_bar") is False:
+    if cfg.trainer.get("enable_progress_bar") is False:
         return []
     from experiments.training.progress import TrainingProgressBar
 
     return [TrainingProgressBar()]
-
-
-def _params(cfg: ResolvedConfig) -> dict[str, Any]:
-    """The resolved config as params, without Trainer keys left at None (noise in the UI)."""
-    values = dict(cfg.values)
-    values["trainer"] = {k: v for k, v in values["trainer"].items() if v is not None}
-    values["model"] = {"class_path": cfg.model_class_path, **values["model"]}
-    values["data"] = {"class_path": cfg.data_class_path, **values["data"]}
-    values.pop("description", None)
-    return values

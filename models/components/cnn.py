@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from models.activations import build_activation, check_activation
+from models.activations import ActivationName, build_activation, check_activation
 
 __all__ = ["ConvNet", "FourBlockCNN", "LeNet", "conv_output_size"]
 
@@ -56,6 +56,8 @@ class FourBlockCNN(nn.Module):
     defaults the map shrinks 28 -> 14 -> 7 -> 3 -> 1, so ``flat`` = 256.
     """
 
+    family = "cnn"  # MLflow tag `model_family`, grouping runs in the UI
+
     def __init__(
         self,
         in_channels: int = 1,
@@ -64,7 +66,7 @@ class FourBlockCNN(nn.Module):
         channels: Sequence[int] = (32, 64, 128, 256),
         dropout: float = 0.3,
         hidden: int = 128,
-        activation: str = "relu",
+        activation: ActivationName = "relu",
         negative_slope: float = 0.01,
     ) -> None:
         super().__init__()
@@ -116,12 +118,14 @@ class LeNet(nn.Module):
     inputs.
     """
 
+    family = "cnn"  # MLflow tag `model_family`, grouping runs in the UI
+
     def __init__(
         self,
         in_channels: int = 3,
         num_classes: int = 5,
         input_size: int = 32,
-        activation: str = "relu",
+        activation: ActivationName = "relu",
         negative_slope: float = 0.01,
     ) -> None:
         super().__init__()
@@ -163,6 +167,8 @@ class ConvNet(nn.Module):
     For S2's (2, 2, 0) on 28x28 the map shrinks 28 -> 14 -> 7 -> 3, so ``flat`` = 128*3*3.
     """
 
+    family = "cnn"  # MLflow tag `model_family`, grouping runs in the UI
+
     conv_output_size = staticmethod(conv_output_size)
 
     def __init__(
@@ -177,7 +183,7 @@ class ConvNet(nn.Module):
         batch_norm: bool = False,
         dropout: float = 0.1,
         hidden: int = 128,
-        activation: str = "relu",
+        activation: ActivationName = "relu",
         negative_slope: float = 0.01,
     ) -> None:
         super().__init__()

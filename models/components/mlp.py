@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from models.activations import build_activation, check_activation
+from models.activations import ActivationName, build_activation, check_activation
 
 __all__ = ["MLP"]
 
@@ -23,12 +23,14 @@ class MLP(nn.Module):
     With ``hidden_sizes=()`` the network is a plain linear (softmax-regression) classifier.
     """
 
+    family = "mlp"  # MLflow tag `model_family`, grouping runs in the UI
+
     def __init__(
         self,
         in_features: int,
         num_classes: int,
         hidden_sizes: Sequence[int] = (128,),
-        activation: str = "relu",
+        activation: ActivationName = "relu",
         negative_slope: float = 0.01,
         dropout: float = 0.0,
     ) -> None:
