@@ -181,11 +181,13 @@ class InMemoryDataModule(LightningDataModule):
             **raw.extra,
         }
         self._is_setup = True
-        rank_zero_info(
+        #: one line saying which data this is (the runner prints it before training)
+        self.data_summary = (
             f"{type(self).__name__}: using {raw.source} data from {raw.source_path} "
             f"(train {len(self.train_x)} / val {len(self.val_x)} / test {len(self.test_x)}, "
             f"split_seed={self.split_seed})"
         )
+        rank_zero_info(self.data_summary)
 
     def _check_raw(self, raw: RawSplits) -> None:
         if raw.source not in SOURCES:

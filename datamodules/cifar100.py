@@ -12,9 +12,11 @@ containers, so a local copy of unknown origin cannot execute code when loaded.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import io
 import pickle
+import re
 import shutil
 from pathlib import Path
 
@@ -113,14 +115,18 @@ def _shown(path: Path) -> str:
 
 
 def resolve_superclass(name: str) -> str:
-    """Canonical (underscored) superclass name; accepts spaces instead of underscores."""
-    canonical = str(name).strip().lower().replace(" ", "_")
-    if canonical not in CIFAR100_SUPERCLASS_MEMBERS:
-        raise ValueError(
-            f"superclass={name!r}: not a CIFAR-100 superclass; valid names (underscores or "
-            f"spaces): {', '.join(CIFAR100_COARSE_LABEL_NAMES)}"
-        )
-    return canonical
+    """Canonical superclass name: any case, and `-`, `_`, space or no separator alike
+    (`Large man-made outdoor things`, `vehicles1` -> `vehicles_1`)."""
+    squashed = re.sub(r"[-_ ]", "", str(name).lower())
+    for canonical in CIFAR100_COARSE_LABEL_NAMES:
+        if re.sub(r"[-_ ]", "", canonical) == squashed:
+            return canonical
+    close = difflib.get_close_matches(str(name).lower(), CIFAR100_COARSE_LABEL_NAMES, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise ValueError(
+        f"superclass={name!r}: not a CIFAR-100 superclass{hint}; valid names: "
+        f"{', '.join(CIFAR100_COARSE_LABEL_NAMES)}"
+    )
 
 
 class _ArrayOnlyUnpickler(pickle.Unpickler):

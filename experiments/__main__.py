@@ -65,13 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="commands:\n"
         + "\n".join(f"  {name:<20} {text}" for name, (_, text) in COMMANDS.items())
-        + "\n\n`python -m experiments COMMAND --help` describes one command.",
+        + "\n\n`python -m experiments COMMAND --help` describes one command; -v after it\n"
+        "shows the libraries' INFO lines and Python warnings.",
     )
     parser.add_argument("command", choices=sorted(COMMANDS), metavar="COMMAND")
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2
     args = parser.parse_args(argv[:1])
+    # -v / --verbose, for every command: the libraries' INFO lines and Python warnings on
+    # stderr; without it they are left out (warnings go to each run's warnings.log).
+    from experiments.training import console
+
+    verbose = bool({"-v", "--verbose"} & set(argv[1:]))
+    argv = [a for a in argv if a not in ("-v", "--verbose")]
+    console.configure(verbose)
     module_name, _ = COMMANDS[args.command]
     if args.command == "list":
         return list_main(argv[1:])

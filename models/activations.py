@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import typing
 from collections.abc import Callable
 from typing import Literal
@@ -34,6 +35,7 @@ __all__ = [
     "ActivationName",
     "activation_functions",
     "build_activation",
+    "canonical_activation",
     "check_activation",
 ]
 
@@ -47,6 +49,21 @@ SELU_ALPHA = 1.6732632423543772
 
 # ELU's alpha is fixed at torch's default: no task asks to vary it.
 _ELU_ALPHA = 1.0
+
+
+#: Other names for the same activations (SiLU is PyTorch's name for SWISH).
+SYNONYMS = {"silu": "swish", "lrelu": "leaky_relu"}
+
+
+def canonical_activation(name: str) -> str:
+    """The registry's spelling of `name`: any case, `-`, `_`, space or no separator
+    (`SELU`, `Leaky ReLU`, `leaky-relu`, `LeakyReLU` -> `leaky_relu`; `silu` -> `swish`).
+    A name that matches none is returned as given, for the caller to refuse."""
+    squashed = re.sub(r"[-_ ]", "", str(name).lower())
+    for known in ACTIVATIONS:
+        if known.replace("_", "") == squashed:
+            return known
+    return SYNONYMS.get(squashed, name)
 
 
 def check_activation(name: str) -> str:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import os
 import shutil
 
+# Keep a developer's MLFLOW_TRACKING_URI from leaking into tests that expect the default:
+# before anything imports experiments.tracking.store, which reads it once (USER_TRACKING_URI).
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
 import pytest
 
 from tests.helpers import run_if
-
-# Keep a developer's MLFLOW_TRACKING_URI from leaking into tests that expect the default.
-os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def pytest_configure(config):

@@ -584,3 +584,16 @@ def test_real_fashion_mnist_from_system_copy(tmp_path: Path) -> None:
     # Normalization constants are the dataset's: standardized pixels have mean ~0, std ~1.
     assert abs(float(dm.train_x.mean())) < 0.01
     assert abs(float(dm.train_x.std()) - 1.0) < 0.01
+
+
+def test_superclass_names_in_any_case_or_separator():
+    from datamodules.cifar100 import resolve_superclass
+
+    for typed in (
+        "Large man-made outdoor things",
+        "LARGE_MAN_MADE_OUTDOOR_THINGS",
+        "largemanmadeoutdoorthings",
+    ):
+        assert resolve_superclass(typed) == "large_man-made_outdoor_things"
+    with pytest.raises(ValueError, match=r"did you mean vehicles_1\?"):
+        resolve_superclass("vehicle 1")

@@ -71,10 +71,15 @@ def test_experiment_runs_end_to_end(name, store, fashion_dir, cifar_dir):
     assert n_classes == (5 if name.startswith("s0") else 10)
     assert 1 / n_classes < MIN_TEST_ACC <= metrics["test/acc"] <= 1.0, metrics["test/acc"]
     assert "val/acc" in metrics and "val/precision" in metrics
+    # The params are the resolved config, key by key, as the flags spell them; nothing else
+    # (Lightning's own copy of the modules' arguments is off).
     params = run.data.params
+    assert params == {key: str(value) for key, value in cfg.params().items()}
     assert params["seed"] == "0"
     assert params["model.class_path"] == cfg.model_class_path
     assert params["trainer.max_epochs"] == str(cfg.trainer["max_epochs"])
+    if cfg.net_class_path:  # the network by class path, its arguments under model.net.
+        assert params["model.net.class_path"] == run.data.tags["net_class"] == cfg.net_class_path
     tags = run.data.tags
     assert tags["task"] == cfg.task
     assert tags["experiment"] == name
@@ -157,6 +162,7 @@ BAD_INPUTS = [
         ["superclass", "spaceships", "large_man-made_outdoor_things", "vehicles_1"],
     ),
     (["run", "nope-experiment"], ["nope-experiment", "s1-mlp", "s4-mlp"]),
+    (["run", "s1-mpl"], ["'s1-mpl' is not in the catalog", "did you mean s1-mlp?"]),
     (["run", "s1-mlp", "--trainer.max_epochs", "1.5"], ["trainer.max_epochs", "1.5"]),
     (["run", "s1-mlp", "--model.bogus", "1"], ["--model.bogus", "valid keys under 'model'", "lr"]),
     (["run", "s1-mlp", "--model.lrr", "1"], ["unknown key --model.lrr; did you mean --model.lr?"]),
@@ -177,8 +183,49 @@ def test_bad_input_fails_before_any_run(argv, expected, store, capsys):
     err = capsys.readouterr().err
     for fragment in expected:
         assert fragment in err, (fragment, err)
+    for python in ("typing.", "Literal[", "PositiveInt", "PositiveFloat", "invalid literal"):
+        assert python not in err, (python, err)  # said in words, not in Python
     # No MLflow store (hence no run) was created by a rejected command.
     assert not Path("mlruns").exists()
+
+
+def test_names_and_flags_as_people_type_them_reach_the_one_key():
+    # Names without regard to case or separator; short flags; `-` for `_`; the old
+    # spelling of a network argument. Each lands on the key it is logged under.
+    typed = "--epochs 3 --lr=0.2 --batch-size 32 --model.weight-decay 0.1 --model.hidden_sizes [7]"
+    cfg = parse("S1_MLP", typed.split())
+    assert cfg.name == "s1-mlp"
+    assert (
+        cfg.params()
+        | {
+            "trainer.max_epochs": 3,
+            "model.lr": 0.2,
+            "data.batch_size": 32,
+            "model.weight_decay": 0.1,
+            "model.net.hidden_sizes": [7],
+        }
+        == cfg.params()
+    )
+    assert "model.hidden_sizes" not in cfg.params()
+    # Activation names in any case or separator are the registry's, in the config and run.
+    for typed, canonical in (("SELU", "selu"), ("Leaky ReLU", "leaky_relu"), ("silu", "swish")):
+        assert (
+            parse("s1-mlp", ["--model.activation", typed]).params()["model.net.activation"]
+            == canonical
+        )
+        assert parse("s4-mlp", [f"--model.activation={typed}"]).get("model.activation") == canonical
+
+
+def test_run_help_shows_this_experiments_values_and_the_command_flags(capsys):
+    assert cli(["run", "s1-mlp", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "* --model.lr 0.05  (default 0.001)" in out  # s1-mlp's value, the class default
+    assert "* --trainer.max_epochs 30  (default null)" in out
+    assert "* --model.net.hidden_sizes [512]  (default [128])" in out
+    assert "\n  --model.net.activation relu\n" in out  # the same as the default: no mark
+    for flag in ("--tracking-uri URI", "--config FILE", "--resume RUN_ID", "-v, --verbose"):
+        assert flag in out, flag
+    assert "print_shtab" not in out
 
 
 def test_unparseable_yaml_is_named(store, tmp_path, capsys):

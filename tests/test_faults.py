@@ -34,7 +34,7 @@ from experiments import errors
 from experiments.__main__ import main as cli
 from experiments.tracking import health
 from experiments.tracking import store as tracking_store
-from experiments.training import callbacks, checkpoints
+from experiments.training import checkpoints
 from experiments.training.config import parse
 from experiments.training.runner import run_experiment
 from tests.helpers import REPO, child_env, data_overrides, run_cli, tiny, write_space
@@ -675,21 +675,3 @@ def test_ui_binds_loopback_unless_told_otherwise_and_says_so(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"filename": "best", "monitor": "val/acc", "mode": "max"},
-        {"filename": "last", "enable_version_counter": False},
-    ],
-)
-def test_run_checkpoint_keeps_model_checkpoints_state_key(tmp_path, settings):
-    # The callback's state in a checkpoint is stored under its state_key: the cached key
-    # must match Lightning's own, or resuming would not restore the best score.
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    ours = callbacks.RunCheckpoint(dirpath=tmp_path, **settings)
-    lightning_own = ModelCheckpoint(dirpath=tmp_path, **settings)
-    assert ours.state_key == lightning_own.state_key
-    assert ours.state_key.startswith("ModelCheckpoint{")

@@ -197,6 +197,40 @@ def test_progress_bar_shows_loss_and_val_acc_readably_at_80_columns(
         assert hidden not in line, line
     bar = line.split("|")[1]  # "Epoch 0: 100%|<bar>| 10/10 [...]"
     assert len(bar) >= 10, line
+    # Nothing but the bar and the results: no library chatter, no validation bars.
+    for chatter in CHATTER:
+        assert chatter not in output, (chatter, output[-3000:])
+
+
+#: What Lightning and MLflow print by default that a run leaves out unless -v.
+CHATTER = (
+    "GPU available",  # Lightning's accelerator lines
+    "LitLogger",  # Lightning's tip
+    "| Name",  # the model summary table
+    "`Trainer.fit` stopped",
+    "Restoring states",
+    "INFO mlflow",  # "Creating initial MLflow database tables"
+    "Validation DataLoader",
+    "LeafSpec",  # a deprecation warning inside Lightning
+)
+
+
+def test_library_warnings_go_to_the_run_and_show_with_v(migrated_store, tmp_path, fashion_dir):
+    from mlflow import MlflowClient
+
+    overrides = data_overrides("s1-mlp", fashion_dir, None)
+    quiet = run_cli("run", "s1-mlp", *overrides, cwd=tmp_path, home=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    for chatter in (*CHATTER, "logging interval"):
+        assert chatter not in quiet.stdout + quiet.stderr, chatter
+    # The tiny data has fewer batches than log_every_n_steps: Lightning warns, into the run.
+    run_id = re.search(r"MLflow run (\w+)", quiet.stdout).group(1)
+    log = MlflowClient(migrated_store).download_artifacts(run_id, "warnings.log", str(tmp_path))
+    assert "smaller than the logging interval" in Path(log).read_text()
+    loud = run_cli("run", "s1-mlp", *overrides, "-v", cwd=tmp_path, home=tmp_path)
+    assert loud.returncode == 0, loud.stderr
+    assert "smaller than the logging interval" in loud.stderr
+    assert "GPU available" in loud.stderr
 
 
 # --- --help and `run` alone -----------------------------------------------------------------

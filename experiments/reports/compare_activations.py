@@ -80,11 +80,12 @@ def parse_activations(text: str) -> list[str]:
 
     Raises ValueError naming the unknown names and the valid ones.
     """
-    from models.activations import ACTIVATIONS
+    from models.activations import ACTIVATIONS, canonical_activation
 
-    if text.strip() == "all":
+    if text.strip().lower() == "all":
         return list(ACTIVATIONS)
-    names = [part.strip() for part in text.split(",") if part.strip()]
+    # 'SELU', 'Leaky ReLU', 'silu': the registry's names (models.activations).
+    names = [canonical_activation(part.strip()) for part in text.split(",") if part.strip()]
     if not names:
         raise ValueError("--activations is empty; give a comma-separated list or 'all'")
     unknown = [n for n in names if n not in ACTIVATIONS]

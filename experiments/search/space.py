@@ -31,7 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments.training.config import CONFIGS_DIR, ConfigError, find_yaml, load_yaml
+from experiments.training.config import (
+    CONFIGS_DIR,
+    ConfigError,
+    did_you_mean,
+    find_yaml,
+    load_yaml,
+)
 
 STUDIES_DIR = CONFIGS_DIR / "studies"
 TYPES = ("float", "int", "categorical")
@@ -129,8 +135,8 @@ def resolve_study(name: str) -> Path:
     if path is not None:
         return path
     raise ConfigError(
-        f"study {name!r} is not a built-in study nor a YAML file; "
-        f"built-in studies: {', '.join(study_names())}"
+        f"study {name!r} is not a built-in study nor a YAML file"
+        f"{did_you_mean(name, study_names())}; built-in studies: {', '.join(study_names())}"
     )
 
 

@@ -56,7 +56,7 @@ def open_storage(url: str):
     """A journal file path -> JournalStorage; an RDB URL -> RDBStorage with heartbeats.
 
     One object per URL and process: the study is opened on it, and the trial recovery and
-    heartbeats below reach the same storage through it (not through `study._storage`)."""
+    heartbeats below reach the same storage through it, by public storage methods."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 

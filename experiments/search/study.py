@@ -168,14 +168,14 @@ def close_runs_of_dead_trials(plan: Plan, trial) -> None:
 
 
 def quiet_libraries() -> None:
-    import logging
     import warnings
 
     import optuna
 
+    from experiments.training import console
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    console.quiet_libraries()
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")

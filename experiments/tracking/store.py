@@ -15,15 +15,20 @@ import sys
 from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
+#: MLFLOW_TRACKING_URI as this process was started with. Lightning's MLFlowLogger calls
+#: `mlflow.set_tracking_uri(run's URI)`, which exports the variable, so read live it would
+#: name the store of the last run in this process, not the user's choice: a second run
+#: without --tracking-uri would follow the first (tests/test_experiments.py shows it).
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
 
 def resolve_tracking_uri(flag: str | None = None) -> str:
-    """The flag wins, then MLFLOW_TRACKING_URI, then the embedded SQLite store."""
-    return flag or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """The flag wins, then MLFLOW_TRACKING_URI as the process started, then the embedded store."""
+    return flag or USER_TRACKING_URI or DEFAULT_TRACKING_URI
 
 
 def redact(uri: str) -> str:
@@ -132,18 +137,6 @@ def environment_tags() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             tags[f"version.{package}"] = "absent"
     return tags
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> {"model.lr": "0.001", ...} for MLflow params (values as strings)."""
-    flat: dict[str, str] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, f"{name}."))
-        else:
-            flat[name] = str(value)
-    return flat
 
 
 def metric_history(

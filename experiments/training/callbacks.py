@@ -1,6 +1,5 @@
-"""The callbacks the runner puts in every Trainer: checkpoints, divergence, interrupts.
+"""The callbacks the runner puts in every Trainer beside Lightning's ModelCheckpoint.
 
-- `RunCheckpoint`: Lightning's ModelCheckpoint without its per-step costs;
 - `NonFiniteLossGuard`: a diverging run stops at the first non-finite loss, before a
   checkpoint with NaN weights can replace a good one;
 - `SaveOnInterrupt`: a SIGTERM (or a first Ctrl-C, see `interrupts`) saves `last.ckpt`
@@ -10,38 +9,16 @@
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from experiments.errors import CheckpointWriteError, NonFiniteLossError
-
-
-class RunCheckpoint(ModelCheckpoint):
-    """ModelCheckpoint whose `state_key` is computed once.
-
-    Lightning formats every callback's state_key for every hook call on every step (as a
-    profiler label); ModelCheckpoint rebuilds it from its settings each time (a few
-    microseconds), which two checkpoint callbacks pay ~14 times per step. The settings never change after
-    construction, so the key can be kept. It is also the name of the callback's state in a
-    checkpoint, so it is spelled as ModelCheckpoint's: checkpoints resume either way.
-    """
-
-    @functools.cached_property
-    def state_key(self) -> str:
-        return "ModelCheckpoint" + super().state_key[len(type(self).__qualname__) :]
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        # Lightning's version checks the trainer state on every step before finding that
-        # neither step- nor time-based saving is configured; ours never configures them.
-        if self._every_n_train_steps >= 1 or self._train_time_interval is not None:
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
 def _lr_hint(pl_module) -> str:

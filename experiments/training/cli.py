@@ -76,19 +76,36 @@ def usage_error(args: argparse.Namespace, name: str | None, overrides: list[str]
 
 
 def print_experiment_help(name: str) -> None:
-    """Every key of experiment `name` with its value there (`run NAME --help`)."""
+    """The values experiment `name` will use, marked where they differ from the class
+    default, and the command's own flags (`run NAME --help`)."""
     import json
 
-    from experiments.training.config import parse
+    from experiments.training.config import MISSING, SHORTCUTS, parse
+
+    def shown(value) -> str:
+        return value if isinstance(value, str) else json.dumps(value, default=str)
 
     cfg = parse(name, [])
-    print(f"usage: python -m experiments run {name} [--KEY VALUE ...]\n")
-    print(f"{cfg.task}: {cfg.description}\n" if cfg.task else f"{cfg.description}\n")
-    print(f"Every key of {cfg.source.name} with its value; override any with --KEY VALUE:")
-    for key in cfg.keys():  # noqa: SIM118 (a list of dotted keys, not a dict)
-        value = cfg.get(key)
-        shown = value if isinstance(value, str) else json.dumps(value, default=str)
-        print(f"  --{key} {shown}")
+    print(f"usage: python -m experiments run {name} [--KEY VALUE ...] [--tracking-uri URI] [-v]")
+    print(f"\n{cfg.task}: {cfg.description}" if cfg.task else f"\n{cfg.description}")
+    print(
+        "\ncommand flags:\n  --tracking-uri URI  MLflow store (default: sqlite:///mlruns/mlflow.db)"
+        "\n  --config FILE       a resolved config.yaml (as logged with every run) instead of NAME"
+        "\n  --resume RUN_ID     continue an interrupted run, into the same MLflow run"
+        "\n  -v, --verbose       the libraries' INFO lines and warnings on stderr"
+    )
+    short = ", ".join(f"--{k}" for k, v in SHORTCUTS.items() if k != v)
+    print(
+        f"\nkeys of {cfg.source.name} and their values (* differs from the class default, "
+        f"which follows);\noverride any with --KEY VALUE. Short forms: {short}."
+    )
+    for key in cfg.config_keys():
+        value, default = cfg.get(key), cfg.class_default(key)
+        differs = default is not MISSING and shown(
+            list(default) if isinstance(default, tuple) else default
+        ) != shown(value)
+        note = f"  (default {shown(default)})" if differs else ""
+        print(f"{'*' if differs else ' '} --{key} {shown(value)}{note}")
 
 
 def main(argv: Sequence[str]) -> int:

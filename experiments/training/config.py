@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import inspect
 import math
 import re
 from collections.abc import Callable
@@ -41,8 +42,16 @@ CONFIGS_DIR = Path(__file__).resolve().parent.parent / "configs"
 TRAINER_SKIP = {"logger", "callbacks", "enable_checkpointing", "default_root_dir", "plugins"}
 
 # Defaults that differ from Lightning's: no sanity-check pass (validation runs after the
-# first epoch anyway) and a CPU default, since that is what this project is measured on.
-TRAINER_DEFAULTS = {"num_sanity_val_steps": 0, "accelerator": "cpu", "log_every_n_steps": 50}
+# first epoch anyway), a CPU default, since that is what this project is measured on, and
+# no automatic hparams logging: the runner logs the whole resolved config through the
+# logger, which Lightning's copy of the modules' arguments would repeat under bare names.
+TRAINER_DEFAULTS = {
+    "enable_model_summary": False,  # `python -m experiments model-summary NAME` prints it
+    "num_sanity_val_steps": 0,
+    "accelerator": "cpu",
+    "log_every_n_steps": 50,
+    "enable_autolog_hparams": False,
+}
 
 
 @dataclass(frozen=True)
@@ -79,12 +88,23 @@ def catalog() -> list[ExperimentEntry]:
 
 
 def find_yaml(name: str, folder: Path) -> Path | None:
-    """`name` as an existing YAML file path, else `folder/<name>.yaml` if it exists."""
+    """`name` as an existing YAML file path, else `folder/<name>.yaml` if it exists; the
+    name is matched in any case, with `-`, `_`, space or no separator (`S1_MLP` and
+    `s1mlp` find `s1-mlp.yaml`)."""
     candidate = Path(name)
     if candidate.suffix in (".yaml", ".yml") and candidate.exists():
         return candidate
-    path = folder / f"{name}.yaml"
-    return path if path.exists() else None
+    squashed = re.sub(r"[-_ ]", "", name.lower())
+    for path in sorted(folder.glob("*.yaml")):
+        if path.stem == name or re.sub(r"[-_ ]", "", path.stem) == squashed:
+            return path
+    return None
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """ "; did you mean X?" for the closest of `names`, or nothing."""
+    close = difflib.get_close_matches(re.sub(r"[-_ ]+", "-", name.lower()), names, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def resolve_experiment(name: str) -> Path:
@@ -92,9 +112,10 @@ def resolve_experiment(name: str) -> Path:
     path = find_yaml(name, CONFIGS_DIR)
     if path is not None:
         return path
-    names = ", ".join(entry.name for entry in catalog())
+    names = [entry.name for entry in catalog()]
     raise ConfigError(
-        f"experiment {name!r} is not in the catalog and is not a YAML file; available: {names}"
+        f"experiment {name!r} is not in the catalog and is not a YAML file"
+        f"{did_you_mean(name, names)}\n  available: {', '.join(names)}"
     )
 
 
@@ -159,19 +180,8 @@ def _is_link_target(key: str) -> bool:
     return section in LINKED_SECTIONS and name in DATA_LINKS
 
 
-def _public_tree(node: Any) -> Any:
-    """The namespace as plain nested dicts in the public spelling (init_args folded in)."""
-    from jsonargparse import Namespace
-
-    if not isinstance(node, Namespace):
-        return list(node) if isinstance(node, tuple) else node
-    out = {}
-    for key, value in vars(node).items():
-        if key == "init_args" and isinstance(value, Namespace):
-            out.update(_public_tree(value))
-        else:
-            out[key] = _public_tree(value)
-    return out
+#: "No default": a required argument, a class path, a top-level key.
+MISSING = object()
 
 
 @dataclass
@@ -186,7 +196,23 @@ class ResolvedConfig:
         """The value of a public dotted key (`model.lr`, `model.net.hidden_sizes`)."""
         return self.namespace.get(namespace_key(self.namespace, key))
 
-    def keys(self) -> list[str]:
+    def class_default(self, key: str) -> Any:
+        """The default of `key` in its class's signature (`MISSING` where there is none)."""
+        section, _, name = key.rpartition(".")
+        if section == "trainer" and name in TRAINER_DEFAULTS:
+            return TRAINER_DEFAULTS[name]
+        if section == "trainer":
+            path = "lightning.Trainer"
+        elif section and name != "class_path":
+            path = self.get(f"{section}.class_path")
+        else:
+            return MISSING
+        parameter = inspect.signature(import_class(path, key)).parameters.get(name)
+        if parameter is None or parameter.default is inspect.Parameter.empty:
+            return MISSING
+        return parameter.default
+
+    def config_keys(self) -> list[str]:
         """Every settable key, in the public spelling, link targets left out."""
         return [
             public_key(k)
@@ -239,12 +265,12 @@ class ResolvedConfig:
         """A copy with public keys set to new values, checked by the parser (a study trial)."""
         from jsonargparse import ArgumentError
 
-        namespace, keys = self.namespace.clone(), self.keys()
+        namespace, keys = self.namespace.clone(), self.config_keys()
         for key, value in values.items():
             public = canonical_key(keys, key)
             if public not in keys:
                 raise ConfigError(f"{self.name}: {_unknown_key(keys, key)}")
-            namespace[namespace_key(namespace, public)] = value
+            namespace[namespace_key(namespace, public)] = canonical_value(public, value)
         try:
             experiment_parser().validate(namespace)
         except (ArgumentError, TypeError, ValueError) as exc:
@@ -252,18 +278,10 @@ class ResolvedConfig:
         return ResolvedConfig(self.name, self.source, namespace)
 
     def params(self) -> dict[str, Any]:
-        """The config as nested public keys, for MLflow params: no link targets, no None trainer keys."""
-        tree = _public_tree(self.namespace)
-        tree["trainer"] = {k: v for k, v in tree["trainer"].items() if v is not None}
-        tree.pop("description", None)
-        for section in ("model", "model.net"):
-            node = tree
-            for part in section.split("."):
-                node = node.get(part) if isinstance(node, dict) else None
-            for name in DATA_LINKS:
-                if isinstance(node, dict):
-                    node.pop(name, None)
-        return tree
+        """The config by public key (`model.lr`), as MLflow params: no link targets, no
+        description (it is the run's note), no Trainer keys left at None (noise in the UI)."""
+        values = {key: self.get(key) for key in self.config_keys() if key != "description"}
+        return {k: v for k, v in values.items() if v is not None or not k.startswith("trainer.")}
 
     def as_yaml(self) -> str:
         """The resolved config as an experiment file (`run --config FILE` reads it)."""
@@ -308,10 +326,27 @@ def namespace_key(namespace, key: str) -> str:
     return ".".join(out)
 
 
+#: Short flags for the keys people change most, and what they stand for.
+SHORTCUTS = {
+    "epochs": "trainer.max_epochs",
+    "max_epochs": "trainer.max_epochs",
+    "lr": "model.lr",
+    "batch_size": "data.batch_size",
+    "seed": "seed",
+}
+
+
 def canonical_key(keys: list[str], key: str) -> str:
-    """The one spelling of `key`. The alias rule, the only one: `model.X`, where X is an
-    argument of the model's network and not of the model, is `model.net.X` (the flags of the
-    LightningModule subclasses that re-declared their network's arguments)."""
+    """The one spelling of `key`, which is also the name it is logged under.
+
+    Keys are matched without regard to case or `-` for `_` (`--model.weight-decay`);
+    `SHORTCUTS` expand (`--epochs`); and, the one alias rule, `model.X`, where X is an
+    argument of the model's network and not of the model, is `model.net.X` (the flags
+    of the former LightningModule subclasses that re-declared their network's arguments).
+    """
+    if key in keys:
+        return key
+    key = SHORTCUTS.get(key.lower().replace("-", "_"), key.lower().replace("-", "_"))
     if key not in keys and key.startswith("model.") and f"model.net.{key[6:]}" in keys:
         return f"model.net.{key[6:]}"
     return key
@@ -329,9 +364,19 @@ def _unknown_key(keys: list[str], key: str) -> str:
     return f"unknown key --{key}{hint}\n  {where}: {', '.join(listed)}"
 
 
+def canonical_value(key: str, value: Any) -> Any:
+    """Names as people type them -> the registry's (`--model.net.activation SELU` -> selu)."""
+    if key.rpartition(".")[2] == "activation" and isinstance(value, str):
+        from models.activations import canonical_activation
+
+        return canonical_activation(value)
+    return value
+
+
 def _canonical_overrides(keys: list[str], overrides: list[str]) -> list[str]:
-    """Old spellings rewritten to the public key; an unknown key refused with its neighbours."""
-    out, changed = [], []
+    """Old spellings rewritten to the public key, names to the registry's; an unknown key
+    refused with its neighbours and a did-you-mean."""
+    out, changed, pending = [], [], None
     for token in overrides:
         if token.startswith("--"):
             key, eq, value = token[2:].partition("=")
@@ -341,7 +386,10 @@ def _canonical_overrides(keys: list[str], overrides: list[str]) -> list[str]:
                 raise ConfigError(_unknown_key(keys, key))
             if new.endswith("class_path"):
                 changed.append(new)
-            token = f"--{new}{eq}{value}"
+            token = f"--{new}{eq}{canonical_value(new, value) if eq else ''}"
+            pending = None if eq else new
+        elif pending is not None:
+            token, pending = canonical_value(pending, token), None
         out.append(token)
     return out
 
@@ -402,7 +450,7 @@ def parse(name: str, overrides: list[str]) -> ResolvedConfig:
     parser = experiment_parser()
     try:
         namespace = parser.parse_object(raw)
-        keys = ResolvedConfig(source.stem, source, namespace).keys()
+        keys = ResolvedConfig(source.stem, source, namespace).config_keys()
         namespace = parser.parse_args(_canonical_overrides(keys, overrides), namespace=namespace)
     except ArgumentError as exc:
         raise ConfigError(f"{source.name}: {plain_error(str(exc))}") from exc

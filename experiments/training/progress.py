@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 
 from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 DEFAULT_REFRESH_RATE = 10
 DEFAULT_MIN_INTERVAL = 0.25  # seconds between redraws
@@ -60,6 +61,14 @@ class TrainingProgressBar(TQDMProgressBar):
             return False
         self._last_redraw = now
         return True
+
+    def init_validation_tqdm(self):
+        # Validation and test take a second or two: their results show on the training
+        # bar and in the summary; their own bars would add a line each time.
+        return Tqdm(disable=True)
+
+    def init_test_tqdm(self):
+        return Tqdm(disable=True)
 
     def init_train_tqdm(self):
         bar = super().init_train_tqdm()

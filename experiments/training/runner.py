@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import errors
@@ -39,18 +41,16 @@ def _make_logger(uri: str, run_id: str, experiment_name: str):
     from lightning.pytorch.loggers import MLFlowLogger
 
     class RunLogger(MLFlowLogger):
-        """MLFlowLogger that leaves the run's final status to the runner.
+        """Lightning's MLFlowLogger on the run the runner opened; the run's status is not its.
 
-        Lightning's `finalize("failed")` on Ctrl-C would mark the run FAILED; the runner
-        knows better (KILLED for an interrupt, FAILED for an error, FINISHED after test).
+        Lightning calls `finalize("success")` when `fit` returns, before the test set is
+        scored and the checkpoint and figures are logged, and `finalize("failed")` for a
+        Ctrl-C; either would close the run early or wrongly (tests/test_internals.py shows
+        it). The runner ends the run FINISHED after the test, KILLED or FAILED otherwise.
+        Everything else (params, metrics, the run id) is MLFlowLogger's own.
         """
 
         def finalize(self, status: str = "success") -> None:
-            return None
-
-        def log_hyperparams(self, params: Any) -> None:
-            # The runner logs the resolved config itself as flat params; Lightning's own
-            # copy of the model hparams would duplicate them under other names.
             return None
 
     return RunLogger(
@@ -73,17 +73,22 @@ def run_experiment(
 
     With `resume` (from `experiments.training.resume.prepare`), training continues from
     that checkpoint into the same MLflow run instead of creating a new one.
+    `verbose`: say which data the run uses before it trains, and a line when it fails.
     `planned_stops`: exceptions that end the run KILLED as a planned early stop (tag
     `pruned_at_epoch`), not FAILED: a study passes Optuna's `TrialPruned`. They are raised on.
     """
     import lightning as L
+    import mlflow  # noqa: F401 (imported before its loggers are quieted: it sets them up)
     import torch
 
-    from experiments.training import threads
+    from experiments.training import console, threads
 
+    console.quiet_libraries(console.echo_warnings)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, data = cfg.instantiate()
     prepare_data(data)
+    if verbose and distributed.is_global_zero():
+        print(data.data_summary, file=sys.stderr)  # which data the run uses
     # Threads matched to the work per batch (see training/threads.py); a study worker has
     # already lowered torch's count to its share of the cores, which caps the choice.
     choice = threads.choose(
@@ -165,15 +170,12 @@ def _run_tracked(
     result = RunResult(run_id, data.dataset_name, uri, "RUNNING")
     # Ctrl-C / SIGTERM: stop at a batch boundary, save last.ckpt, end KILLED (interrupts.py).
     interrupts = InterruptHandler().install()
-    # MLFlowLogger calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI; put it
-    # back afterwards so one run does not change the default store of later commands.
-    exported_uri = os.environ.get("MLFLOW_TRACKING_URI")
     trainer = None
     try:
-        if resume is None:  # a resumed run logged its params and config the first time
-            store.log_params(client, run_id, store.flatten(cfg.params()))
-            client.log_text(run_id, cfg.as_yaml(), "config.yaml")
         trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
+        if resume is None:  # a resumed run logged its params and config the first time
+            trainer.logger.log_hyperparams(cfg.params())
+            client.log_text(run_id, cfg.as_yaml(), "config.yaml")
         _fit_and_test(trainer, checkpoint, model, data, client, result, resume)
         client.set_terminated(run_id, "FINISHED")
         result.status = "FINISHED"
@@ -210,21 +212,28 @@ def _run_tracked(
     finally:
         interrupts.restore()
         os.environ.pop(distributed.RUN_ID_ENV, None)
-        if exported_uri is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = exported_uri
     return result
 
 
 def _fit_and_test(trainer, checkpoint, model, data, client, result: RunResult, resume) -> None:
     """Train, test the best checkpoint, then log it, the figures and the fit judgement."""
     from experiments.tracking.artifacts import log_run_artifacts
+    from experiments.training import console
 
     ckpt_path = str(resume.checkpoint) if resume else None
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    best = checkpoint.best_model_path or None
-    results = trainer.test(model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+    # Python warnings of the libraries go to the run's warnings.log, not the terminal.
+    with tempfile.TemporaryDirectory() as folder:
+        log = Path(folder) / "warnings.log"
+        try:
+            with console.warnings_to(log):
+                trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+                best = checkpoint.best_model_path or None
+                results = trainer.test(
+                    model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True
+                )
+        finally:
+            if log.is_file() and log.stat().st_size:
+                client.log_artifact(result.run_id, str(log))
     result.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if best:
         client.log_artifact(result.run_id, best, "checkpoints")
@@ -244,14 +253,15 @@ def _end(client, result: RunResult, status: str, **tags: str) -> None:
 def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks):
     """The Trainer and its checkpoint callback; identical on every DDP rank (they must be)."""
     import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from experiments.training.callbacks import RunCheckpoint, RunGuard
+    from experiments.training.callbacks import RunGuard
     from experiments.training.checkpoints import AtomicCheckpointIO
 
     # Under DDP, ModelCheckpoint broadcasts rank 0's dirpath, so all ranks agree on it.
     folder = store.checkpoint_dir(uri, run_id or "unknown-run")
     has_val = data.lineage.get("val_size", 1) not in (0, "0")
-    checkpoint = RunCheckpoint(
+    checkpoint = ModelCheckpoint(
         dirpath=folder,
         filename="best",
         monitor="val/acc" if has_val else None,
@@ -260,7 +270,7 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
     )
     # last.ckpt at every epoch (what --resume continues from). Lightning's save_last only
     # writes it when best.ckpt improved, so a kill could cost every epoch since the best.
-    latest = [RunCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
+    latest = [ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
     trainer = L.Trainer(
         **cfg.trainer,
         logger=_make_logger(uri, run_id, data.dataset_name),

@@ -1,0 +1,103 @@
+"""The library behaviours the project works around, each shown on the real library.
+
+README "Internals" lists the workarounds; each test here fails when an upgrade changes the
+behaviour its workaround exists for, which is the moment to drop or revisit it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import lightning as L
+import optuna
+import pytest
+import torch
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow import MlflowClient
+from torch.utils.data import DataLoader, TensorDataset
+
+from experiments.tracking import store as tracking_store
+from experiments.training import runner
+from experiments.training.config import parse
+from models import ImageClassifier
+from models.components import MLP
+from tests.helpers import tiny
+
+
+def _fit(logger) -> None:
+    torch.manual_seed(0)
+    model = ImageClassifier(MLP(4, 2, hidden_sizes=[3]), input_shape=(1, 2, 2), num_classes=2)
+    data = TensorDataset(torch.randn(8, 1, 2, 2), torch.randint(0, 2, (8,)))
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=logger,
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    loader = DataLoader(data, batch_size=4)
+    trainer.fit(model, loader, loader)
+
+
+def test_mlflow_logger_closes_its_run_when_fit_returns(tmp_path):
+    # Why runner.RunLogger overrides `finalize`: Lightning's MLFlowLogger marks the run
+    # FINISHED at the end of `fit`, before the test set is scored and the artifacts are
+    # logged (and FAILED for a Ctrl-C), so a run killed during `test` would read FINISHED.
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("internals")
+    theirs, ours = (client.create_run(experiment).info.run_id for _ in range(2))
+    _fit(MLFlowLogger(tracking_uri=uri, run_id=theirs))
+    _fit(runner._make_logger(uri, ours, "internals"))
+    assert client.get_run(theirs).info.status == "FINISHED"
+    assert client.get_run(ours).info.status == "RUNNING"  # the runner closes it after test
+
+
+def test_a_run_does_not_move_the_default_store_of_the_next(store, fashion_dir):
+    # MLFlowLogger calls mlflow.set_tracking_uri(run's URI), which exports
+    # MLFLOW_TRACKING_URI for the rest of the process; the default store is read from the
+    # variable as the process started (store.USER_TRACKING_URI), so it does not follow.
+    assert tracking_store.USER_TRACKING_URI is None  # tests/conftest.py removes it
+    try:
+        runner.run_experiment(parse("s1-mlp", tiny(fashion_dir)), store, verbose=False)
+        assert os.environ.get("MLFLOW_TRACKING_URI") == store  # the logger's export
+        assert tracking_store.resolve_tracking_uri(None) == tracking_store.DEFAULT_TRACKING_URI
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_max_trials_callback_overshoots_with_two_workers(tmp_path):
+    # Why the study loop counts and asks under one lock (search/storage.py study_lock)
+    # instead of `study.optimize` with MaxTrialsCallback: the callback checks the count
+    # after a trial ends, so two workers that both see 2 of 3 done both start one more.
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.study import MaxTrialsCallback
+
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "journal.log")))
+    study = optuna.create_study(storage=storage, study_name="overshoot")
+
+    def objective(trial):
+        time.sleep(0.3)
+        return trial.suggest_float("x", 0, 1)
+
+    wanted = MaxTrialsCallback(3, states=(optuna.trial.TrialState.COMPLETE,))
+    study.optimize(objective, n_jobs=2, callbacks=[wanted])
+    assert len(study.trials) == 4  # one more than asked for
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
+def test_ask_and_tell_trials_never_go_stale_without_a_heartbeat(tmp_path):
+    # Why search/storage.py Heartbeat beats for ask/tell trials on an RDB storage: only
+    # `study.optimize` records heartbeats, and a trial with none is never found stale, so
+    # a worker that died on another host would leave its trial RUNNING for good.
+
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path}/optuna.db", heartbeat_interval=1, grace_period=1
+    )
+    study = optuna.create_study(storage=storage, study_name="stale")
+    study.ask()  # the worker that asked dies here
+    time.sleep(2.5)
+    optuna.storages.fail_stale_trials(study)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
