@@ -228,6 +228,24 @@ def test_run_help_shows_this_experiments_values_and_the_command_flags(capsys):
     assert "print_shtab" not in out
 
 
+def test_a_config_logged_before_net_injection_still_runs(tmp_path):
+    # config.yaml of a run made with the former MLPClassifier (a resume reads it).
+    old = tmp_path / "config.yaml"
+    old.write_text(
+        "task: S1.2\nseed: 3\nmodel:\n  class_path: models.MLPClassifier\n  init_args:\n"
+        "    hidden_sizes: [32]\n    dropout: 0.1\n    lr: 0.02\n    optimizer: sgd\n"
+        "data:\n  class_path: datamodules.FashionMNISTDataModule\n  init_args: {batch_size: 16}\n"
+        "trainer: {max_epochs: 2}\n"
+    )
+    cfg = parse(str(old), [])
+    assert cfg.model_class_path == "models.ImageClassifier"
+    assert cfg.net_class_path == "models.components.MLP"
+    assert (cfg.get("model.net.hidden_sizes"), cfg.get("model.net.dropout")) == ([32], 0.1)
+    assert (cfg.get("model.lr"), cfg.get("model.optimizer"), cfg.seed) == (0.02, "sgd", 3)
+    model, _ = cfg.instantiate()
+    assert model.network.net[0].out_features == 32
+
+
 def test_unparseable_yaml_is_named(store, tmp_path, capsys):
     bad = tmp_path / "broken.yaml"
     bad.write_text("model: [unclosed\n")

@@ -441,12 +441,42 @@ def plain_error(message: str) -> str:
     return message
 
 
+#: The LightningModules that re-declared their network's arguments, before `ImageClassifier`
+#: took the network as `net`: a config.yaml logged by such a run still parses (and resumes).
+FORMER_MODELS = {
+    "models.MLPClassifier": "models.components.MLP",
+    "models.FourBlockCNNClassifier": "models.components.FourBlockCNN",
+    "models.LeNetClassifier": "models.components.LeNet",
+    "models.ConvNetClassifier": "models.components.ConvNet",
+}
+
+
+def _from_former_models(raw: dict[str, Any]) -> dict[str, Any]:
+    """`model: {class_path: models.MLPClassifier, init_args: {hidden_sizes, lr, ...}}` ->
+    `ImageClassifier` with `net: {class_path: models.components.MLP, init_args: {hidden_sizes}}`."""
+    model = raw.get("model")
+    if not isinstance(model, dict):
+        return raw
+    path = str(model.get("class_path", "")).replace("models.classifier.", "models.")
+    if path not in FORMER_MODELS:
+        return raw
+    args = dict(model.get("init_args") or {})
+    own = inspect.signature(import_class("models.ImageClassifier", "model.class_path")).parameters
+    net_args = {k: args.pop(k) for k in list(args) if k not in own}
+    net = {"class_path": FORMER_MODELS[path], "init_args": net_args}
+    return {
+        **raw,
+        "model": {"class_path": "models.ImageClassifier", "init_args": {**args, "net": net}},
+    }
+
+
 def parse(name: str, overrides: list[str]) -> ResolvedConfig:
     """Resolve experiment `name` (catalog name or YAML path) with dotted CLI overrides."""
     from jsonargparse import ArgumentError
 
     source = resolve_experiment(name)
     raw = load_yaml(source)  # the one read of the file: our own message if it is not YAML
+    raw = _from_former_models(raw)
     parser = experiment_parser()
     try:
         namespace = parser.parse_object(raw)
