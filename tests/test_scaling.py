@@ -421,6 +421,7 @@ def test_ddp_on_cpu_is_one_run_and_matches_one_process(name, fashion_dir, cifar_
             "2",
             "--trainer.accelerator",
             "cpu",
+            "-v",  # Lightning's INFO lines, which name the ranks it started
         ],
         cwd=tmp_path,
         env=child_env(),

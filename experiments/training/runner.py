@@ -297,13 +297,19 @@ def _run_other_rank(
     Lightning's MLFlowLogger logs from rank 0 only; the test metrics are synced across
     ranks (torchmetrics on compute, `sync_dist` for losses), so they equal rank 0's.
     """
+    from experiments.training import console
+
     run_id = distributed.shared_run_id()
     trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-    # The best checkpoint's path is the same on every rank (rank 0 wrote the file; the
-    # ranks of one node share the folder, other nodes need it on a shared filesystem).
-    best = checkpoint.best_model_path or None
-    results = trainer.test(model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+    # The warnings are rank 0's too, which logs them with the run: this rank's are dropped.
+    with tempfile.TemporaryDirectory() as folder, console.warnings_to(Path(folder) / "w.log"):
+        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+        # The best checkpoint's path is the same on every rank (rank 0 wrote the file; the
+        # ranks of one node share the folder, other nodes need it on a shared filesystem).
+        best = checkpoint.best_model_path or None
+        results = trainer.test(
+            model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True
+        )
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return RunResult(run_id or "", data.dataset_name, uri, "RUNNING", metrics, best)
 
