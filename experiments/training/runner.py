@@ -8,6 +8,7 @@ typo or missing data never leaves an empty run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -231,15 +232,22 @@ def _fit_and_test(trainer, checkpoint, model, data, client, result: RunResult, r
                 results = trainer.test(
                     model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True
                 )
-        finally:
-            if log.is_file() and log.stat().st_size:
-                client.log_artifact(result.run_id, str(log))
+        except BaseException:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                _log_nonempty(client, result.run_id, log)
+            raise
+        _log_nonempty(client, result.run_id, log)
     result.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     if best:
         client.log_artifact(result.run_id, best, "checkpoints")
         result.best_checkpoint = best
     judgement = log_run_artifacts(client, result.run_id, model, data)
     result.judgement = None if judgement is None else str(judgement)
+
+
+def _log_nonempty(client, run_id: str, path: Path) -> None:
+    if path.is_file() and path.stat().st_size:
+        client.log_artifact(run_id, str(path))
 
 
 def _end(client, result: RunResult, status: str, **tags: str) -> None:
