@@ -12,7 +12,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+#: MLflow's client and server send anonymous usage data unless this is true. The project's
+#: commands turn it off for themselves and the MLflow servers they start (`ui`, `server`);
+#: to opt in, set MLFLOW_DISABLE_TELEMETRY=false in the environment (README "Tracking").
+TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"
 
 # name -> (module with a `main(argv) -> int`, one-line description). Modules are imported
 # only when their command runs.
@@ -37,6 +43,15 @@ COMMANDS = {
         "experiments.reports.compare",
         "table of runs from the store, grouped, mean +- std",
     ),
+    "evaluate": (
+        "experiments.inference.evaluate",
+        "score a trained model on a test set (any data of its classes), as an MLflow run",
+    ),
+    "predict": (
+        "experiments.inference.predict",
+        "top classes of image files, .npy arrays or test images for a trained model",
+    ),
+    "serve": ("experiments.inference.serve", "MLflow's REST model server for a trained model"),
     "ui": ("experiments.services.ui", "serve the MLflow UI for the project's store on 127.0.0.1"),
     "server": ("experiments.services.server", "start a shared MLflow server (PostgreSQL backend)"),
     "doctor": (
@@ -59,6 +74,9 @@ def list_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault(TELEMETRY_ENV, "true")  # before mlflow is imported; a user's value wins
+    # MLflow draws a progress bar for every artifact download (a config, a checkpoint): noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = argparse.ArgumentParser(
         prog="python -m experiments",
         description="Tracked, repeatable experiments for the seed tasks S0-S4.",

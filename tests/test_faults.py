@@ -36,6 +36,7 @@ from experiments.tracking import health
 from experiments.tracking import store as tracking_store
 from experiments.training import checkpoints
 from experiments.training.config import parse
+from experiments.training.outputs import RunOutputs
 from experiments.training.runner import run_experiment
 from tests.helpers import REPO, child_env, data_overrides, run_cli, tiny, write_space
 
@@ -232,7 +233,13 @@ def killed_run(store, fashion_dir):
     previous = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises((KeyboardInterrupt, SystemExit)):
-            run_experiment(cfg, store, callbacks=[InterruptAtEpoch(2)], verbose=False)
+            run_experiment(
+                cfg,
+                store,
+                callbacks=[InterruptAtEpoch(2)],
+                verbose=False,
+                outputs=RunOutputs(system_metrics_s=0.2),
+            )
     finally:
         signal.signal(signal.SIGINT, previous)  # Lightning ignores SIGINT after a Ctrl-C
     run = only_run(store)
@@ -251,11 +258,18 @@ def assert_continuous_history(uri: str, run_id: str, epochs: int) -> None:
     assert len(gaps) == 1, steps  # every epoch has the same number of steps
 
 
+def system_steps(uri: str, run_id: str) -> list[int]:
+    history = MlflowClient(uri).get_metric_history(run_id, "system/cpu_utilization_percentage")
+    return [m.step for m in sorted(history, key=lambda m: m.timestamp)]
+
+
 def test_interrupted_run_resumes_into_the_same_run(store, killed_run, capsys):
     folder = tracking_store.checkpoint_dir(store, killed_run)
     assert checkpoints.read_checkpoint(folder / "last.ckpt")["epoch"] == 1
+    before = system_steps(store, killed_run)
 
-    assert cli(["run", "--resume", killed_run, "--tracking-uri", store]) == 0
+    argv = ["run", "--resume", killed_run, "--tracking-uri", store]
+    assert cli([*argv, "--system-metrics-interval", "0.2"]) == 0
     out = capsys.readouterr().out
     assert killed_run in out and "FINISHED" in out
 
@@ -267,6 +281,10 @@ def test_interrupted_run_resumes_into_the_same_run(store, killed_run, capsys):
     assert "test/acc" in run.data.metrics
     assert checkpoints.read_checkpoint(folder / "last.ckpt")["epoch"] == 3
     assert_continuous_history(store, killed_run, 4)
+    # The system metrics go on after the interruption's steps, in order, none overwritten.
+    after = system_steps(store, killed_run)
+    assert before and len(after) > len(before) and after[: len(before)] == before
+    assert after == sorted(set(after)), after
 
     # A finished run is not resumed again.
     assert cli(["run", "--resume", killed_run, "--tracking-uri", store]) == 2

@@ -50,7 +50,7 @@ def test_mlflow_logger_closes_its_run_when_fit_returns(tmp_path):
     experiment = client.create_experiment("internals")
     theirs, ours = (client.create_run(experiment).info.run_id for _ in range(2))
     _fit(MLFlowLogger(tracking_uri=uri, run_id=theirs))
-    _fit(runner._make_logger(uri, ours, "internals"))
+    _fit(runner.run_logger(uri, ours, "internals"))
     assert client.get_run(theirs).info.status == "FINISHED"
     assert client.get_run(ours).info.status == "RUNNING"  # the runner closes it after test
 
@@ -101,3 +101,32 @@ def test_ask_and_tell_trials_never_go_stale_without_a_heartbeat(tmp_path):
     time.sleep(2.5)
     optuna.storages.fail_stale_trials(study)
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]
+
+
+def test_log_model_with_only_a_run_id_files_the_model_under_the_default_experiment(
+    tmp_path, monkeypatch
+):
+    # Why logged_model.log_trained_model makes the run the active one (`mlflow.start_run(
+    # run_id=...)`) around `mlflow.pytorch.log_model`: given only `run_id`, MLflow's
+    # Model.log creates the LoggedModel in the active experiment, the Default one (0), not
+    # the run's, so the run's experiment would not list its own model.
+    import mlflow
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("internals")
+    run_id = client.create_run(experiment).info.run_id
+    info = mlflow.pytorch.log_model(
+        torch.nn.Linear(3, 2),
+        name="model",
+        run_id=run_id,
+        serialization_format="pt2",
+        input_example=np.zeros((2, 3), dtype=np.float32),
+        pip_requirements=["torch"],
+    )
+    logged = client.get_logged_model(info.model_id)
+    assert logged.source_run_id == run_id
+    assert logged.experiment_id == "0" != experiment

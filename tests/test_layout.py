@@ -20,6 +20,7 @@ LAYERS = {
     "experiments.training": 2,
     "experiments.search": 3,
     "experiments.reports": 4,
+    "experiments.inference": 4,
     "experiments.services": 4,
     "experiments.bench": 4,
     "experiments.__main__": 5,

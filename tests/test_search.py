@@ -58,7 +58,7 @@ def study_runs(uri: str, name: str = "lr-s1-mlp"):
 
 def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_dir, tmp_path):
     argv = ["lr", "--trials", "4", "--tracking-uri", store, *tiny(fashion_dir, epochs=2)]
-    assert search.main(argv) == 0
+    assert search.main([*argv, "--register", "fashion-mlp"]) == 0
 
     client, parents, children = study_runs(store)
     assert len(parents) == 1 and len(children) == 4
@@ -93,6 +93,15 @@ def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_di
     study = load_study(tmp_path)
     assert cfg.get("model.lr") == pytest.approx(study.best_trial.params["lr"])
     assert len(study.trials) == 4
+
+    # Only the best trial has an MLflow model, logged once the study ended, and registered.
+    best_run = parent.data.tags["best_run_id"]
+    (model,) = client.search_logged_models(experiment_ids=[parent.info.experiment_id])
+    assert model.source_run_id == best_run
+    assert client.get_run(best_run).info.status == "FINISHED"
+    version = client.get_model_version("fashion-mlp", "1")
+    assert version.run_id == best_run and version.source == f"models:/{model.model_id}"
+    assert client.get_run(parent.info.run_id).data.tags["best_model_id"] == model.model_id
 
 
 def test_pruned_trial_run_ends_killed_with_epoch_tag(store, fashion_dir):

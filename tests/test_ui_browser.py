@@ -1,4 +1,5 @@
-"""The MLflow UI in a real browser: a study's parent and child runs, and the compare view.
+"""The MLflow UI in a real browser: a study's parent and child runs, the compare view, the
+experiment opening on its runs list, and the best trial's logged model in the Models tab.
 
     python -m pytest tests/test_ui_browser.py -m slow
 
@@ -141,7 +142,7 @@ def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_
     # A real study: a parent run with two nested trial runs.
     overrides = data_overrides("s1-mlp", fashion_dir, None)
     argv = ["lr", "--trials", "2", "--pruner", "none", "--tracking-uri", store, *overrides]
-    assert search.main(argv) == 0
+    assert search.main([*argv, "--register", "fashion-mlp"]) == 0
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("fashion-mnist")
     runs = client.search_runs([experiment.experiment_id], "tags.study_name = 'lr-s1-mlp'")
@@ -203,6 +204,25 @@ def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_
         driver.wait_for_text(expected, 120, artifacts / "ui_compare_failed.png")
         driver.screenshot(artifacts / "ui_compare_runs.png")
         assert (artifacts / "ui_compare_runs.png").stat().st_size > 10_000
+
+        # The experiment's own page opens on the training runs (the mlflow.experimentKind
+        # tag), not MLflow's GenAI view of traces.
+        driver.get(f"{site}/#/experiments/{experiment.experiment_id}")
+        driver.wait_for_text(["lr-s1-mlp"], 120, artifacts / "ui_experiment_failed.png")
+        driver.screenshot(artifacts / "ui_experiment_home.png")
+
+        # The best trial's model in the experiment's Models tab, with its name and accuracy.
+        (model,) = client.search_logged_models(experiment_ids=[experiment.experiment_id])
+        best = client.get_run(model.source_run_id)
+        driver.get(f"{site}/#/experiments/{experiment.experiment_id}/models")
+        driver.wait_for_text(
+            [model.name, best.info.run_name], 120, artifacts / "ui_models_failed.png"
+        )
+        driver.screenshot(artifacts / "ui_models.png")
+        # ... and on the run's own page.
+        driver.get(f"{site}/#/experiments/{experiment.experiment_id}/runs/{best.info.run_id}")
+        driver.wait_for_text([model.name, "fashion-mlp"], 120, artifacts / "ui_run_failed.png")
+        driver.screenshot(artifacts / "ui_run_model.png")
     finally:
         if driver is not None:
             driver.quit()

@@ -143,7 +143,30 @@ def lead(plan: Plan, argv: list[str]) -> int:
 
     study = open_study(plan, create=False)
     report_study(plan, study, parent_run_id)
+    _log_best_model(plan, client, parent_run_id)
     if code != 0:
         client.set_tag(parent_run_id, "end_reason", "a worker stopped on repeated trial failures")
     client.set_terminated(parent_run_id, "FINISHED" if code == 0 else "FAILED")
     return code
+
+
+def _log_best_model(plan: Plan, client, parent_run_id: str) -> None:
+    """The best trial's network as its run's LoggedModel (trials log none, to stay cheap);
+    registered with --register NAME. Once per study: a resumed study's best may be new."""
+    from experiments.training.trained import log_model_of_run, register_model
+
+    tags = client.get_run(parent_run_id).data.tags
+    run_id, register = tags.get("best_run_id"), plan.outputs.register
+    if not run_id:
+        return
+    if tags.get("best_model_run_id") == run_id:  # a resumed study whose best is unchanged
+        model_id = tags["best_model_id"]
+        registered = (
+            register_model(plan.tracking_uri, register, model_id, run_id) if register else None
+        )
+    else:
+        model_id, registered = log_model_of_run(plan.tracking_uri, run_id, register)
+        client.set_tag(parent_run_id, "best_model_run_id", run_id)
+        client.set_tag(parent_run_id, "best_model_id", model_id)
+    where = f", registered as models:/{registered}" if registered else ""
+    print(f"best trial's model: models:/{model_id}{where}")

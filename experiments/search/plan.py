@@ -17,7 +17,9 @@ from experiments.errors import ConfigError
 from experiments.search.space import SearchSpace, load_space, study_names
 from experiments.search.storage import default_storage
 from experiments.tracking import store
+from experiments.training import outputs
 from experiments.training.config import ResolvedConfig, parse
+from experiments.training.outputs import TRIAL, RunOutputs
 
 DEFAULT_BASE = "s1-mlp"
 
@@ -46,6 +48,8 @@ class Plan:
     workers: int
     pruner: str
     sampler_seed: int
+    #: trials record system metrics, not models; the best trial's model is logged at the end
+    outputs: RunOutputs = TRIAL
 
     @property
     def prunes(self) -> bool:
@@ -82,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    outputs.add_flags(parser)  # --register NAME: the best trial's model, once the study ends
     return parser
 
 
@@ -124,6 +129,7 @@ def make_plan(argv: Sequence[str]) -> Plan:
         workers=args.workers,
         pruner=args.pruner,
         sampler_seed=args.sampler_seed,
+        outputs=outputs.from_args(args, log_model=False),
     )
 
 

@@ -222,6 +222,7 @@ def work(plan: Plan, worker_index: int) -> int:
             parent_run_id=parent_run_id,
             study_name=plan.study_name,
             prune=plan.prunes,
+            outputs=plan.outputs,
         )
         print(prefix + progress_line(plan, outcome), flush=True)
         failures = failures + 1 if outcome.state == TrialState.FAIL else 0

@@ -21,6 +21,7 @@ from experiments.search.space import SearchSpace
 from experiments.search.storage import RETRY_ATTR, Heartbeat, open_storage, trial_storage_id
 from experiments.tracking import store
 from experiments.training.config import ResolvedConfig
+from experiments.training.outputs import TRIAL, RunOutputs
 from experiments.training.runner import run_experiment
 
 
@@ -84,6 +85,7 @@ def run_trial(
     parent_run_id: str,
     study_name: str,
     prune: bool,
+    outputs: RunOutputs = TRIAL,
 ) -> TrialOutcome:
     """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
     started = time.monotonic()
@@ -102,6 +104,7 @@ def run_trial(
             run_name=f"{study_name}-{trial.number:03d}",
             verbose=False,
             planned_stops=(optuna.TrialPruned,),
+            outputs=outputs,
         )
 
     storage = open_storage(storage_url)

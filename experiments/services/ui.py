@@ -35,6 +35,19 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
     return cmd
 
 
+def training_experiments(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the store's experiments that hold runs, each tagged as a training
+    experiment (so an older store's open on the runs list, not MLflow's GenAI view)."""
+    client = store.client(uri)
+    found = []
+    for experiment in client.search_experiments():
+        if not client.search_runs([experiment.experiment_id], max_results=1):
+            continue  # MLflow's empty Default experiment
+        store.ensure_experiment(client, uri, experiment.name)
+        found.append((experiment.name, experiment.experiment_id))
+    return found
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments ui",
@@ -50,7 +63,10 @@ def main(argv: Sequence[str]) -> int:
         print(f"error: {uri} is not a local store; open it in a browser directly", file=sys.stderr)
         return 2
     where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
-    print(f"MLflow UI for {uri} at http://{args.host}:{args.port} (bound to {args.host}: {where})")
+    site = f"http://{args.host}:{args.port}"
+    print(f"MLflow UI for {uri} at {site} (bound to {args.host}: {where})")
+    for name, experiment_id in training_experiments(uri):
+        print(f"  {name} runs: {site}/#/experiments/{experiment_id}/runs")
     print("Stop with Ctrl-C.", flush=True)
     try:
         return subprocess.call(server_command(uri, args.host, args.port), env=os.environ.copy())

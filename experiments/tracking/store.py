@@ -83,21 +83,33 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+#: MLflow's UI (3.x) opens an experiment in the view this tag names; without it, the GenAI
+#: one (traces). Every experiment the project creates or writes to carries it.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_KIND = "custom_model_development"
+
+
 def ensure_experiment(mlflow_client, uri: str, name: str) -> str:
-    """The id of experiment `name`, created with a local artifact location when new."""
+    """The id of experiment `name`, created with a local artifact location when new; tagged as
+    a model-training experiment (an older store's experiment gets the tag now)."""
     from mlflow.exceptions import MlflowException
 
     found = mlflow_client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return mlflow_client.create_experiment(name, artifact_location=artifact_location(uri, name))
-    except MlflowException:
-        # Another worker created it between our lookup and create.
-        found = mlflow_client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    if found is None:
+        try:
+            return mlflow_client.create_experiment(
+                name,
+                artifact_location=artifact_location(uri, name),
+                tags={EXPERIMENT_KIND_TAG: TRAINING_KIND},
+            )
+        except MlflowException:
+            # Another worker created it between our lookup and create.
+            found = mlflow_client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_KIND:
+        mlflow_client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, TRAINING_KIND)
+    return found.experiment_id
 
 
 def git_commit() -> str:

@@ -4,6 +4,7 @@
     python -m experiments run s4-mlp --model.activation swish --seed 1
     python -m experiments run --config best_trial.yaml     # a resolved config file
     python -m experiments run --resume RUN_ID              # continue an interrupted run
+    python -m experiments run s1-mlp --register fashion-mlp  # model registry: a new version
 
 Exit codes (experiments/errors.py): 0 finished, 2 refused before anything was created,
 1 the run failed after it started, 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 
 from experiments import errors
 from experiments.tracking import store
-from experiments.training import distributed
+from experiments.training import distributed, outputs
 from experiments.training.interrupts import last_signal
 from experiments.training.runner import RunResult, run_experiment
 
@@ -36,6 +37,9 @@ def print_summary(result: RunResult) -> None:
         f"\nMLflow run {result.run_id} ({result.status}) in experiment "
         f"'{result.experiment_name}' at {result.tracking_uri}"
     )
+    if result.model_id:
+        registered = f", registered as models:/{result.registered}" if result.registered else ""
+        print(f"Model: models:/{result.model_id}{registered}")
     print(f"Open the UI: {store.ui_command(result.tracking_uri)}")
 
 
@@ -58,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN_ID",
         help="continue an interrupted run from its last checkpoint, into the same MLflow run",
     )
+    outputs.add_flags(parser)
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -92,6 +97,9 @@ def print_experiment_help(name: str) -> None:
         "\ncommand flags:\n  --tracking-uri URI  MLflow store (default: sqlite:///mlruns/mlflow.db)"
         "\n  --config FILE       a resolved config.yaml (as logged with every run) instead of NAME"
         "\n  --resume RUN_ID     continue an interrupted run, into the same MLflow run"
+        "\n  --register NAME     register the trained model as a new version of NAME"
+        "\n  --no-system-metrics           do not record CPU, memory, GPU use (system/*)"
+        "\n  --system-metrics-interval S   seconds between system metrics samples (10)"
         "\n  -v, --verbose       the libraries' INFO lines and warnings on stderr"
     )
     short = ", ".join(f"--{k}" for k, v in SHORTCUTS.items() if k != v)
@@ -140,7 +148,9 @@ def main(argv: Sequence[str]) -> int:
             from experiments.training.config import parse
 
             cfg = parse(name, list(overrides))
-        result = run_experiment(cfg, args.tracking_uri, resume=point)
+        result = run_experiment(
+            cfg, args.tracking_uri, resume=point, outputs=outputs.from_args(args)
+        )
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

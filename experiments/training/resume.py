@@ -13,6 +13,7 @@ checkpoint, or data that changed since the run started are refused with the reas
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,16 +37,14 @@ class ResumePoint:
     global_step: int
 
 
-def load_run_config(client, run_id: str) -> ResolvedConfig:
-    """The resolved config a run logged as its `config.yaml` artifact."""
+def load_run_config(client, run_id: str, overrides: Sequence[str] = ()) -> ResolvedConfig:
+    """The resolved config a run logged as its `config.yaml` artifact (with `overrides`)."""
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = client.download_artifacts(run_id, "config.yaml", folder)
         except Exception as exc:
-            raise ConfigError(
-                f"run {run_id} has no readable config.yaml artifact to resume from ({exc})"
-            ) from exc
-        return parse(path, [])
+            raise ConfigError(f"run {run_id} has no readable config.yaml artifact ({exc})") from exc
+        return parse(path, list(overrides))
 
 
 def prepare(run_id: str, uri: str) -> tuple[ResolvedConfig, ResumePoint]:

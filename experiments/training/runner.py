@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import errors
-from experiments.tracking import health, store
+from experiments.tracking import datasets, health, store
 from experiments.training import distributed
 from experiments.training.config import ResolvedConfig, prepare_data
+from experiments.training.outputs import RUN, RunOutputs
 
 if TYPE_CHECKING:
     from experiments.training.resume import ResumePoint
@@ -36,9 +37,13 @@ class RunResult:
     best_checkpoint: str | None = None
     #: fit judgement "label (reason)" from the learning curves (experiments.tracking.judgement)
     judgement: str | None = None
+    #: the LoggedModel of the tested network (`models:/<model_id>`), None if not logged
+    model_id: str | None = None
+    #: "NAME/VERSION" when the model was registered (`register=`)
+    registered: str | None = None
 
 
-def _make_logger(uri: str, run_id: str, experiment_name: str):
+def run_logger(uri: str, run_id: str, experiment_name: str):
     from lightning.pytorch.loggers import MLFlowLogger
 
     class RunLogger(MLFlowLogger):
@@ -69,6 +74,7 @@ def run_experiment(
     verbose: bool = True,
     resume: ResumePoint | None = None,
     planned_stops: tuple[type[BaseException], ...] = (),
+    outputs: RunOutputs = RUN,
 ) -> RunResult:
     """Run `cfg` end to end; the MLflow run ends FINISHED, FAILED or KILLED, never RUNNING.
 
@@ -77,6 +83,7 @@ def run_experiment(
     `verbose`: say which data the run uses before it trains, and a line when it fails.
     `planned_stops`: exceptions that end the run KILLED as a planned early stop (tag
     `pruned_at_epoch`), not FAILED: a study passes Optuna's `TrialPruned`. They are raised on.
+    `outputs`: the model, its registration and the system metrics (`RunOutputs`).
     """
     import lightning as L
     import mlflow  # noqa: F401 (imported before its loggers are quieted: it sets them up)
@@ -117,6 +124,7 @@ def run_experiment(
             verbose,
             resume,
             planned_stops,
+            outputs,
         )
 
 
@@ -153,6 +161,7 @@ def _open_run(cfg, data, uri: str, run_tags, run_name, resume):
         run = client.create_run(
             experiment_id, run_name=run_name or f"{cfg.name}-seed{cfg.seed}", tags=run_tags
         )
+        datasets.log_split_inputs(client, run.info.run_id, data)  # the UI's Dataset column
         return client, run.info.run_id
     previous = client.get_run(resume.run_id)
     resuming.check_same_data(previous.data.tags, data.lineage)
@@ -161,7 +170,18 @@ def _open_run(cfg, data, uri: str, run_tags, run_name, resume):
 
 
 def _run_tracked(
-    cfg, model, data, client, uri, run_id, run_tags, callbacks, verbose, resume, planned_stops
+    cfg,
+    model,
+    data,
+    client,
+    uri,
+    run_id,
+    run_tags,
+    callbacks,
+    verbose,
+    resume,
+    planned_stops,
+    outputs: RunOutputs,
 ):
     """fit, test and log into run `run_id`; whatever happens, the run gets its final status."""
     from experiments.training.interrupts import InterruptHandler, interrupted_message, signal_name
@@ -171,13 +191,19 @@ def _run_tracked(
     result = RunResult(run_id, data.dataset_name, uri, "RUNNING")
     # Ctrl-C / SIGTERM: stop at a batch boundary, save last.ckpt, end KILLED (interrupts.py).
     interrupts = InterruptHandler().install()
-    trainer = None
+    monitor = trainer = None
     try:
+        monitor = _system_metrics(uri, run_id, outputs.system_metrics_s, resumed=resume is not None)
         trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
         if resume is None:  # a resumed run logged its params and config the first time
             trainer.logger.log_hyperparams(cfg.params())
             client.log_text(run_id, cfg.as_yaml(), "config.yaml")
         _fit_and_test(trainer, checkpoint, model, data, client, result, resume)
+        if monitor is not None:  # its last sample before the run ends
+            monitor.finish()
+            monitor = None
+        if outputs.log_model:
+            _log_model(cfg, model, data, client, result, outputs.register)
         client.set_terminated(run_id, "FINISHED")
         result.status = "FINISHED"
     except (KeyboardInterrupt, SystemExit) as exc:
@@ -211,9 +237,41 @@ def _run_tracked(
             print(f"Run {run_id} marked FAILED ({reason})", file=sys.stderr)
         raise
     finally:
+        if monitor is not None:
+            monitor.finish()
         interrupts.restore()
         os.environ.pop(distributed.RUN_ID_ENV, None)
     return result
+
+
+def _log_model(cfg: ResolvedConfig, model, data, client, result: RunResult, register) -> None:
+    """The tested network as the run's MLflow model (and a registry version). Like a figure,
+    a model that cannot be exported does not turn the finished run into a failed one: the
+    error is printed and kept in the `model_error` tag."""
+    from experiments.training import trained
+
+    try:
+        result.model_id, result.registered = trained.log_model(
+            cfg, model.network, data, result.tracking_uri, result.run_id, register
+        )
+    except Exception as exc:
+        message = f"{type(exc).__name__}: {exc}"[:5000]
+        print(f"warning: run {result.run_id}: the model was not logged: {message}", file=sys.stderr)
+        client.set_tag(result.run_id, "model_error", message)
+
+
+def _system_metrics(uri: str, run_id: str, interval: float | None, *, resumed: bool):
+    """MLflow's system metrics monitor on the run (`system/cpu_utilization_percentage`, ...),
+    started; None when off. A resumed run continues its steps (`resume_logging`)."""
+    if interval is None:
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(
+        run_id, sampling_interval=interval, resume_logging=resumed, tracking_uri=uri
+    )
+    monitor.start()
+    return monitor
 
 
 def _fit_and_test(trainer, checkpoint, model, data, client, result: RunResult, resume) -> None:
@@ -281,7 +339,7 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
     latest = [ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
     trainer = L.Trainer(
         **cfg.trainer,
-        logger=_make_logger(uri, run_id, data.dataset_name),
+        logger=run_logger(uri, run_id, data.dataset_name),
         # A non-finite loss stops training before a NaN checkpoint is written; a SIGTERM
         # saves last.ckpt; checkpoints are written atomically and loaded weights-only.
         callbacks=[

@@ -1,0 +1,120 @@
+"""Image files and arrays -> the model's input: (N, C, H, W) float32, normalized as in training.
+
+A PNG or JPEG is converted to the model's channels (greyscale for Fashion-MNIST, RGB for
+CIFAR-100) and size (28x28, 32x32; bilinear), pixels scaled to [0, 1]. A `.npy` file is
+read without pickle (`allow_pickle=False`): one image or a batch, as (H, W), (H, W, C),
+(C, H, W), (N, H, W), (N, H, W, C) or (N, C, H, W); uint8 pixels are divided by 255, other
+values are taken as [0, 1] pixels. Then the datamodule's normalization ((x - mean) / std).
+
+Fashion-MNIST images are light garments on a black background. A photo or drawing of a
+garment on a white page is the opposite, so `--invert auto` (the default) inverts a
+greyscale image whose border is mostly light (border mean above 0.5); `yes` / `no` force it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from experiments.errors import ConfigError
+
+INVERT_CHOICES = ("auto", "yes", "no")
+
+
+def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """A PNG/JPEG file as (C, H, W) float pixels in [0, 1] of the model's shape."""
+    from PIL import Image, UnidentifiedImageError
+
+    channels, height, width = shape
+    try:
+        with Image.open(path) as image:
+            image = image.convert("L" if channels == 1 else "RGB")
+            image = image.resize((width, height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.float32) / 255.0
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ConfigError(
+            f"{path}: not an image that can be read (PNG or JPEG expected, or a .npy array)"
+        ) from exc
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def read_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+    """A .npy file (no pickle) as (N, C, H, W) float pixels in [0, 1]."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such file") from exc
+    except ValueError as exc:  # an object array (it would need pickle) or not a .npy file
+        raise ConfigError(f"{path}: not a plain numeric .npy array ({exc})") from exc
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ConfigError(f"{path}: holds {array.dtype} values, not pixels")
+    pixels = array.astype(np.float32) / (255.0 if array.dtype == np.uint8 else 1.0)
+    return as_batch(pixels, shape, str(path))
+
+
+def as_batch(pixels: np.ndarray, shape: tuple[int, int, int], name: str) -> np.ndarray:
+    """(N, C, H, W) from any of the layouts the module docstring lists; ConfigError if none."""
+    c, h, w = shape
+    s = pixels.shape
+    if s == (h, w) and c == 1:
+        return pixels[None, None]
+    if s == (c, h, w):
+        return pixels[None]
+    if s == (h, w, c):
+        return pixels.transpose(2, 0, 1)[None]
+    if pixels.ndim == 3 and s[1:] == (h, w) and c == 1:
+        return pixels[:, None]
+    if pixels.ndim == 4 and s[1:] == (c, h, w):
+        return pixels
+    if pixels.ndim == 4 and s[1:] == (h, w, c):
+        return pixels.transpose(0, 3, 1, 2)
+    raise ConfigError(
+        f"{name}: an array of shape {s} cannot be read as {c}x{h}x{w} images; give "
+        f"({h}, {w}){'' if c == 1 else f', ({h}, {w}, {c})'}, ({c}, {h}, {w}) or a batch "
+        f"(N, {c}, {h}, {w})"
+    )
+
+
+def light_background(image: np.ndarray) -> bool:
+    """Whether a (C, H, W) image's one-pixel border is mostly light (mean above 0.5)."""
+    border = np.concatenate(
+        [
+            image[:, 0, :].ravel(),
+            image[:, -1, :].ravel(),
+            image[:, :, 0].ravel(),
+            image[:, :, -1].ravel(),
+        ]
+    )
+    return float(border.mean()) > 0.5
+
+
+def load_inputs(
+    paths: list[str], metadata: dict[str, Any], invert: str
+) -> tuple[list[str], torch.Tensor]:
+    """(one label per image, (N, C, H, W) normalized float32) for the files in `paths`."""
+    shape = tuple(metadata["input_shape"])
+    labels, images = [], []
+    for name in paths:
+        path = Path(name)
+        batch = read_array(path, shape) if path.suffix == ".npy" else read_image(path, shape)[None]
+        for i, image in enumerate(batch):
+            label = name if len(batch) == 1 else f"{name}[{i}]"
+            flip = invert == "yes" or (
+                invert == "auto" and shape[0] == 1 and light_background(image)
+            )
+            if flip:
+                image = 1.0 - image
+                label += " (inverted)"
+            labels.append(label)
+            images.append(image)
+    x = torch.from_numpy(np.stack(images)).float()
+    if metadata.get("normalize"):
+        mean = torch.tensor(metadata["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(metadata["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        x = (x - mean) / std
+    return labels, x

@@ -1,0 +1,176 @@
+"""What MODEL names (a run, a registered or logged model, a local checkpoint), resolved.
+
+    python -m experiments evaluate 8dd37a91f9214686b8d481b211e8588a     # a run id
+    python -m experiments evaluate runs:/8dd37a91f9214686b8d481b211e8588a
+    python -m experiments evaluate models:/fashion-mlp/1                # registry
+    python -m experiments evaluate models:/m-7eeb06165e264756ab1d0597bd1ea3bd
+    python -m experiments evaluate mlruns/checkpoints/RUN/best.ckpt     # config.yaml beside it
+
+Whatever the form, the network is rebuilt from the run's logged `config.yaml` and its best
+checkpoint (weights only), so `evaluate` scores it with the very code `run` tested it with.
+Every failure is a ConfigError in words, raised before anything is created.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from experiments.errors import ConfigError
+from experiments.tracking import store
+from experiments.training import trained
+from experiments.training.config import ResolvedConfig, did_you_mean, parse
+
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class TrainedModel:
+    """A trained model ready to use: its config, the LightningModule with its weights (eval
+    mode), the set-up datamodule, and where it came from."""
+
+    reference: str  # what the user wrote
+    cfg: ResolvedConfig
+    model: Any
+    data: Any
+    run_id: str | None = None  # the training run, when the model came from a store
+    model_id: str | None = None  # its LoggedModel, when it has one
+    model_uri: str | None = None  # models:/... (what `serve` and MLflow load)
+    uri: str | None = None  # the store it came from
+
+
+def resolve(
+    reference: str,
+    uri: str,
+    *,
+    data_overrides: Sequence[str] = (),
+    config: str | None = None,
+) -> TrainedModel:
+    """The model `reference` names, with its data (`data_overrides`: `--data.KEY VALUE`)."""
+    bad = [
+        flag for flag in data_overrides if flag.startswith("--") and not flag.startswith("--data.")
+    ]
+    if bad:
+        raise ConfigError(
+            f"only --data.KEY VALUE overrides are allowed here (got {' '.join(bad)}): the model "
+            "is the trained one"
+        )
+    path = Path(reference)
+    if reference.endswith(".ckpt") or path.is_file():
+        return _from_checkpoint(reference, path, config, data_overrides)
+    if config is not None:
+        raise ConfigError("--config FILE goes with a local checkpoint, not with a run or model")
+    run_id, model_id = _run_of(reference, uri)
+    client = store.client(uri)
+    cfg, model, data = trained.load_run_model(client, run_id, data_overrides)
+    model_id = model_id or _logged_model_of(client, run_id)
+    model_uri = f"models:/{model_id}" if model_id else None
+    return TrainedModel(reference, cfg, model, data, run_id, model_id, model_uri, uri)
+
+
+def _from_checkpoint(reference: str, path: Path, config: str | None, overrides) -> TrainedModel:
+    from experiments.training.config import prepare_data
+
+    if not path.is_file():
+        raise ConfigError(f"{reference}: no such checkpoint file")
+    config_path = Path(config) if config else path.parent / "config.yaml"
+    if not config_path.is_file():
+        raise ConfigError(
+            f"{reference}: no config.yaml beside the checkpoint ({config_path}); pass the run's "
+            "config with --config FILE (every run logs it as its config.yaml artifact)"
+        )
+    cfg = parse(str(config_path), [])
+    model, data = trained.load_checkpoint_model(cfg, path)
+    if overrides:
+        cfg = parse(str(config_path), list(overrides))
+        data = trained.same_task_data(cfg, data)
+    prepare_data(data)
+    data.setup("test")
+    return TrainedModel(reference, cfg, model, data)
+
+
+def _run_of(reference: str, uri: str) -> tuple[str, str | None]:
+    """(training run id, LoggedModel id or None) of a run id, runs:/ or models:/ reference."""
+    from mlflow.exceptions import MlflowException
+
+    from experiments.tracking import health
+
+    db = store.sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(f"{reference}: there is no store at {uri} (no file {db})")
+    health.check_tracking_server(uri)
+    client = store.client(uri)
+    if reference.startswith("models:/"):
+        return _registered(client, reference, uri)
+    run_id = reference.removeprefix("runs:/").split("/")[0]
+    if not RUN_ID.match(run_id):
+        raise ConfigError(
+            f"{reference!r} is not a model reference: give a run id (32 hex digits), "
+            "runs:/RUN_ID, models:/NAME/VERSION, models:/m-ID, or a .ckpt file"
+        )
+    try:
+        client.get_run(run_id)
+    except MlflowException as exc:
+        raise ConfigError(f"{reference}: no run {run_id} in {uri}") from exc
+    return run_id, None
+
+
+def _registered(client, reference: str, uri: str) -> tuple[str, str | None]:
+    from mlflow.exceptions import MlflowException
+
+    rest = reference.removeprefix("models:/")
+    if rest.startswith("m-") and "/" not in rest:
+        try:
+            logged = client.get_logged_model(rest)
+        except MlflowException as exc:
+            raise ConfigError(f"{reference}: no logged model {rest} in {uri}") from exc
+        return logged.source_run_id, logged.model_id
+    name, _, version = rest.partition("/")
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException as exc:
+        raise ConfigError(f"{reference}: {exc.message}") from exc
+    if not versions:
+        known = sorted(m.name for m in client.search_registered_models())
+        hint = did_you_mean(name, known)
+        listed = f" (registered: {', '.join(known)})" if known else " (none is registered)"
+        raise ConfigError(f"{reference}: no registered model {name!r}{hint}{listed}")
+    by_number = {v.version: v for v in versions}
+    if version not in {str(n) for n in by_number}:
+        numbers = ", ".join(str(n) for n in sorted(int(n) for n in by_number))
+        raise ConfigError(
+            f"{reference}: model {name!r} has no version {version or '(none given)'}; "
+            f"its versions are {numbers} (write models:/{name}/VERSION)"
+        )
+    chosen = next(v for v in versions if str(v.version) == version)
+    model_id = (
+        chosen.source.removeprefix("models:/") if chosen.source.startswith("models:/") else None
+    )
+    if not chosen.run_id:
+        raise ConfigError(f"{reference}: the version names no training run, so no config")
+    return chosen.run_id, model_id
+
+
+def _logged_model_of(client, run_id: str) -> str | None:
+    """The LoggedModel the run logged last, if any."""
+    outputs = client.get_run(run_id).outputs
+    models = outputs.model_outputs if outputs else []
+    return max(models, key=lambda m: m.step).model_id if models else None
+
+
+def model_uri_of(reference: str, uri: str) -> str:
+    """The `models:/...` URI MLflow serves for `reference` (checked to exist in the store)."""
+    if reference.startswith("models:/"):
+        _run_of(reference, uri)  # the name and version exist
+        return reference
+    run_id, _ = _run_of(reference, uri)
+    model_id = _logged_model_of(store.client(uri), run_id)
+    if model_id is None:
+        raise ConfigError(
+            f"{reference}: run {run_id} logged no MLflow model (a study trial logs none; its "
+            "study logs the best trial's)"
+        )
+    return f"models:/{model_id}"

@@ -1,0 +1,66 @@
+"""`python -m experiments serve MODEL`: MLflow's model server for a trained model, on loopback.
+
+    python -m experiments serve models:/fashion-mlp/1              # http://127.0.0.1:5050
+    python -m experiments serve RUN_ID --port 5051
+
+It runs `mlflow models serve -m models:/... --env-manager local` in this environment
+(no new virtualenv: torch is already here) against the project's store. The server answers
+POST /invocations with {"inputs": [[[[...]]]]} (a batch of normalized images, as the model's
+signature says) and returns {"predictions": [[p_0, ..., p_9], ...]} (class probabilities;
+the class names are in the model's metadata). README "Using a trained model" shows a request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from experiments import errors
+from experiments.inference.reference import model_uri_of
+from experiments.tracking import store
+
+
+def serve_command(model_uri: str, host: str, port: int) -> list[str]:
+    return [
+        *store.mlflow_command(),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments serve",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", metavar="MODEL", help="run id, runs:/... or models:/...")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    parser.add_argument("--port", type=int, default=5050)
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    args = parser.parse_args(argv)
+    uri = store.resolve_tracking_uri(args.tracking_uri)
+    try:
+        model_uri = model_uri_of(args.model, uri)
+    except errors.Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
+    print(f"serving {model_uri} from {uri} at http://{args.host}:{args.port}/invocations ({where})")
+    print("Stop with Ctrl-C.", flush=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    try:
+        return subprocess.call(serve_command(model_uri, args.host, args.port), env=env)
+    except KeyboardInterrupt:
+        return 130

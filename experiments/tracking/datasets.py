@@ -1,0 +1,67 @@
+"""A run's train, validation and test splits as MLflow dataset inputs (the UI's Dataset column).
+
+Each split is one `mlflow.entities.Dataset`: name ``<dataset>-<split>`` (``fashion_mnist-train``),
+the folder the files were read from as its source, and a digest of what makes the split: the
+files' md5 checksums (the datamodule computes them while reading, `lineage["md5_*"]`), the
+split seed and sizes, and the superclass for CIFAR-100. Same files and split, same digest;
+another split seed or another copy of the data, another digest. Logged once, when the run is
+created, with the input tag ``mlflow.data.context`` = training / validation / testing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+#: split -> MLflow's dataset context (the values MLflow's own docs use)
+CONTEXTS = {"train": "training", "val": "validation", "test": "testing"}
+
+
+def split_digest(lineage: dict[str, Any], split: str) -> str:
+    """16 hex digits that change with the files, the split and the split's role."""
+    facts = {k: str(v) for k, v in sorted(lineage.items()) if k.startswith("md5_")}
+    for key in ("dataset", "split_seed", "train_size", "val_size", "superclass", "normalize"):
+        if key in lineage:
+            facts[key] = str(lineage[key])
+    facts["split"] = split
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def split_datasets(data: Any) -> dict[str, Any]:
+    """split -> the `mlflow.entities.Dataset` of a set-up datamodule's train/val/test split."""
+    from mlflow.entities import Dataset
+
+    lineage = data.lineage
+    source = Path(str(lineage["source_path"]))
+    out = {}
+    for split in CONTEXTS:
+        images = getattr(data, f"{split}_x")
+        if split == "val" and len(images) == 0:
+            continue  # val_size 0: no validation split
+        out[split] = Dataset(
+            name=f"{data.dataset_name}-{split}",
+            digest=split_digest(lineage, split),
+            source_type="local",
+            source=json.dumps({"uri": source.as_uri()}),
+            schema=json.dumps(
+                {"images": ["float32", [-1, *data.input_shape]], "labels": ["int64", [-1]]}
+            ),
+            profile=json.dumps({"num_rows": len(images), "classes": len(data.class_names)}),
+        )
+    return out
+
+
+def log_split_inputs(
+    client: Any, run_id: str, data: Any, splits: tuple[str, ...] = tuple(CONTEXTS)
+) -> None:
+    """Log the `splits` as the run's dataset inputs, each with its context tag."""
+    from mlflow.entities import DatasetInput, InputTag
+
+    inputs = [
+        DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXTS[split])])
+        for split, dataset in split_datasets(data).items()
+        if split in splits
+    ]
+    client.log_inputs(run_id, datasets=inputs)
