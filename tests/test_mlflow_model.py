@@ -97,6 +97,11 @@ def test_the_model_carries_the_test_metrics_and_the_registered_version_its_tags(
 
     version = client.get_model_version("fashion-mlp", "1")
     assert version.source == f"models:/{result.model_id}" and version.run_id == result.run_id
+    # The LoggedModel names its versions (how the UI's Models tab links the two).
+    logged = client.get_logged_model(result.model_id)
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [
+        {"name": "fashion-mlp", "version": 1}
+    ]
     assert version.tags["task"] == "S1.2" and version.tags["dataset"] == "fashion-mnist"
     assert version.tags["test_acc"] == f"{run.data.metrics['test/acc']:.4f}"
 

@@ -29,6 +29,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments.search import cli as search
+from experiments.services.ui import runs_page as ui_page
 from tests.helpers import REPO, RunIf, child_env, data_overrides, free_port
 
 PORTS = range(5510, 5550)  # this test's share of the project's UI port range
@@ -205,23 +206,28 @@ def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_
         driver.screenshot(artifacts / "ui_compare_runs.png")
         assert (artifacts / "ui_compare_runs.png").stat().st_size > 10_000
 
-        # The experiment's own page opens on the training runs (the mlflow.experimentKind
-        # tag), not MLflow's GenAI view of traces.
-        driver.get(f"{site}/#/experiments/{experiment.experiment_id}")
-        driver.wait_for_text(["lr-s1-mlp"], 120, artifacts / "ui_experiment_failed.png")
+        # The page `ui` prints for the experiment opens on its training runs (MLflow's
+        # "Model training" view: runs, models, registry), not on the GenAI view of traces.
+        driver.get(f"{site}/{ui_page(experiment.experiment_id)}")
+        expected = ["Model registry", "lr-s1-mlp", "matching runs"]
+        driver.wait_for_text(expected, 120, artifacts / "ui_experiment_failed.png")
+        assert "Detect Issues" not in driver.text()
         driver.screenshot(artifacts / "ui_experiment_home.png")
 
-        # The best trial's model in the experiment's Models tab, with its name and accuracy.
+        # The best trial's model in the experiment's Models tab: its source run and its
+        # registered version.
         (model,) = client.search_logged_models(experiment_ids=[experiment.experiment_id])
         best = client.get_run(model.source_run_id)
-        driver.get(f"{site}/#/experiments/{experiment.experiment_id}/models")
-        driver.wait_for_text(
-            [model.name, best.info.run_name], 120, artifacts / "ui_models_failed.png"
-        )
+        models_page = ui_page(experiment.experiment_id).replace("/runs?", "/models?")
+        driver.get(f"{site}/{models_page}")
+        expected = ["Registered models", best.info.run_name, "fashion-mlp", "v1"]
+        driver.wait_for_text(expected, 120, artifacts / "ui_models_failed.png")
         driver.screenshot(artifacts / "ui_models.png")
-        # ... and on the run's own page.
-        driver.get(f"{site}/#/experiments/{experiment.experiment_id}/runs/{best.info.run_id}")
-        driver.wait_for_text([model.name, "fashion-mlp"], 120, artifacts / "ui_run_failed.png")
+        # ... and on the run's page, with its datasets and system metrics.
+        run_page = ui_page(experiment.experiment_id).replace("/runs?", f"/runs/{best.info.run_id}?")
+        driver.get(f"{site}/{run_page}")
+        expected = ["Logged models (1)", "fashion-mlp", "fashion-mnist-train", "System metrics"]
+        driver.wait_for_text(expected, 120, artifacts / "ui_run_failed.png")
         driver.screenshot(artifacts / "ui_run_model.png")
     finally:
         if driver is not None:

@@ -35,6 +35,13 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
     return cmd
 
 
+def runs_page(experiment_id: str) -> str:
+    """The UI's route to an experiment's training runs. MLflow 3's UI shows its GenAI view
+    (traces) unless the workflow is "machine_learning": set by this URL parameter, or by its
+    "Model training" switch (remembered by the browser)."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def training_experiments(uri: str) -> list[tuple[str, str]]:
     """(name, id) of the store's experiments that hold runs, each tagged as a training
     experiment (so an older store's open on the runs list, not MLflow's GenAI view)."""
@@ -66,7 +73,7 @@ def main(argv: Sequence[str]) -> int:
     site = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri} at {site} (bound to {args.host}: {where})")
     for name, experiment_id in training_experiments(uri):
-        print(f"  {name} runs: {site}/#/experiments/{experiment_id}/runs")
+        print(f"  {name} runs: {site}/{runs_page(experiment_id)}")
     print("Stop with Ctrl-C.", flush=True)
     try:
         return subprocess.call(server_command(uri, args.host, args.port), env=os.environ.copy())

@@ -119,22 +119,11 @@ def log_trained_model(
     return info
 
 
-def register(uri: str, name: str, model_id: str, run_id: str, tags: dict[str, str]):
-    """Register LoggedModel `model_id` as a new version of `name` (created when new); the version."""
-    from mlflow.exceptions import MlflowException
+def register(uri: str, name: str, model_id: str, tags: dict[str, str]):
+    """Register LoggedModel `model_id` as a new version of `name` (created when new); the
+    version. `mlflow.register_model` also records the version on the LoggedModel (its
+    `mlflow.modelVersions` tag), which is how the UI's Models tab links the two."""
+    import mlflow
 
-    from experiments.tracking import store
-
-    client = store.client(uri)
-    try:
-        client.create_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-            raise
-    return client.create_model_version(
-        name,
-        source=f"models:/{model_id}",
-        run_id=run_id,
-        tags=tags,
-        model_id=model_id,
-    )
+    mlflow.set_tracking_uri(uri)  # register_model has no tracking_uri argument
+    return mlflow.register_model(f"models:/{model_id}", name, tags=tags)

@@ -48,7 +48,7 @@ def register_model(uri: str, name: str, model_id: str, run_id: str) -> str:
     run = client.get_run(run_id)
     tags = {key: run.data.tags.get(key, "") for key in ("task", "experiment", "dataset")}
     tags["test_acc"] = f"{run.data.metrics.get('test/acc', float('nan')):.4f}"
-    version = logged_model.register(uri, name, model_id, run_id, tags)
+    version = logged_model.register(uri, name, model_id, tags)
     return f"{version.name}/{version.version}"
 
 
