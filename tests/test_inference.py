@@ -96,6 +96,8 @@ def test_evaluate_reproduces_the_runs_test_accuracy_as_an_evaluation_run(registe
     assert evaluation.info.status == "FINISHED"
     assert evaluation.data.tags["evaluated_run_id"] == result.run_id
     assert evaluation.data.tags["evaluated_model_id"] == result.model_id
+    assert evaluation.data.tags["experiment"] == "s1-mlp"
+    assert evaluation.info.run_name == "evaluate-s1-mlp-fashion-mnist"
     assert round(evaluation.data.metrics["test/acc"], 4) == round(
         result.test_metrics["test/acc"], 4
     )

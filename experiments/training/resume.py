@@ -38,13 +38,16 @@ class ResumePoint:
 
 
 def load_run_config(client, run_id: str, overrides: Sequence[str] = ()) -> ResolvedConfig:
-    """The resolved config a run logged as its `config.yaml` artifact (with `overrides`)."""
+    """The resolved config a run logged as its `config.yaml` artifact (with `overrides`),
+    named as the run's experiment (`s1-mlp`, its `experiment` tag), not as the file."""
     with tempfile.TemporaryDirectory() as folder:
         try:
             path = client.download_artifacts(run_id, "config.yaml", folder)
         except Exception as exc:
             raise ConfigError(f"run {run_id} has no readable config.yaml artifact ({exc})") from exc
-        return parse(path, list(overrides))
+        cfg = parse(path, list(overrides))
+    cfg.name = client.get_run(run_id).data.tags.get("experiment", cfg.name)
+    return cfg
 
 
 def prepare(run_id: str, uri: str) -> tuple[ResolvedConfig, ResumePoint]:
