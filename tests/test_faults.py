@@ -12,7 +12,6 @@ callback that poisons the weights the way a diverging update does, a truncated f
 
 from __future__ import annotations
 
-import contextlib
 import io
 import itertools
 import os
@@ -38,7 +37,7 @@ from experiments.training import checkpoints
 from experiments.training.config import parse
 from experiments.training.outputs import RunOutputs
 from experiments.training.runner import run_experiment
-from tests.helpers import REPO, child_env, data_overrides, run_cli, tiny, write_space
+from tests.helpers import REPO, child_env, data_overrides, run_cli, stop_group, tiny, write_space
 
 EXPERIMENT = "fashion-mnist"
 
@@ -686,10 +685,4 @@ def test_ui_binds_loopback_unless_told_otherwise_and_says_so(tmp_path):
         # 0100007F is 127.0.0.1 in /proc/net/tcp's byte order; 00000000 would be 0.0.0.0.
         assert listening_addresses(port) == {"0100007F"}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_group(proc, timeout=60)

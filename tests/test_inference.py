@@ -11,8 +11,6 @@ for the slow test a real `mlflow models serve` process on a loopback port.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +30,7 @@ from experiments.__main__ import main as cli
 from experiments.training.config import parse
 from experiments.training.outputs import RunOutputs
 from experiments.training.runner import run_experiment
-from tests.helpers import child_env, free_port, tiny
+from tests.helpers import child_env, free_port, stop_group, tiny
 
 PORTS = range(5560, 5590)  # this file's share of the project's test port range
 
@@ -293,10 +291,4 @@ def test_mlflow_models_serve_answers_invocations_with_class_probabilities(regist
         torch.testing.assert_close(served, direct, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(served.sum(dim=1), torch.ones(4))
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+        stop_group(server, timeout=20)

@@ -16,7 +16,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ from mlflow import MlflowClient
 
 from experiments.search import cli as search
 from experiments.services.ui import runs_page as ui_page
-from tests.helpers import REPO, RunIf, child_env, data_overrides, free_port
+from tests.helpers import REPO, RunIf, child_env, data_overrides, free_port, stop_group
 
 PORTS = range(5510, 5550)  # this test's share of the project's UI port range
 CHROMIUM_ARGS = [
@@ -65,18 +64,6 @@ def wait(predicate, timeout: float, what: str, proc: subprocess.Popen | None = N
             pytest.fail(f"{what}: the process exited with {proc.returncode}")
         time.sleep(1)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """End a process group started by this test: SIGTERM, then SIGKILL."""
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # mlflow's job consumers may ignore SIGTERM
-        proc.wait()
 
 
 class WebDriver:
@@ -232,5 +219,5 @@ def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_
     finally:
         if driver is not None:
             driver.quit()
-        stop(chromedriver)
-        stop(ui)
+        stop_group(chromedriver)
+        stop_group(ui)

@@ -23,10 +23,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from experiments import errors
-from experiments.inference.reference import TrainedModel, resolve
+from experiments.inference.reference import TrainedModel, add_model_arguments, resolve
 from experiments.tracking import datasets, health, store
-
-HEADLINE = ("test/acc", "test/precision", "test/recall", "test/f1", "test/loss")
+from experiments.training.runner import HEADLINE_METRICS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,9 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="run id, runs:/..., models:/..., or .ckpt")
-    parser.add_argument("--config", help="the config.yaml of a local checkpoint")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    add_model_arguments(parser)
     return parser
 
 
@@ -121,7 +118,7 @@ def evaluate(trained: TrainedModel, uri: str) -> tuple[str, dict[str, float]]:
 def print_results(trained: TrainedModel, run_id: str, metrics: dict[str, float], uri: str) -> None:
     data = trained.data
     print(f"{trained.reference} on {data.dataset_name} test set ({len(data.test_x)} images)")
-    for key in HEADLINE:
+    for key in HEADLINE_METRICS:
         if key in metrics:
             print(f"  {key:<16} {metrics[key]:.4f}")
     print("  per class:")

@@ -27,7 +27,7 @@ import torch
 from experiments import errors
 from experiments.errors import ConfigError
 from experiments.inference.images import INVERT_CHOICES, load_inputs
-from experiments.inference.reference import TrainedModel, resolve
+from experiments.inference.reference import TrainedModel, add_model_arguments, resolve
 from experiments.tracking import store
 
 
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="run id, runs:/..., models:/..., or .ckpt")
+    add_model_arguments(parser)
     parser.add_argument("inputs", metavar="INPUT", nargs="*", help="PNG/JPEG files or .npy arrays")
     parser.add_argument("--from-test", type=int, metavar="N", help="the first N test images")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per input (default 3)")
@@ -48,8 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="invert greyscale images: auto = when the border is light (default)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON list")
-    parser.add_argument("--config", help="the config.yaml of a local checkpoint")
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
     return parser
 
 

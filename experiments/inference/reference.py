@@ -13,6 +13,7 @@ Every failure is a ConfigError in words, raised before anything is created.
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +26,15 @@ from experiments.training import trained
 from experiments.training.config import ResolvedConfig, did_you_mean, parse
 
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, checkpoints: bool = True) -> None:
+    """MODEL, --config (for a local checkpoint) and --tracking-uri: every inference command's."""
+    kinds = "run id, runs:/..., models:/..." + (", or a .ckpt file" if checkpoints else "")
+    parser.add_argument("model", metavar="MODEL", help=kinds)
+    if checkpoints:
+        parser.add_argument("--config", help="the config.yaml of a local checkpoint")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from experiments import errors
-from experiments.inference.reference import model_uri_of
+from experiments.inference.reference import add_model_arguments, model_uri_of
 from experiments.tracking import store
 
 
@@ -45,10 +45,9 @@ def main(argv: Sequence[str]) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", metavar="MODEL", help="run id, runs:/... or models:/...")
+    add_model_arguments(parser, checkpoints=False)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=5050)
-    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
     args = parser.parse_args(argv)
     uri = store.resolve_tracking_uri(args.tracking_uri)
     try:

@@ -21,9 +21,7 @@ from experiments import errors
 from experiments.tracking import store
 from experiments.training import distributed, outputs
 from experiments.training.interrupts import last_signal
-from experiments.training.runner import RunResult, run_experiment
-
-HEADLINE_METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/loss")
+from experiments.training.runner import HEADLINE_METRICS, RunResult, run_experiment
 
 
 def print_summary(result: RunResult) -> None:

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
     from experiments.training.resume import ResumePoint
 
 
+#: the test metrics a finished run (and an evaluation) prints, in this order
+HEADLINE_METRICS = ("test/acc", "test/precision", "test/recall", "test/f1", "test/loss")
+
+
 @dataclass
 class RunResult:
     run_id: str

@@ -1,8 +1,10 @@
-"""The repository root, environments for child processes, the CLI in a fresh process, ports."""
+"""The repository root, environments for child processes, the CLI in a fresh process, ports,
+and stopping a process group a test started."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -59,3 +61,19 @@ def free_port(ports: range, exclude: tuple[int, ...] = ()) -> int:
                 continue
             return port
     raise RuntimeError(f"no free port in {ports.start}-{ports.stop - 1} on 127.0.0.1")
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """End the process group of `proc` (started with `start_new_session=True`): SIGTERM,
+    then SIGKILL after `timeout` s (an mlflow server's workers may ignore SIGTERM)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
