@@ -165,7 +165,6 @@ def _open_run(cfg, data, uri: str, run_tags, run_name, resume):
         run = client.create_run(
             experiment_id, run_name=run_name or f"{cfg.name}-seed{cfg.seed}", tags=run_tags
         )
-        datasets.log_split_inputs(client, run.info.run_id, data)  # the UI's Dataset column
         return client, run.info.run_id
     previous = client.get_run(resume.run_id)
     resuming.check_same_data(previous.data.tags, data.lineage)
@@ -199,9 +198,10 @@ def _run_tracked(
     try:
         monitor = _system_metrics(uri, run_id, outputs.system_metrics_s, resumed=resume is not None)
         trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
-        if resume is None:  # a resumed run logged its params and config the first time
+        if resume is None:  # a resumed run logged its params, config and datasets the first time
             trainer.logger.log_hyperparams(cfg.params())
             client.log_text(run_id, cfg.as_yaml(), "config.yaml")
+            datasets.log_split_inputs(client, run_id, data)  # the UI's Dataset column
         _fit_and_test(trainer, checkpoint, model, data, client, result, resume)
         if monitor is not None:  # its last sample before the run ends
             monitor.finish()
