@@ -16,7 +16,8 @@ logs its best trial's once the study ends (`experiments.search.cli`). What is lo
   (``model_id``), so the UI's Models tab and `mlflow.search_logged_models` show its accuracy.
 
     python -m experiments run s1-mlp --register fashion-mlp
-    python -c "import mlflow; print(mlflow.pytorch.load_model('models:/fashion-mlp/1'))"
+    MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db \
+        python -c "import mlflow; print(mlflow.pytorch.load_model('models:/fashion-mlp/1'))"
 """
 
 from __future__ import annotations
