@@ -204,12 +204,16 @@ class InMemoryDataModule(LightningDataModule):
                 )
 
     def _to_float(self, x: torch.Tensor) -> torch.Tensor:
-        out = x.to(torch.float32).div_(255.0)
+        return self.normalize_pixels(x.to(torch.float32).div_(255.0))
+
+    def normalize_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Float pixels in [0, 1], (N, C, H, W) -> the model's input: (x - mean) / std per
+        channel when `normalize` is on. In place (returns `x`): the splits are large."""
         if self.normalize:
             mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
             std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-            out.sub_(mean).div_(std)
-        return out
+            x.sub_(mean).div_(std)
+        return x
 
     # --- loaders --------------------------------------------------------------------------
 

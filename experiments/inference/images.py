@@ -4,7 +4,8 @@ A PNG or JPEG is converted to the model's channels (greyscale for Fashion-MNIST,
 CIFAR-100) and size (28x28, 32x32; bilinear), pixels scaled to [0, 1]. A `.npy` file is
 read without pickle (`allow_pickle=False`): one image or a batch, as (H, W), (H, W, C),
 (C, H, W), (N, H, W), (N, H, W, C) or (N, C, H, W); uint8 pixels are divided by 255, other
-values are taken as [0, 1] pixels. Then the datamodule's normalization ((x - mean) / std).
+values are taken as [0, 1] pixels. Then the datamodule's own normalization
+(`normalize_pixels`: (x - mean) / std).
 
 Fashion-MNIST images are light garments on a black background. A photo or drawing of a
 garment on a white page is the opposite, so `--invert auto` (the default) inverts a
@@ -14,7 +15,6 @@ greyscale image whose border is mostly light (border mean above 0.5); `yes` / `n
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -94,10 +94,10 @@ def light_background(image: np.ndarray) -> bool:
 
 
 def load_inputs(
-    paths: list[str], metadata: dict[str, Any], invert: str
+    paths: list[str], shape: tuple[int, int, int], invert: str
 ) -> tuple[list[str], torch.Tensor]:
-    """(one label per image, (N, C, H, W) normalized float32) for the files in `paths`."""
-    shape = tuple(metadata["input_shape"])
+    """(one label per image, (N, C, H, W) float32 pixels in [0, 1]) for the files in `paths`;
+    the datamodule's `normalize_pixels` makes them the model's input."""
     labels, images = [], []
     for name in paths:
         path = Path(name)
@@ -112,9 +112,4 @@ def load_inputs(
                 label += " (inverted)"
             labels.append(label)
             images.append(image)
-    x = torch.from_numpy(np.stack(images)).float()
-    if metadata.get("normalize"):
-        mean = torch.tensor(metadata["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(metadata["std"], dtype=torch.float32).view(1, -1, 1, 1)
-        x = (x - mean) / std
-    return labels, x
+    return labels, torch.from_numpy(np.stack(images)).float()

@@ -80,11 +80,11 @@ def top_classes(probabilities: torch.Tensor, class_names: list[str], k: int) -> 
 
 def predictions(trained: TrainedModel, args: argparse.Namespace) -> list[dict]:
     """One {"input", "top"[, "label"]} per input image."""
-    from experiments.tracking.logged_model import model_metadata
-
     data = trained.data
-    metadata = model_metadata(data, trained.cfg.task)
-    labels, x = load_inputs(args.inputs, metadata, args.invert) if args.inputs else ([], None)
+    labels, x = [], None
+    if args.inputs:
+        labels, pixels = load_inputs(args.inputs, tuple(data.input_shape), args.invert)
+        x = data.normalize_pixels(pixels)
     rows = [{"input": label} for label in labels]
     if args.from_test:
         n = min(args.from_test, len(data.test_x))

@@ -82,8 +82,6 @@ def resolve(
 
 
 def _from_checkpoint(reference: str, path: Path, config: str | None, overrides) -> TrainedModel:
-    from experiments.training.config import prepare_data
-
     if not path.is_file():
         raise ConfigError(f"{reference}: no such checkpoint file")
     config_path = Path(config) if config else path.parent / "config.yaml"
@@ -92,13 +90,9 @@ def _from_checkpoint(reference: str, path: Path, config: str | None, overrides) 
             f"{reference}: no config.yaml beside the checkpoint ({config_path}); pass the run's "
             "config with --config FILE (every run logs it as its config.yaml artifact)"
         )
-    cfg = parse(str(config_path), [])
-    model, data = trained.load_checkpoint_model(cfg, path)
-    if overrides:
-        cfg = parse(str(config_path), list(overrides))
-        data = trained.same_task_data(cfg, data)
-    prepare_data(data)
-    data.setup("test")
+    cfg, model, data = trained.rebuild(
+        lambda flags: parse(str(config_path), list(flags)), path, overrides
+    )
     return TrainedModel(reference, cfg, model, data)
 
 

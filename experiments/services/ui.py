@@ -44,7 +44,7 @@ def runs_page(experiment_id: str) -> str:
 
 def training_experiments(uri: str) -> list[tuple[str, str]]:
     """(name, id) of the store's experiments that hold runs, each tagged as a training
-    experiment (so an older store's open on the runs list, not MLflow's GenAI view)."""
+    experiment (`store.EXPERIMENT_KIND_TAG`; an older store's get it now)."""
     client = store.client(uri)
     found = []
     for experiment in client.search_experiments():

@@ -83,8 +83,10 @@ def client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
-#: MLflow's UI (3.x) opens an experiment in the view this tag names; without it, the GenAI
-#: one (traces). Every experiment the project creates or writes to carries it.
+#: The kind MLflow 3's UI shows for an experiment (its experiment-kind selector; without the
+#: tag the UI guesses or asks). It does not choose the UI's view: the browser's GenAI /
+#: "Model training" switch does (`services.ui.runs_page`). Every experiment the project
+#: creates or writes to carries it.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
 

@@ -10,7 +10,7 @@ is how a study logs its best trial's model once the study ends:
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ def load_run_model(
     """
     from experiments.training.resume import load_run_config
 
-    cfg = load_run_config(client, run_id)
     names = [
         a.path for a in client.list_artifacts(run_id, "checkpoints") if a.path.endswith(".ckpt")
     ]
@@ -72,9 +71,23 @@ def load_run_model(
         raise ConfigError(f"run {run_id} has no checkpoint among its artifacts (checkpoints/)")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(client.download_artifacts(run_id, sorted(names)[0], folder))
-        model, data = load_checkpoint_model(cfg, path)
+        return rebuild(
+            lambda overrides: load_run_config(client, run_id, overrides), path, data_overrides
+        )
+
+
+def rebuild(
+    load_config: Callable[[Sequence[str]], ResolvedConfig],
+    checkpoint: Path,
+    data_overrides: Sequence[str] = (),
+) -> tuple[ResolvedConfig, Any, Any]:
+    """(config, model with the checkpoint's weights, set-up datamodule): the model from the
+    config as trained (`load_config(())`), the data from it with `data_overrides`, which
+    must keep the trained input shape and classes."""
+    cfg = load_config(())
+    model, data = load_checkpoint_model(cfg, checkpoint)
     if data_overrides:
-        cfg = load_run_config(client, run_id, data_overrides)
+        cfg = load_config(data_overrides)
         data = same_task_data(cfg, data)
     prepare_data(data)
     data.setup("test")
