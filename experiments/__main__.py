@@ -17,7 +17,7 @@ import sys
 
 #: MLflow's client and server send anonymous usage data unless this is true. The project's
 #: commands turn it off for themselves and the MLflow servers they start (`ui`, `server`);
-#: to opt in, set MLFLOW_DISABLE_TELEMETRY=false in the environment (README "Tracking").
+#: to opt in, set MLFLOW_DISABLE_TELEMETRY=false in the environment (experiments/docs/tracking.md).
 TELEMETRY_ENV = "MLFLOW_DISABLE_TELEMETRY"
 
 # name -> (module with a `main(argv) -> int`, one-line description). Modules are imported

@@ -79,7 +79,7 @@ if command -v dpkg-query >/dev/null; then
     fi
 else
     say "no dpkg (not Debian): install Python >= 3.11 with venv yourself; Fashion-MNIST is"
-    say "downloaded by torchvision on the first run (README 'Setup')"
+    say "downloaded by torchvision on the first run (README 'Setup, step by step')"
 fi
 
 # -- Python: .venv, or $PYTHON itself with --system -----------------------------------------
@@ -170,12 +170,16 @@ else
     gaps="the Python environment does not exist yet"
 fi
 if [ -n "$gaps" ]; then
+    count="$(echo "$gaps" | wc -l)"
+    shown="$(echo "$gaps" | head -n 4 | sed 's/^/         /')"
+    [ "$count" -gt 4 ] && shown="$shown
+         ... and $((count - 4)) more"
     if todo "installing the project: pip install -e \".[$EXTRAS]\", because:"; then
-        echo "$gaps" | sed 's/^/         /'
+        echo "$shown"
         "$PY" -m pip install -q -e ".[$EXTRAS]"
         project_gaps | sed 's/^/setup: still missing: /' | grep . >&2 && exit 1
     else
-        echo "$gaps" | sed 's/^/         /'
+        echo "$shown"
     fi
 fi
 

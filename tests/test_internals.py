@@ -1,6 +1,6 @@
 """The library behaviours the project works around, each shown on the real library.
 
-README "Internals" lists the workarounds; each test here fails when an upgrade changes the
+experiments/docs/internals.md lists the workarounds; each test here fails when an upgrade changes the
 behaviour its workaround exists for, which is the moment to drop or revisit it.
 """
 

@@ -166,7 +166,7 @@ def mlflow_server(postgres, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mlflow-server")
     port = free_port(MLFLOW_PORTS)
     log = folder / "server.log"
-    # The password travels as PGPASSWORD, as the README recommends, not in the URL.
+    # The password travels as PGPASSWORD, as experiments/docs/scaling-out.md recommends, not in the URL.
     env = child_env(PGPASSWORD=postgres.password)
     command = [
         sys.executable,

@@ -225,7 +225,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def results_table(outcomes: Sequence[Outcome], quick: bool) -> str:
-    """Markdown table, one row per task (pasteable into the README as is)."""
+    """Markdown table, one row per task (pasteable into experiments/docs/benchmarks.md as is)."""
     against = "bar" if any(o.seed_settings for o in outcomes) else "target"
     header = (
         f"| task | experiment | seed bar | target | test acc | vs {against} | epochs | wall min |"

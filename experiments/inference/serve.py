@@ -7,7 +7,7 @@ It runs `mlflow models serve -m models:/... --env-manager local` in this environ
 (no new virtualenv: torch is already here) against the project's store. The server answers
 POST /invocations with {"inputs": [[[[...]]]]} (a batch of normalized images, as the model's
 signature says) and returns {"predictions": [[p_0, ..., p_9], ...]} (class probabilities;
-the class names are in the model's metadata). README "Using a trained model" shows a request.
+the class names are in the model's metadata). experiments/docs/using-models.md "Serve" shows a request.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ access to the artifact folder, which the server proxies (`--serve-artifacts`).
 Before `mlflow server` starts, this command checks what usually goes wrong and says how to
 fix it: a missing PostgreSQL driver, a database that does not exist or refuses the login,
 a port already in use. Flags it does not know are passed on to `mlflow server`
-(e.g. `--allowed-hosts mlflow.lab.example`, `--workers 8`). The README section
-"Scaling out" shows how to create the PostgreSQL role and database.
+(e.g. `--allowed-hosts mlflow.lab.example`, `--workers 8`). experiments/docs/scaling-out.md
+shows how to create the PostgreSQL role and database.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
     python -m experiments run s1-mlp --threads 2     # explicit
 
 Why not torch's default (one thread per core): measured on a 2-core Xeon (torch 2.14.1;
-`python -m experiments bench kernels [--busy]` prints the comparison, README "Speed" has
-the table), a second intra-op thread makes the S1.3 CNN 1.4x and the 784-512-10 MLP
+`python -m experiments bench kernels [--busy]` prints the comparison, the table is in
+experiments/docs/benchmarks.md "Threads per model and torch.compile"), a second intra-op thread makes the S1.3 CNN 1.4x and the 784-512-10 MLP
 1.16-1.32x faster on a quiet machine (two runs), and the 784-128-10 MLP at batch 64 and LeNet at batch
 4 1-15%: their operations are small to split. With one other busy process on the
 machine, two threads were 2-4x SLOWER than one for every model (each parallel region
