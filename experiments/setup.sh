@@ -99,7 +99,7 @@ fi
 
 # -- torch, pinned, before the project (pip would otherwise pick its own) ---------------------
 have_pins() {
-    "$PY" - $TORCH_PINS <<'EOF' 2>/dev/null
+    "$PY" -P - $TORCH_PINS <<'EOF' 2>/dev/null
 import importlib.metadata as md, sys
 for pin in sys.argv[1:]:
     name, version = pin.split("==")
@@ -121,7 +121,7 @@ fi
 # Prints one line per thing missing: the project not installed (editable) from this folder,
 # or a requirement of pyproject.toml (dependencies + the extras) absent or below its floor.
 project_gaps() {
-    "$PY" - "$ROOT" "$EXTRAS" <<'EOF'
+    "$PY" -P - "$ROOT" "$EXTRAS" <<'EOF'
 import importlib.metadata as md, json, re, sys, tomllib
 from pathlib import Path
 
