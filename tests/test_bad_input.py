@@ -36,7 +36,7 @@ def test_config_file_that_does_not_parse_exits_2_naming_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("fault", ["32x32 images", "90 labels for 100 images"])
-def test_data_files_of_the_wrong_shape_exit_2_naming_the_file(fault, store, tmp_path, capsys):
+def test_data_files_of_the_wrong_shape_exit_2_naming_the_file(fault, no_store, tmp_path, capsys):
     data = write_fashion_mnist(tmp_path / "data", n_train=100, n_test=20)
     raw = data / "FashionMNIST" / "raw"
     if fault == "32x32 images":  # CIFAR-sized, not 28x28
@@ -63,7 +63,7 @@ def test_data_files_of_the_wrong_shape_exit_2_naming_the_file(fault, store, tmp_
     ],
     ids=["with-name", "with-override", "no-store"],
 )
-def test_bad_resume_requests_exit_2(argv, expected, store, tmp_path, capsys):
+def test_bad_resume_requests_exit_2(argv, expected, no_store, tmp_path, capsys):
     assert cli(argv) == 2
     assert expected in capsys.readouterr().err
     assert nothing_recorded(tmp_path)
@@ -86,7 +86,7 @@ def test_search_range_with_low_not_below_high_exits_2_without_a_study(tmp_path):
     assert nothing_recorded(tmp_path)
 
 
-def test_search_range_reaching_a_negative_lr_is_refused(store, tmp_path, capsys):
+def test_search_range_reaching_a_negative_lr_is_refused(no_store, tmp_path, capsys):
     lr = {"type": "float", "low": -0.5, "high": 0.1, "target": "model.lr"}
     space = write_space(tmp_path / "negative.yaml", {"lr": lr})
     assert cli(["search", str(space), "--trials", "2"]) == 2

@@ -21,23 +21,15 @@ from experiments.tracking import store as tracking_store
 from experiments.tracking.datasets import split_digest
 from experiments.tracking.logged_model import MODEL_NAME
 from experiments.training import checkpoints
-from experiments.training.config import parse
-from experiments.training.outputs import RunOutputs
-from experiments.training.runner import run_experiment
 from tests.helpers import REPO, run_cli, tiny
 
 
-@pytest.fixture(scope="module")
-def registered_run(tmp_path_factory, fashion_dir):
-    """One tiny s1-mlp run logged with its model, registered as `fashion-mlp`, system
-    metrics sampled every 0.5 s; (store URI, RunResult, its config)."""
-    root = tmp_path_factory.mktemp("model-store")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    cfg = parse("s1-mlp", tiny(fashion_dir, epochs=2))
-    outputs = RunOutputs(register="fashion-mlp", system_metrics_s=0.5)
-    result = run_experiment(cfg, uri, verbose=False, outputs=outputs)
-    assert result.status == "FINISHED"
-    return uri, result, cfg
+@pytest.fixture
+def registered_run(registered_model):
+    """conftest's `registered_model` (read-only, trained once per session): one tiny s1-mlp
+    run logged with its model, registered as `fashion-mlp`, system metrics sampled every
+    0.5 s; (store URI, RunResult, its config)."""
+    return registered_model.uri, registered_model.result, registered_model.cfg
 
 
 def checkpoint_probabilities(cfg, checkpoint: Path, x: torch.Tensor) -> torch.Tensor:
