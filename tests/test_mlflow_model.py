@@ -21,7 +21,7 @@ from experiments.tracking import store as tracking_store
 from experiments.tracking.datasets import split_digest
 from experiments.tracking.logged_model import MODEL_NAME
 from experiments.training import checkpoints
-from tests.helpers import REPO, run_cli, tiny
+from tests.helpers import REPO, run_main, tiny
 
 
 @pytest.fixture
@@ -149,17 +149,19 @@ def test_an_experiment_of_an_older_store_gets_the_kind_tag(migrated_store):
     assert tags[tracking_store.EXPERIMENT_KIND_TAG] == tracking_store.TRAINING_KIND
 
 
-def test_run_flags_turn_system_metrics_off_and_refuse_a_bad_interval(tmp_path, fashion_dir):
-    off = run_cli("run", "s1-mlp", *tiny(fashion_dir), "--no-system-metrics", cwd=tmp_path)
-    assert off.returncode == 0, off.stderr
-    assert "Model: models:/m-" in off.stdout
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+def test_run_flags_turn_system_metrics_off_and_refuse_a_bad_interval(store, fashion_dir, capsys):
+    code, out, err = run_main(
+        "run", "s1-mlp", *tiny(fashion_dir), "--no-system-metrics", capsys=capsys
+    )
+    assert code == 0, err
+    assert "Model: models:/m-" in out
+    client = MlflowClient(store)  # the default store, mlruns/mlflow.db in the working directory
     (run,) = client.search_runs([client.get_experiment_by_name("fashion-mnist").experiment_id])
     assert not [k for k in run.data.metrics if k.startswith("system/")]
 
-    bad = run_cli("run", "s1-mlp", "--system-metrics-interval", "0", cwd=tmp_path)
-    assert bad.returncode == 2
-    assert "'0' is not a number of seconds above 0" in bad.stderr
+    code, _, err = run_main("run", "s1-mlp", "--system-metrics-interval", "0", capsys=capsys)
+    assert code == 2
+    assert "'0' is not a number of seconds above 0" in err
 
 
 TELEMETRY_PROBE = (
