@@ -1,6 +1,20 @@
-"""Shared fixtures: small datasets in the real on-disk formats and throw-away MLflow stores;
-the `RunIf` marker's hooks. Plain helpers (REPO, run_cli, data_overrides, ...) are in
-tests/helpers/."""
+"""Shared fixtures: small datasets in the real on-disk formats, throw-away MLflow stores,
+trained runs shared by the session; the `RunIf` marker's hooks. Plain helpers (REPO, run_cli,
+run_main, data_overrides, copy_store, ...) are in tests/helpers/.
+
+Which fixture for a new test (the suite's time goes to training, store creation and fresh
+processes, so take the cheapest that keeps the test's point):
+
+* data: `fashion_dir` (600/200 images), `cifar_dir` (20/6 per fine class), session-scoped.
+* a store to write to: `store` (a copy of the migrated empty database, cwd = its folder);
+  `no_store` when the test asserts that nothing creates a store.
+* a trained run to read: `catalog_run(name)` (every catalog experiment, two epochs) or
+  `registered_model` (s1-mlp registered as `fashion-mlp`, system metrics on): trained once per
+  session and shared, so READ-ONLY; to change one, work on `copy_store(uri, tmp_path)`.
+* a command: `run_main(...)` in this process; `run_cli(...)` (a fresh process, ~6 s of
+  imports) only where the process is the point: signals, exit codes, the entry point, output
+  on a terminal, the environment a process starts with.
+"""
 
 from __future__ import annotations
 
