@@ -2,8 +2,8 @@
 
     python -m pytest tests/test_bad_input.py
 
-Each case runs the real command (`python -m experiments ...`, as a process where the
-process's own exit code matters, through the same `main` in-process otherwise) in an empty folder and checks that no MLflow
+Each case runs the real command (`python -m experiments ...` through its `main`, in this
+process; test_experiments.py checks a real process's exit code) in an empty folder and checks that no MLflow
 store, run or Optuna study was created. Override typos, bad learning rates, batch sizes,
 epochs, names and search-space types are covered in test_experiments.py / test_search.py.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from datamodules.synthetic import write_fashion_mnist, write_idx
 from experiments.__main__ import main as cli
-from tests.helpers import data_overrides, run_cli, write_space
+from tests.helpers import data_overrides, run_main, write_space
 
 
 def nothing_recorded(folder: Path) -> bool:
@@ -25,18 +25,18 @@ def nothing_recorded(folder: Path) -> bool:
     return not (folder / "mlruns").exists()
 
 
-def test_config_file_that_does_not_parse_exits_2_naming_the_file(tmp_path):
+def test_config_file_that_does_not_parse_exits_2_naming_the_file(no_store, tmp_path, capsys):
     bad = tmp_path / "broken.yaml"
     bad.write_text("model:\n  class_path: models.ImageClassifier\n  init_args: [unclosed\n")
-    proc = run_cli("run", str(bad), cwd=tmp_path, home=tmp_path)
-    assert proc.returncode == 2
-    assert f"config file {bad} does not parse as YAML" in proc.stderr
-    assert "line 3" in proc.stderr  # where the parser gave up
+    code, _, err = run_main("run", str(bad), capsys=capsys)
+    assert code == 2
+    assert f"config file {bad} does not parse as YAML" in err
+    assert "line 3" in err  # where the parser gave up
     assert nothing_recorded(tmp_path)
 
 
 @pytest.mark.parametrize("fault", ["32x32 images", "90 labels for 100 images"])
-def test_data_files_of_the_wrong_shape_exit_2_naming_the_file(fault, store, tmp_path, capsys):
+def test_data_files_of_the_wrong_shape_exit_2_naming_the_file(fault, no_store, tmp_path, capsys):
     data = write_fashion_mnist(tmp_path / "data", n_train=100, n_test=20)
     raw = data / "FashionMNIST" / "raw"
     if fault == "32x32 images":  # CIFAR-sized, not 28x28
@@ -63,7 +63,7 @@ def test_data_files_of_the_wrong_shape_exit_2_naming_the_file(fault, store, tmp_
     ],
     ids=["with-name", "with-override", "no-store"],
 )
-def test_bad_resume_requests_exit_2(argv, expected, store, tmp_path, capsys):
+def test_bad_resume_requests_exit_2(argv, expected, no_store, tmp_path, capsys):
     assert cli(argv) == 2
     assert expected in capsys.readouterr().err
     assert nothing_recorded(tmp_path)
@@ -77,16 +77,16 @@ def test_resume_of_an_unknown_run_names_it(store, capsys):
     assert f"--resume 0123abcd: no such run in {store}" in capsys.readouterr().err
 
 
-def test_search_range_with_low_not_below_high_exits_2_without_a_study(tmp_path):
+def test_search_range_with_low_not_below_high_exits_2_without_a_study(no_store, tmp_path, capsys):
     lr = {"type": "float", "low": 0.1, "high": 0.1, "target": "model.lr"}
     space = write_space(tmp_path / "flat.yaml", {"lr": lr})
-    proc = run_cli("search", str(space), "--trials", "2", cwd=tmp_path, home=tmp_path)
-    assert proc.returncode == 2
-    assert "param 'lr'" in proc.stderr and "low (0.1) must be below high (0.1)" in proc.stderr
+    code, _, err = run_main("search", str(space), "--trials", "2", capsys=capsys)
+    assert code == 2
+    assert "param 'lr'" in err and "low (0.1) must be below high (0.1)" in err
     assert nothing_recorded(tmp_path)
 
 
-def test_search_range_reaching_a_negative_lr_is_refused(store, tmp_path, capsys):
+def test_search_range_reaching_a_negative_lr_is_refused(no_store, tmp_path, capsys):
     lr = {"type": "float", "low": -0.5, "high": 0.1, "target": "model.lr"}
     space = write_space(tmp_path / "negative.yaml", {"lr": lr})
     assert cli(["search", str(space), "--trials", "2"]) == 2

@@ -75,7 +75,8 @@ def test_quick_benchmark_prints_a_row_per_task_and_logs_runs(migrated_store, fas
     assert {f"test/class_acc/{name}" for name in S2_REPORTED_CLASS_ACC} <= set(s2.data.metrics)
 
 
-def test_unknown_task_is_refused_before_any_run(store, capsys):
+def test_unknown_task_is_refused_before_any_run(no_store, capsys):
+    store = no_store
     assert cli(["bench", "accuracy", "--tasks", "S1.2,S9", "--tracking-uri", store]) == 2
     err = capsys.readouterr().err
     assert "S9" in err and "S1.1" in err

@@ -17,25 +17,10 @@ EXPERIMENTS = [entry.name for entry in catalog()]
 
 #: One epoch on the tiny generated data (datamodules/synthetic.py: a smooth prototype per
 #: class plus noise, so the classes are learnable) gave test/acc 0.985-1.0 for every catalog
-#: experiment at seed 0, and 0.78 at worst over seeds 0-2 (s1-cnn, seed 1). Chance is 0.1
+#: experiment at seed 0, and 0.78 at worst over seeds 0-2 (s1-cnn, seed 1); the shared runs
+#: (conftest's `catalog_run`) train two epochs. Chance is 0.1
 #: (10 classes) or 0.2 (the 5-class CIFAR superclass): a run that did not learn is far below.
 MIN_TEST_ACC = 0.5
-
-
-def _short(name: str) -> list[str]:
-    # s4-mlp and the batch-4 LeNet are step-driven: cap the steps so the test stays fast.
-    if name == "s4-mlp":
-        return [
-            "--trainer.max_epochs",
-            "-1",
-            "--trainer.max_steps",
-            "20",
-            "--trainer.val_check_interval",
-            "10",
-        ]
-    if name == "s0-cnn":
-        return ["--trainer.limit_train_batches", "30"]
-    return []
 
 
 def test_catalog_lists_the_seven_experiments(capsys):
@@ -55,9 +40,10 @@ def test_catalog_lists_the_seven_experiments(capsys):
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_runs_end_to_end(name, store, fashion_dir, cifar_dir):
-    cfg = parse(name, [*data_overrides(name, fashion_dir, cifar_dir), *_short(name)])
-    result = run_experiment(cfg, store)
+def test_experiment_runs_end_to_end(name, catalog_run):
+    # Trained once per session (conftest's `catalog_run`): two epochs, or s4-mlp's 20 steps.
+    trained = catalog_run(name)
+    store, result, cfg = trained.uri, trained.result, trained.cfg
     assert result.status == "FINISHED"
 
     client = MlflowClient(store)
@@ -178,7 +164,7 @@ BAD_INPUTS = [
     BAD_INPUTS,
     ids=lambda v: " ".join(v) if isinstance(v, list) and v and v[0] == "run" else None,
 )
-def test_bad_input_fails_before_any_run(argv, expected, store, capsys):
+def test_bad_input_fails_before_any_run(argv, expected, no_store, capsys):
     assert cli(argv) == 2
     err = capsys.readouterr().err
     for fragment in expected:

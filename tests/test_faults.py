@@ -172,8 +172,9 @@ def test_unreachable_tracking_server_fails_before_training(fashion_dir, tmp_path
 
 
 def test_unwritable_store_folder_is_refused_before_anything_runs(
-    store, fashion_dir, tmp_path, capsys
+    no_store, fashion_dir, tmp_path, capsys
 ):
+    store = no_store
     # A file where the checkpoint folder should be: unwritable even for root.
     (tmp_path / "mlruns").mkdir()
     (tmp_path / "mlruns" / "checkpoints").write_text("not a folder")
@@ -215,27 +216,38 @@ def test_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_p
 
 
 class InterruptAtEpoch(Callback):
-    """Raises KeyboardInterrupt at the start of an epoch, as a Ctrl-C there would."""
+    """Raises KeyboardInterrupt at the start of an epoch, as a Ctrl-C there would; with
+    `after`, not before `after()` is true (polled for up to `wait_s` seconds, then the
+    interrupt comes anyway and the test's own assertion says what was missing)."""
 
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, epoch: int, after=None, wait_s: float = 60) -> None:
+        self.epoch, self.after, self.wait_s = epoch, after, wait_s
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         if trainer.current_epoch == self.epoch:
+            deadline = time.monotonic() + self.wait_s
+            while self.after is not None and not self.after() and time.monotonic() < deadline:
+                time.sleep(0.1)
             raise KeyboardInterrupt
 
 
 @pytest.fixture
 def killed_run(store, fashion_dir):
-    """A run interrupted at the start of epoch 2 of 4: KILLED, last.ckpt from epoch 1."""
+    """A run interrupted at the start of epoch 2 of 4: KILLED, last.ckpt from epoch 1, and at
+    least one system-metrics sample in the store (the interrupt waits for it, up to 60 s:
+    on a loaded machine the sampler's first 0.2 s interval can outlast two tiny epochs)."""
     cfg = parse("s1-mlp", tiny(fashion_dir, 4))
+
+    def sampled() -> bool:
+        return any(system_steps(store, run.info.run_id) for run in runs(store))
+
     previous = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises((KeyboardInterrupt, SystemExit)):
             run_experiment(
                 cfg,
                 store,
-                callbacks=[InterruptAtEpoch(2)],
+                callbacks=[InterruptAtEpoch(2, after=sampled)],
                 verbose=False,
                 outputs=RunOutputs(system_metrics_s=0.2),
             )
@@ -282,7 +294,8 @@ def test_interrupted_run_resumes_into_the_same_run(store, killed_run, capsys):
     assert_continuous_history(store, killed_run, 4)
     # The system metrics go on after the interruption's steps, in order, none overwritten.
     after = system_steps(store, killed_run)
-    assert before and len(after) > len(before) and after[: len(before)] == before
+    assert before, "no system-metrics sample was logged before the interruption"
+    assert len(after) > len(before) and after[: len(before)] == before
     assert after == sorted(set(after)), after
 
     # A finished run is not resumed again.

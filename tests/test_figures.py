@@ -3,7 +3,8 @@
     python -m pytest tests/test_figures.py -q
 
 Each catalog experiment runs for two epochs (s4-mlp: 20 iterations, validating every 10)
-on the tiny data into a real SQLite MLflow store; the PNGs are read back from the store.
+on the tiny data into a real SQLite MLflow store (conftest's `catalog_run`: once per session,
+shared with test_experiments.py); the PNGs are read back from the store.
 The judgement and summary tests use curves and shapes worked out by hand.
 """
 
@@ -21,10 +22,8 @@ from experiments.tracking.artifacts import mean_loss_per_epoch, read_curves
 from experiments.tracking.judgement import judge_fit
 from experiments.tracking.model_summary import format_summary, summarize, totals, write_csv
 from experiments.training.cli import print_summary
-from experiments.training.config import catalog, parse
-from experiments.training.runner import run_experiment
+from experiments.training.config import catalog
 from models.components import FourBlockCNN, LeNet, ScratchTwoLayerNet
-from tests.helpers import data_overrides
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 COMMON_FIGURES = {"loss_per_epoch", "learning_curves", "confusion_matrix", "per_class_accuracy"}
@@ -36,26 +35,6 @@ EXPERIMENTS = [entry.name for entry in catalog()]
 
 def test_the_figure_expectations_name_catalog_experiments():
     assert EXPERIMENTS and set(EXPERIMENTS) >= READS_PIXELS
-
-
-def _two_points(name: str) -> list[str]:
-    if name == "s4-mlp":  # step-driven: validation every 10 of 20 iterations
-        return [
-            "--trainer.max_epochs",
-            "-1",
-            "--trainer.max_steps",
-            "20",
-            "--trainer.val_check_interval",
-            "10",
-        ]
-    # Two epochs give two points per curve; a few batches each are enough for figures.
-    return ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "3"]
-
-
-@pytest.fixture(scope="module")
-def shared_store(tmp_path_factory):
-    """One SQLite store for the seven runs: creating an MLflow database costs seconds."""
-    return f"sqlite:///{tmp_path_factory.mktemp('figures')}/mlruns/mlflow.db"
 
 
 def assert_readable_png(path: Path) -> None:
@@ -70,12 +49,10 @@ def assert_readable_png(path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_run_logs_its_figures_summary_and_judgement(
-    name, shared_store, fashion_dir, cifar_dir, capsys
-):
-    store = shared_store
-    overrides = [*data_overrides(name, fashion_dir, cifar_dir), *_two_points(name)]
-    result = run_experiment(parse(name, overrides), store)
+def test_run_logs_its_figures_summary_and_judgement(name, catalog_run, capsys):
+    # Trained once per session (conftest's `catalog_run`, shared with test_experiments.py).
+    trained = catalog_run(name)
+    store, result = trained.uri, trained.result
     assert result.status == "FINISHED"
 
     client = MlflowClient(store)

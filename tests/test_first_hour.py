@@ -33,7 +33,7 @@ import pytest
 
 from datamodules import CIFAR100SuperclassDataModule, DataNotFoundError
 from datamodules.fashion_mnist import FASHION_MNIST_CLASSES
-from tests.helpers import REPO, data_overrides, run_cli
+from tests.helpers import REPO, data_overrides, run_cli, run_main
 
 # --- S0 without CIFAR-100 -------------------------------------------------------------------
 
@@ -77,15 +77,18 @@ def use_proxy(monkeypatch):
     urllib.request.install_opener(None)
 
 
-def test_s0_without_cifar_says_what_was_tried_and_leaves_no_folder(tmp_path):
+def test_s0_without_cifar_says_what_was_tried_and_leaves_no_folder(
+    tmp_path, monkeypatch, use_proxy, capsys
+):
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(home))
     with refusing_port() as port:
-        env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", **proxy_env(port)}
-        proc = run_cli("run", "s0-mlp", cwd=work, home=home, env=env, timeout=300)
-    assert proc.returncode == 2, proc.stderr
-    message = proc.stderr
+        use_proxy(port)
+        code, _, message = run_main("run", "s0-mlp", capsys=capsys)
+    assert code == 2, message
     assert "CIFAR-100 not found. Tried:" in message
     folder = work / "data" / "cifar-100-python"
     assert f"data/cifar-100-python (= {folder}): no such directory" in message
@@ -272,12 +275,13 @@ def test_help_keeps_each_example_command_on_its_own_line(command, module, capsys
         assert example in lines, (example, lines)
 
 
-def test_run_alone_exits_2_saying_what_is_missing(tmp_path):
-    proc = run_cli("run", cwd=tmp_path, home=tmp_path, timeout=300)
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    assert "usage: python -m experiments run" in proc.stderr
-    error = proc.stderr.strip().splitlines()[-1]
+def test_run_alone_exits_2_saying_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main("run", capsys=capsys)
+    assert code == 2
+    assert out == ""
+    assert "usage: python -m experiments run" in err
+    error = err.strip().splitlines()[-1]
     assert error.startswith("error: no experiment given")
     for needed in ("`python -m experiments list`", "--config FILE", "--resume RUN_ID"):
         assert needed in error, error

@@ -3,7 +3,8 @@
     python -m pytest tests/test_inference.py            # evaluate, predict, bad input
     python -m pytest tests/test_inference.py -m slow    # mlflow models serve over HTTP
 
-Real components: a SQLite store holding a tiny s1-mlp run registered as `fashion-mlp`,
+Real components: a SQLite store holding a tiny s1-mlp run registered as `fashion-mlp` (conftest's
+`registered_model`, trained once per session; each test works on its own copy),
 Lightning's test loop, MLflow's pt2 model loaded back, PNG files written with Pillow, and
 for the slow test a real `mlflow models serve` process on a loopback port.
 """
@@ -27,27 +28,27 @@ from PIL import Image
 
 from datamodules.synthetic import write_fashion_mnist
 from experiments.__main__ import main as cli
-from experiments.training.config import parse
-from experiments.training.outputs import RunOutputs
-from experiments.training.runner import run_experiment
-from tests.helpers import child_env, free_port, stop_group, tiny
+from tests.helpers import child_env, copy_store, free_port, stop_group
 
 PORTS = range(5560, 5590)  # this file's share of the project's test port range
 
 
 @pytest.fixture(scope="module")
-def registered(tmp_path_factory, fashion_dir):
-    """A store with one tiny finished s1-mlp run whose model is `fashion-mlp` version 1;
-    (store URI, RunResult, set-up datamodule)."""
-    root = tmp_path_factory.mktemp("inference-store")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    cfg = parse("s1-mlp", tiny(fashion_dir, epochs=2))
-    outputs = RunOutputs(register="fashion-mlp", system_metrics_s=None)
-    result = run_experiment(cfg, uri, verbose=False, outputs=outputs)
-    _, data = cfg.instantiate()
+def test_split(registered_model):
+    """The set-up datamodule of conftest's `registered_model` (its test split)."""
+    _, data = registered_model.cfg.instantiate()
     data.prepare_data()
     data.setup("test")
-    return uri, result, data
+    return data
+
+
+@pytest.fixture
+def registered(registered_model, test_split, tmp_path):
+    """This test's own copy of the store of conftest's `registered_model` (a tiny finished
+    s1-mlp run whose model is `fashion-mlp` version 1, trained once per session);
+    (the copy's URI, RunResult, set-up datamodule)."""
+    uri = copy_store(registered_model.uri, tmp_path / "store")
+    return uri, registered_model.result, test_split
 
 
 def all_runs(uri: str) -> list:

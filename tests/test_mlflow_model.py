@@ -21,23 +21,15 @@ from experiments.tracking import store as tracking_store
 from experiments.tracking.datasets import split_digest
 from experiments.tracking.logged_model import MODEL_NAME
 from experiments.training import checkpoints
-from experiments.training.config import parse
-from experiments.training.outputs import RunOutputs
-from experiments.training.runner import run_experiment
-from tests.helpers import REPO, run_cli, tiny
+from tests.helpers import REPO, run_main, tiny
 
 
-@pytest.fixture(scope="module")
-def registered_run(tmp_path_factory, fashion_dir):
-    """One tiny s1-mlp run logged with its model, registered as `fashion-mlp`, system
-    metrics sampled every 0.5 s; (store URI, RunResult, its config)."""
-    root = tmp_path_factory.mktemp("model-store")
-    uri = f"sqlite:///{root}/mlruns/mlflow.db"
-    cfg = parse("s1-mlp", tiny(fashion_dir, epochs=2))
-    outputs = RunOutputs(register="fashion-mlp", system_metrics_s=0.5)
-    result = run_experiment(cfg, uri, verbose=False, outputs=outputs)
-    assert result.status == "FINISHED"
-    return uri, result, cfg
+@pytest.fixture
+def registered_run(registered_model):
+    """conftest's `registered_model` (read-only, trained once per session): one tiny s1-mlp
+    run logged with its model, registered as `fashion-mlp`, system metrics sampled every
+    0.5 s; (store URI, RunResult, its config)."""
+    return registered_model.uri, registered_model.result, registered_model.cfg
 
 
 def checkpoint_probabilities(cfg, checkpoint: Path, x: torch.Tensor) -> torch.Tensor:
@@ -157,17 +149,19 @@ def test_an_experiment_of_an_older_store_gets_the_kind_tag(migrated_store):
     assert tags[tracking_store.EXPERIMENT_KIND_TAG] == tracking_store.TRAINING_KIND
 
 
-def test_run_flags_turn_system_metrics_off_and_refuse_a_bad_interval(tmp_path, fashion_dir):
-    off = run_cli("run", "s1-mlp", *tiny(fashion_dir), "--no-system-metrics", cwd=tmp_path)
-    assert off.returncode == 0, off.stderr
-    assert "Model: models:/m-" in off.stdout
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+def test_run_flags_turn_system_metrics_off_and_refuse_a_bad_interval(store, fashion_dir, capsys):
+    code, out, err = run_main(
+        "run", "s1-mlp", *tiny(fashion_dir), "--no-system-metrics", capsys=capsys
+    )
+    assert code == 0, err
+    assert "Model: models:/m-" in out
+    client = MlflowClient(store)  # the default store, mlruns/mlflow.db in the working directory
     (run,) = client.search_runs([client.get_experiment_by_name("fashion-mnist").experiment_id])
     assert not [k for k in run.data.metrics if k.startswith("system/")]
 
-    bad = run_cli("run", "s1-mlp", "--system-metrics-interval", "0", cwd=tmp_path)
-    assert bad.returncode == 2
-    assert "'0' is not a number of seconds above 0" in bad.stderr
+    code, _, err = run_main("run", "s1-mlp", "--system-metrics-interval", "0", capsys=capsys)
+    assert code == 2
+    assert "'0' is not a number of seconds above 0" in err
 
 
 TELEMETRY_PROBE = (

@@ -156,7 +156,8 @@ def test_failed_trials_end_failed_with_the_error_and_stop_the_worker(
     assert "gpu" in study.trials[0].user_attrs["error"].lower()
 
 
-def test_bad_range_is_refused_before_any_study_or_run(store, tmp_path, capsys):
+def test_bad_range_is_refused_before_any_study_or_run(no_store, tmp_path, capsys):
+    store = no_store
     space = write_space(
         tmp_path / "bad.yaml",
         {"lr": {"type": "float", "low": 0.5, "high": 0.01, "log": True, "target": "model.lr"}},
@@ -167,7 +168,8 @@ def test_bad_range_is_refused_before_any_study_or_run(store, tmp_path, capsys):
     assert not (tmp_path / "mlruns").exists()
 
 
-def test_unknown_target_key_is_named(store, tmp_path, capsys):
+def test_unknown_target_key_is_named(no_store, tmp_path, capsys):
+    store = no_store
     space = write_space(
         tmp_path / "typo.yaml",
         {"lr": {"type": "float", "low": 0.01, "high": 0.5, "target": "model.learning_rate"}},

@@ -15,7 +15,8 @@ costs per step from what the project adds. (a), (b) and (d) use the thread count
 path chooses (experiments/threads.py). The cheap cases (S1.2, S0.3) run the three paths
 in three alternating rounds, so the drift of a shared machine hits them alike. Seconds per
 epoch are the median over the measured epochs after one warm-up epoch per path;
-validation time is excluded from (b) and (c) because (a) has none. Also measured: CLI cold
+validation time is excluded from (b) and (c) because (a) has none (`--quick` validates and
+tests on 20 batches only: neither is in the per-epoch figures). Also measured: CLI cold
 start (`python -m experiments --help`), time from `run` to the first training step (a
 fresh process), and the share of a 1-epoch S1.2 run's wall time spent in MLflow calls.
 """
@@ -363,6 +364,9 @@ def _median(values: Sequence[float]) -> float:
 
 #: Run-path flags every measured run shares.
 COMMON_OVERRIDES = ["--trainer.enable_model_summary", "false", "--data.download", "false"]
+#: --quick: validation and test batches of the run-path runs. Validation is not in the
+#: per-epoch figures and the test is after them; the full splits would only lengthen CI.
+QUICK_EVAL = ["--trainer.limit_val_batches", "20", "--trainer.limit_test_batches", "20"]
 
 #: The same model and optimizer as the bare loop, whatever the catalog's defaults.
 S12_MODEL = [
@@ -449,6 +453,7 @@ def benchmark_cases(quick: bool, fashion_dir: Path, cifar_dir: Path) -> dict[str
             data=["--data.data_dir", str(fashion_dir)],
             model=S12_MODEL,
             limit=300 if quick else None,
+            evaluation=QUICK_EVAL if quick else [],
             rounds=1 if quick else 3,
         ),
         "s13": dict(
@@ -461,6 +466,7 @@ def benchmark_cases(quick: bool, fashion_dir: Path, cifar_dir: Path) -> dict[str
             data=["--data.data_dir", str(fashion_dir)],
             model=S13_MODEL,
             limit=40 if quick else None,
+            evaluation=QUICK_EVAL if quick else [],
             rounds=1,  # 40 s per epoch: drift averages out within the epoch
         ),
         "s03": dict(
@@ -473,13 +479,14 @@ def benchmark_cases(quick: bool, fashion_dir: Path, cifar_dir: Path) -> dict[str
             data=["--data.data_dir", str(cifar_dir)],
             model=S03_MODEL,
             limit=300 if quick else None,
+            evaluation=QUICK_EVAL if quick else [],
             rounds=1 if quick else 3,
         ),
     }
 
 
 def case_overrides(case: dict) -> list[str]:
-    """The run-path flags of one case: its data, model, batch size and batch limit."""
+    """The run-path flags of one case: its data, model, batch size and batch limits."""
     overrides = [
         *COMMON_OVERRIDES,
         *case["data"],
@@ -489,7 +496,7 @@ def case_overrides(case: dict) -> list[str]:
     ]
     if case["limit"] is not None:
         overrides += ["--trainer.limit_train_batches", str(case["limit"])]
-    return overrides
+    return [*overrides, *case["evaluation"]]
 
 
 def measure_case(
@@ -615,7 +622,7 @@ def measure_tracking(quick: bool, fashion_dir: Path, uri: str) -> dict:
     from experiments.training.runner import run_experiment
 
     overrides = _s12_run_overrides(fashion_dir)
-    overrides += ["--trainer.limit_train_batches", "300"] if quick else []
+    overrides += ["--trainer.limit_train_batches", "300", *QUICK_EVAL] if quick else []
     fit_end = fit_end_timer()
     spent: dict[str, float] = {}
     with (

@@ -1,5 +1,5 @@
-"""The repository root, environments for child processes, the CLI in a fresh process, ports,
-and stopping a process group a test started."""
+"""The repository root, environments for child processes, the CLI in a fresh process (or in
+this one), ports, and stopping a process group a test started."""
 
 from __future__ import annotations
 
@@ -47,6 +47,22 @@ def run_cli(
         env=env,
         timeout=timeout,
     )
+
+
+def run_main(*args: str, capsys) -> tuple[int, str, str]:
+    """`python -m experiments ARGS` in this process (`experiments.__main__.main`), its output
+    taken from pytest's `capsys`: (exit code, stdout, stderr); an argparse exit (SystemExit)
+    gives its code. For the tests where a real process is not the point: a fresh process
+    (`run_cli`) pays seconds of imports."""
+    from experiments.__main__ import main
+
+    capsys.readouterr()  # only this command's output
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def free_port(ports: range, exclude: tuple[int, ...] = ()) -> int:

@@ -26,6 +26,27 @@ def data_overrides(name: str, fashion_dir, cifar_dir) -> list[str]:
     ]
 
 
+def catalog_overrides(name: str, fashion_dir, cifar_dir) -> list[str]:
+    """`data_overrides` for catalog experiment `name` with two points per learning curve: two
+    epochs (the tiny data's every batch), or for the step-driven s4-mlp 20 iterations with
+    validation every 10. What conftest's `catalog_run` trains each catalog experiment with."""
+    overrides = data_overrides(name, fashion_dir, cifar_dir)
+    if name == "s4-mlp":
+        at = overrides.index("--trainer.max_epochs")
+        del overrides[at : at + 2]
+        return [
+            *overrides,
+            "--trainer.max_epochs",
+            "-1",
+            "--trainer.max_steps",
+            "20",
+            "--trainer.val_check_interval",
+            "10",
+        ]
+    overrides[overrides.index("--trainer.max_epochs") + 1] = "2"
+    return overrides
+
+
 def tiny(fashion_dir, epochs: int = 1) -> list[str]:
     """`data_overrides` for s1-mlp on the tiny Fashion-MNIST, trained for `epochs` epochs."""
     overrides = data_overrides("s1-mlp", fashion_dir, None)
