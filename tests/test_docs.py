@@ -207,9 +207,17 @@ def has_placeholder(value: str | None) -> bool:
     return bool(value and PLACEHOLDER.search(value))
 
 
+@functools.cache  # `run s1-mlp`, `run s1-mlp --help`, `--register NAME`: one resolution
+def resolve_config(name: str, overrides: tuple[str, ...]) -> None:
+    """What `run` does with NAME and its overrides before anything is created: parse the
+    config (a bad key or value raises ConfigError) and build the model and datamodule."""
+    from experiments.training.config import parse
+
+    parse(name, list(overrides)).instantiate()
+
+
 def resolve_run(argv: list[str]) -> None:
     from experiments.training import cli
-    from experiments.training.config import parse
 
     args, overrides = cli.build_parser().parse_known_args(argv)
     name = args.config or args.name
@@ -222,7 +230,7 @@ def resolve_run(argv: list[str]) -> None:
         raise Refusal("no experiment given")
     if has_placeholder(name):
         return  # a file a previous command writes: its flags were parsed above
-    parse(name, overrides).instantiate()
+    resolve_config(name, tuple(overrides))
 
 
 def resolve_search(argv: list[str]) -> None:
@@ -235,10 +243,8 @@ def resolve_search(argv: list[str]) -> None:
 
 
 def resolve_model_summary(argv: list[str]) -> None:
-    from experiments.training.config import parse
-
     if argv and argv[0] not in ("-h", "--help"):
-        parse(argv[0], argv[1:]).instantiate()
+        resolve_config(argv[0], tuple(argv[1:]))  # what model-summary does before printing
 
 
 def resolve_compare_activations(argv: list[str]) -> None:
