@@ -581,18 +581,28 @@ def _from_former_models(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=32)
+def _parsed_file(path: str, mtime_ns: int, size: int):
+    """A config file parsed and checked, once per process and version of the file."""
+    from jsonargparse import ArgumentError
+
+    source = Path(path)
+    raw = load_yaml(source)  # the one read of the file: our own message if it is not YAML
+    raw = _from_former_models(raw)
+    try:
+        return experiment_parser().parse_object(raw)
+    except ArgumentError as exc:
+        raise ConfigError(f"{source.name}: {_in_words(str(exc))}") from exc
+
+
 def parse(name: str, overrides: list[str]) -> ResolvedConfig:
     """Resolve experiment `name` (catalog name or YAML path) with dotted CLI overrides."""
     from jsonargparse import ArgumentError
 
     source = resolve_experiment(name)
-    raw = load_yaml(source)  # the one read of the file: our own message if it is not YAML
-    raw = _from_former_models(raw)
+    stat = source.stat()
     parser = experiment_parser()
-    try:
-        namespace = parser.parse_object(raw)
-    except ArgumentError as exc:
-        raise ConfigError(f"{source.name}: {_in_words(str(exc))}") from exc
+    namespace = _parsed_file(str(source), stat.st_mtime_ns, stat.st_size).clone()
     base = ResolvedConfig(source.stem, source, namespace)
     pairs = check_overrides(key_specs(base), list(overrides))
     for key, value in pairs:
