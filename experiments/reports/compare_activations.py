@@ -595,6 +595,11 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
     uri = store.resolve_tracking_uri(args.tracking_uri)
+    try:
+        store.check_kind(uri)
+    except store.StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if args.check:
         return _check(plan, uri)
     client = store.client(uri)

@@ -124,6 +124,7 @@ def make_plan(argv: Sequence[str]) -> Plan:
     # `target: model.l2` or a type mismatch is refused with the parser's own message.
     base_config.with_values(space.example_values())
     uri = store.resolve_tracking_uri(args.tracking_uri)
+    store.check_kind(uri)
     storage = args.storage or default_storage(store.local_root(uri))
     return Plan(
         space=space,

@@ -303,7 +303,7 @@ class ResolvedConfig:
         try:
             built = experiment_parser().instantiate(self.namespace)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{self.name}: {exc}") from exc
+            raise ConfigError(f"{self.name}: {_in_words(str(exc))}") from exc
         # jsonargparse hands restricted types to the constructors, and the modules' hparams
         # go into every checkpoint, which a weights-only load reads back: keep them plain.
         for part in (built.model, built.data):
@@ -636,12 +636,13 @@ def _in_words(message: str) -> str:
     message = plain_error(message)
     if not any(word in message for word in INTERNALS):
         return message
+    noise = ("Parser key", "Errors:", "Given value", "- Expected", "Does not validate", "Problem")
     lines = [
-        line.strip()
+        line.strip().removeprefix("- ")
         for line in message.splitlines()
         if line.strip()
         and not any(word in line for word in INTERNALS)
-        and not line.strip().startswith(("Parser key", "Errors:", "Given value", "- Expected"))
+        and not line.strip().startswith(noise)
     ]
     return "; ".join(lines) or "not accepted by the config parser"
 

@@ -22,15 +22,12 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from experiments.errors import ConfigError, StoreError
 from experiments.tracking import health, store
 
 #: numpy's (and so Lightning's seed_everything's) seed range
 SEED_RANGE = (0, 2**32 - 1)
-#: tracking URI schemes MLflow can store runs in (a database driver may follow `+`)
-TRACKING_SCHEMES = ("sqlite", "file", "http", "https", "postgresql", "mysql", "mssql")
 _BATCH_LIMITS = ("limit_train_batches", "limit_val_batches", "limit_test_batches")
 _MAX_TIME = re.compile(r"^\d+:\d{1,2}:\d{1,2}:\d{1,2}$")
 
@@ -162,16 +159,25 @@ def check_trainer(trainer: dict[str, Any]) -> None:
     _check_length(trainer)
     _check_limits(trainer)
     _check_max_time(trainer.get("max_time"))
+    _lightning_accepts(repr(sorted(trainer.items())), trainer)
+
+
+_ACCEPTED: set[str] = set()
+
+
+def _lightning_accepts(key: str, trainer: dict[str, Any]) -> None:
+    """A Trainer built from these settings (once per process and settings)."""
+    if key in _ACCEPTED:
+        return
     import lightning as L
 
     try:
-        L.Trainer(
-            **{**trainer, "logger": False, "enable_checkpointing": False, "callbacks": []},
-        )
+        L.Trainer(**{**trainer, "logger": False, "enable_checkpointing": False, "callbacks": []})
     except Exception as exc:  # Lightning's MisconfigurationException, ValueError, ...
         raise ConfigError(
             f"--trainer: Lightning refuses these settings: {' '.join(str(exc).split())}"
         ) from exc
+    _ACCEPTED.add(key)
 
 
 def check_data(data) -> str:
@@ -198,15 +204,8 @@ def _writable_folder(folder: Path, what: str) -> None:
         raise StoreError(f"cannot write to {probe}: {what} {folder} needs a writable folder")
 
 
-def check_store_kind(uri: str) -> None:
-    """The tracking URI names a kind of store MLflow supports (no network, no files)."""
-    scheme = urlparse(uri).scheme.split("+")[0].lower()
-    if scheme and len(scheme) > 1 and scheme not in TRACKING_SCHEMES:
-        raise StoreError(
-            f"--tracking-uri {store.redact(uri)}: {scheme}:// is not a tracking store; allowed: "
-            "sqlite:///PATH.db, a folder path, http(s)://HOST:PORT (an MLflow server), "
-            "postgresql://, mysql:// or mssql:// (a database)"
-        )
+#: The tracking URI names a kind of store MLflow supports (no network, no files).
+check_store_kind = store.check_kind
 
 
 def check_store(uri: str) -> str:
