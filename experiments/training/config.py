@@ -701,3 +701,15 @@ def prepare_data(data) -> None:
         data.setup("fit")
     except (FileNotFoundError, ValueError) as exc:  # DataNotFoundError, DataFormatError
         raise ConfigError(f"data: {exc}") from exc
+
+
+def generated_key_specs() -> dict[str, dict[str, dict[str, Any]]]:
+    """The specs of every catalog experiment, from the live signatures (configs/keys.json)."""
+    return {entry.name: key_specs(parse(entry.name, [])) for entry in catalog()}
+
+
+if __name__ == "__main__":  # python -m experiments.training.config: rewrite configs/keys.json
+    from experiments.training import keyspec
+
+    keyspec.KEYS_FILE.write_text(keyspec.dump(generated_key_specs()))
+    print(f"wrote {keyspec.KEYS_FILE}")
