@@ -215,6 +215,7 @@ def check_store(uri: str) -> str:
     health.check_tracking_server(uri)
     root = store.local_root(uri)
     _writable_folder(root, "the store folder")
+    _writable_folder(root / "checkpoints", "the checkpoint folder")
     db = store.sqlite_path(uri)
     if db is not None and db.exists() and not db.is_file():
         raise StoreError(f"{db} is not a file: the tracking database must be a file")
