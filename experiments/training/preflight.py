@@ -118,15 +118,18 @@ def _check_limits(trainer: dict[str, Any]) -> None:
         value = trainer.get(name)
         if value is None:
             continue
-        ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or (
-            isinstance(value, float) and 0.0 <= value <= 1.0
-        )
+        # A whole number of batches (the parser may hand `30` over as 30.0, which Lightning
+        # reads as 30 batches too), or a fraction of them.
+        whole = isinstance(value, int | float) and not isinstance(value, bool)
+        whole = whole and value >= 0 and float(value).is_integer()
+        ok = whole or (isinstance(value, float) and 0.0 <= value <= 1.0)
         if name == "limit_train_batches" and value == 0:
             ok = False
         if not ok:
             least = 1 if name == "limit_train_batches" else 0
+            shown = int(value) if isinstance(value, float) and value.is_integer() else value
             raise ConfigError(
-                f"--trainer.{name} {value}: out of range; allowed: a whole number of batches at "
+                f"--trainer.{name} {shown}: out of range; allowed: a whole number of batches at "
                 f"least {least}, or a fraction of them from 0.0 to 1.0"
             )
 
