@@ -359,6 +359,32 @@ class CIFAR100SuperclassDataModule(InMemoryDataModule):
             f"into a folder PATH and pass `--data.data_dir PATH`;\n  - {fetch}."
         )
 
+    def check_files(self) -> str:
+        """Where the data is (or that it will be downloaded), from the files' presence and
+        sizes only, downloading nothing; DataNotFoundError otherwise. A data_dir other than
+        the default that does not exist is refused (a mistyped path), never created."""
+        folder = self.folder
+        missing = [f for f in CIFAR100_FILES if not (folder / f).is_file()]
+        empty = [f for f in CIFAR100_FILES if f not in missing and not (folder / f).stat().st_size]
+        if empty:
+            raise DataNotFoundError(f"{_shown(folder)}: empty file(s) {', '.join(empty)}")
+        if not missing:
+            return f"CIFAR-100 in {_shown(folder)}"
+        root = Path(self.data_dir).expanduser()
+        if self.download and (root.is_dir() or self.data_dir == "data"):
+            return f"CIFAR-100 will be downloaded into {_shown(root)}"
+        if not root.is_dir():
+            raise DataNotFoundError(
+                f"--data.data_dir {self.data_dir}: no such folder (CIFAR-100's "
+                f"{CIFAR100_FOLDER}/ is looked for there, and downloaded there when allowed)"
+            )
+        raise DataNotFoundError(
+            f"CIFAR-100 not found: {_shown(folder)} misses {', '.join(missing)} and the "
+            "download is off (--data.download false). Put the folder "
+            f"{CIFAR100_FOLDER}/ into --data.data_dir PATH, or allow the download with "
+            "`--data.download true`."
+        )
+
     def _download(self) -> str | None:
         """Let torchvision fetch and extract the archive; why it failed, or None.
 

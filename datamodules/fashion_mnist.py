@@ -1,16 +1,19 @@
 """Fashion-MNIST as an in-memory datamodule (tasks S1 and S2).
 
-The four original IDX files are looked up, in this order, in the user's ``data_dir``
-(torchvision layout ``<data_dir>/FashionMNIST/raw/`` or flat, ``.gz`` or uncompressed), in a
-system-wide copy (Debian's ``dataset-fashion-mnist`` installs them in
-``/usr/share/datasets/fashion-mnist``), and finally fetched by torchvision (md5-checked) if
-downloading is allowed. The files are parsed here with numpy rather than through
+The four original IDX files are read from the user's ``data_dir`` when one is given
+(torchvision layout ``<data_dir>/FashionMNIST/raw/`` or flat, ``.gz`` or uncompressed), and
+only from there: a folder that does not hold them is refused, never replaced by another copy.
+Without ``data_dir`` they are looked up in a system-wide copy (Debian's
+``dataset-fashion-mnist`` installs them in ``/usr/share/datasets/fashion-mnist``), then in
+``./data``, and finally fetched by torchvision (md5-checked) into ``./data`` if downloading
+is allowed. The files are parsed here with numpy rather than through
 torchvision so that every source goes through the same validation, and so that the system
 copy (whose gzip bytes differ from torchvision's checksums) can be used offline.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from pathlib import Path
@@ -87,6 +90,59 @@ def read_idx(path: str | Path, ndim: int) -> tuple[np.ndarray, str]:
     return array, hashlib.md5(data).hexdigest()
 
 
+@functools.cache
+def _idx_dims(path: str, size: int, mtime_ns: int, ndim: int) -> tuple[int, ...]:
+    with open(path, "rb") as raw:
+        compressed = raw.read(2) == _GZIP_MAGIC
+    opener = gzip.open if compressed else open
+    try:
+        with opener(path, "rb") as stream:
+            header = stream.read(4 + 4 * ndim)
+    except (OSError, EOFError) as e:
+        raise DataFormatError(f"{path}: corrupt gzip data ({e})") from e
+    if len(header) < 4 + 4 * ndim:
+        raise DataFormatError(f"{path}: too short for an IDX header ({len(header)} bytes)")
+    expected_magic = (_IDX_UBYTE << 8) | ndim
+    magic = int.from_bytes(header[:4], "big")
+    if magic != expected_magic:
+        raise DataFormatError(
+            f"{path}: IDX magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
+            f"(unsigned bytes, {ndim} dimension{'s' if ndim > 1 else ''})"
+        )
+    dims = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if not compressed and size != 4 + 4 * ndim + int(np.prod(dims, dtype=np.int64)):
+        raise DataFormatError(
+            f"{path}: header says dimensions {dims} but the file holds {size} bytes"
+        )
+    return dims
+
+
+def idx_dims(path: Path, ndim: int) -> tuple[int, ...]:
+    """The dimensions in an IDX file's header (and its size checked where uncompressed),
+    without reading the data; cached per process by path, size and modification time."""
+    stat = path.stat()
+    return _idx_dims(str(path), stat.st_size, stat.st_mtime_ns, ndim)
+
+
+def check_fashion_mnist_headers(files: dict[str, Path]) -> int:
+    """The four files' headers agree (28x28 images, one label per image); the train count."""
+    dims = {
+        role: idx_dims(path, 3 if role.endswith("images") else 1) for role, path in files.items()
+    }
+    for split in ("train", "test"):
+        images, labels = dims[f"{split}_images"], dims[f"{split}_labels"]
+        if images[1:] != (28, 28):
+            raise DataFormatError(
+                f"{files[f'{split}_images']}: images are {images[1]}x{images[2]}, expected 28x28"
+            )
+        if images[0] != labels[0]:
+            raise DataFormatError(
+                f"{files[f'{split}_images']} holds {images[0]} images but "
+                f"{files[f'{split}_labels']} holds {labels[0]} labels"
+            )
+    return dims["train_images"][0]
+
+
 def find_idx_files(directory: Path) -> tuple[dict[str, Path], list[str]]:
     """The four files in ``directory`` (uncompressed preferred) and the names missing."""
     found: dict[str, Path] = {}
@@ -134,10 +190,10 @@ class FashionMNISTDataModule(InMemoryDataModule):
     """Fashion-MNIST (10 classes, 1x28x28), 60000 train (minus ``val_size``) / 10000 test.
 
     Args:
-        data_dir: directory holding the four IDX files (flat or torchvision layout); also
-            the download target. None = not given (downloads then go to ``./data``).
-        system_dir: system-wide copy searched after ``data_dir``.
-        download: allow torchvision to download when no local copy is found.
+        data_dir: directory holding the four IDX files (flat or torchvision layout), used
+            alone. None = not given: the system copy, then ``./data`` (the download target).
+        system_dir: system-wide copy searched when no ``data_dir`` is given.
+        download: allow torchvision to download into ``./data`` when no copy is found.
         val_size, split_seed, batch_size, eval_batch_size, normalize: see InMemoryDataModule.
     """
 
@@ -190,29 +246,73 @@ class FashionMNISTDataModule(InMemoryDataModule):
         return Path(self.data_dir if self.data_dir is not None else "data").expanduser()
 
     def _candidates(self) -> list[tuple[str, Path]]:
-        candidates: list[tuple[str, Path]] = []
-        if self.data_dir is not None:
+        if self.data_dir is not None:  # the user's folder, and only it
             root = Path(self.data_dir).expanduser()
-            candidates += [("explicit", root / "FashionMNIST" / "raw"), ("explicit", root)]
-        candidates.append(("system", Path(self.system_dir).expanduser()))
-        if self.data_dir is None:
-            # A previous run's download into ./data is reused rather than fetched again.
-            candidates.append(("download", self.download_root / "FashionMNIST" / "raw"))
-        return candidates
+            return [("explicit", root / "FashionMNIST" / "raw"), ("explicit", root)]
+        # A previous run's download into ./data is reused rather than fetched again.
+        return [
+            ("system", Path(self.system_dir).expanduser()),
+            ("download", self.download_root / "FashionMNIST" / "raw"),
+        ]
 
-    def _resolve(self) -> tuple[str, Path, dict[str, Path]]:
-        """Find the files (downloading if allowed): (source, directory, role -> path)."""
+    def _find(self) -> tuple[tuple[str, Path, dict[str, Path]] | None, list[str]]:
+        """The first candidate folder holding the four files, and what was tried."""
         tried: list[str] = []
         for source, directory in self._candidates():
             files, missing = find_idx_files(directory)
             if not missing:
                 if self._downloaded_dir is not None and directory == self._downloaded_dir:
                     source = "download"
-                return source, directory, files
+                return (source, directory, files), tried
             reason = "missing " + ", ".join(missing) if directory.is_dir() else "no such directory"
             tried.append(f"{directory} ({reason})")
+        return None, tried
 
-        if self.download:
+    def _not_found(self, tried: list[str]) -> DataNotFoundError:
+        files = ", ".join(n + ".gz" for n in IDX_FILES.values())
+        if self.data_dir is not None:
+            root = Path(self.data_dir).expanduser()
+            what = "no such folder" if not root.is_dir() else "it does not hold Fashion-MNIST"
+            return DataNotFoundError(
+                f"--data.data_dir {self.data_dir}: {what} (tried {'; '.join(tried)}). An "
+                "explicit data_dir is used alone, never replaced by another copy: point it at "
+                f"the folder that holds the four files ({files}, flat or under "
+                "FashionMNIST/raw/), or leave it out to use the system copy or a download."
+            )
+        return DataNotFoundError(
+            "Fashion-MNIST not found. Tried:\n  - "
+            + "\n  - ".join(tried)
+            + "\nProvide the data in one of these ways: `apt-get install dataset-fashion-mnist` "
+            "(installs the files in /usr/share/datasets/fashion-mnist); or pass "
+            f"`--data.data_dir DIR` where DIR holds the four files ({files}), flat or under "
+            "DIR/FashionMNIST/raw/; or enable `--data.download true` with internet access."
+        )
+
+    def check_files(self) -> str:
+        """Where the data is (or that it will be downloaded), from the files' headers only,
+        downloading nothing; DataNotFoundError / DataFormatError naming the file otherwise."""
+        found, tried = self._find()
+        if found is None:
+            if self.download and self.data_dir is None:
+                return f"Fashion-MNIST will be downloaded into {self.download_root}"
+            if self.data_dir is None:
+                tried.append("torchvision download (not attempted: download=False)")
+            raise self._not_found(tried)
+        source, directory, files = found
+        n_train = check_fashion_mnist_headers(files)
+        if self.val_size >= n_train:
+            raise ValueError(
+                f"val_size={self.val_size}: must be smaller than the number of training "
+                f"samples ({n_train}) of {self.dataset_name}"
+            )
+        return f"Fashion-MNIST ({source}) in {directory}"
+
+    def _resolve(self) -> tuple[str, Path, dict[str, Path]]:
+        """Find the files (downloading if allowed): (source, directory, role -> path)."""
+        found, tried = self._find()
+        if found is not None:
+            return found
+        if self.data_dir is None and self.download:
             target = self.download_root / "FashionMNIST" / "raw"
             try:
                 import torchvision
@@ -229,18 +329,9 @@ class FashionMNISTDataModule(InMemoryDataModule):
                     self._downloaded_dir = target
                     return "download", target, files
                 tried.append(f"torchvision download into {target} (missing {', '.join(missing)})")
-        else:
+        elif self.data_dir is None:
             tried.append("torchvision download (not attempted: download=False)")
-
-        raise DataNotFoundError(
-            "Fashion-MNIST not found. Tried:\n  - "
-            + "\n  - ".join(tried)
-            + "\nProvide the data in one of these ways: `apt-get install dataset-fashion-mnist` "
-            "(installs the files in /usr/share/datasets/fashion-mnist); or pass "
-            "`--data.data_dir DIR` where DIR holds the four files "
-            f"({', '.join(n + '.gz' for n in IDX_FILES.values())}), flat or under "
-            "DIR/FashionMNIST/raw/; or enable `--data.download true` with internet access."
-        )
+        raise self._not_found(tried)
 
     def prepare_data(self) -> None:
         # Runs on one process per node before setup(): the only place that may download.

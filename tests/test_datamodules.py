@@ -141,18 +141,24 @@ def test_fashion_mnist_flat_layout(tmp_path: Path, empty_dir: Path, compress: bo
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (80, 20, 50)
 
 
-def test_fashion_mnist_system_dir_used_after_explicit(
+def test_fashion_mnist_explicit_data_dir_is_never_replaced_by_the_system_copy(
     tmp_path: Path, fmnist_root: Path, empty_dir: Path
 ) -> None:
-    # data_dir holds nothing, the "system" directory holds the flat files.
+    # data_dir holds nothing, the "system" directory holds the flat files: refused, naming
+    # the folder, rather than trained on the other copy without a word.
     system = tmp_path / "system"
     shutil.copytree(fmnist_root / "FashionMNIST" / "raw", system)
     dm = FashionMNISTDataModule(
         data_dir=str(empty_dir), system_dir=str(system), download=False, val_size=100
     )
-    dm.setup()
-    assert dm.lineage["source"] == "system"
-    assert dm.lineage["source_path"] == str(system.resolve())
+    for step in (dm.check_files, dm.setup):
+        with pytest.raises(DataNotFoundError, match="it does not hold Fashion-MNIST") as info:
+            step()
+        assert f"--data.data_dir {empty_dir}:" in str(info.value)
+        assert str(system) not in str(info.value)
+    # Without data_dir, the system copy is used.
+    dm = FashionMNISTDataModule(system_dir=str(system), download=False, val_size=100)
+    assert dm.check_files() == f"Fashion-MNIST (system) in {system}"
 
 
 def test_fashion_mnist_missing_data_offline(tmp_path: Path, empty_dir: Path) -> None:
@@ -165,12 +171,29 @@ def test_fashion_mnist_missing_data_offline(tmp_path: Path, empty_dir: Path) -> 
         dm.setup()
     message = str(info.value)
     assert str(data_dir / "FashionMNIST" / "raw") in message
-    assert str(data_dir) in message
-    assert str(empty_dir) in message
-    assert "download=False" in message
-    assert "apt-get install dataset-fashion-mnist" in message
-    assert "--data.data_dir" in message
+    assert f"--data.data_dir {data_dir}: it does not hold Fashion-MNIST" in message
     assert isinstance(info.value, FileNotFoundError)
+    # Without data_dir: every place tried is named, and how to provide the data.
+    dm = FashionMNISTDataModule(system_dir=str(empty_dir), download=False, val_size=10)
+    with pytest.raises(DataNotFoundError) as info:
+        dm.check_files()
+    message = str(info.value)
+    assert str(empty_dir) in message and "download=False" in message
+    assert "apt-get install dataset-fashion-mnist" in message and "--data.data_dir" in message
+
+
+def test_fashion_mnist_check_reads_headers_only(fmnist_root: Path, tmp_path: Path) -> None:
+    # A file whose header is fine but whose data is cut short: the check (headers and
+    # sizes) of an uncompressed file finds it without reading the images.
+    flat = tmp_path / "flat"
+    shutil.copytree(fmnist_root / "FashionMNIST" / "raw", flat)
+    image = next(flat.glob("train-images-idx3-ubyte*"))
+    raw = flat / "train-images-idx3-ubyte"
+    raw.write_bytes(gzip.decompress(image.read_bytes())[:-5])
+    image.unlink()
+    dm = FashionMNISTDataModule(data_dir=str(flat), download=False, val_size=10)
+    with pytest.raises(DataFormatError, match="header says dimensions"):
+        dm.check_files()
 
 
 def test_fashion_mnist_wrong_image_size(tmp_path: Path, empty_dir: Path) -> None:

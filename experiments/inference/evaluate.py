@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_model_arguments(parser)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the model, its data and the store; create no evaluation run",
+    )
     return parser
 
 
@@ -138,6 +143,13 @@ def main(argv: Sequence[str]) -> int:
     console.quiet_libraries(console.echo_warnings)
     try:
         trained = resolve(args.model, uri, data_overrides=overrides, config=args.config)
+        if args.check:
+            from experiments.training import preflight
+
+            where = preflight.check_store(uri)
+            print(f"ok: {args.model} on {trained.data.data_summary}; store {where}")
+            print("nothing was created (--check)")
+            return 0
         run_id, metrics = evaluate(trained, uri)
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="invert greyscale images: auto = when the border is light (default)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON list")
+    parser.add_argument(
+        "--check", action="store_true", help="check the model and the inputs; predict nothing"
+    )
     return parser
 
 
@@ -125,6 +128,11 @@ def main(argv: Sequence[str]) -> int:
                 raise ConfigError(f"{flag} {value}: must be at least 1")
         uri = store.resolve_tracking_uri(args.tracking_uri)
         trained = resolve(args.model, uri, config=args.config)
+        if args.check:  # the model and every input read, nothing predicted or written
+            if args.inputs:
+                load_inputs(args.inputs, tuple(trained.data.input_shape), args.invert)
+            print(f"ok: {args.model} and {len(args.inputs)} input file(s) checked")
+            return 0
         rows = predictions(trained, args)
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -102,6 +102,7 @@ def _run_of(reference: str, uri: str) -> tuple[str, str | None]:
 
     from experiments.tracking import health
 
+    store.check_kind(uri)
     db = store.sqlite_path(uri)
     if db is not None and not db.is_file():
         raise ConfigError(f"{reference}: there is no store at {uri} (no file {db})")

@@ -20,8 +20,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from experiments.errors import Refused
 from experiments.reports.stats import mean_std
-from experiments.tracking import store
+from experiments.tracking import health, store
+from experiments.training import preflight
 
 
 @dataclass
@@ -166,6 +168,12 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     metrics = args.metric or ["test/acc"]
     uri = store.resolve_tracking_uri(args.tracking_uri)
+    try:  # a store of a kind MLflow has, answering, before a client is made on it
+        preflight.check_store_kind(uri)
+        health.check_tracking_server(uri)
+    except Refused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     db = store.sqlite_path(uri)
     if db is not None and not db.exists():
         print(f"error: no MLflow store at {db}; run an experiment first", file=sys.stderr)

@@ -456,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-id",
         help="group of a previous comparison to complete: its finished runs are reused",
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check every run's config, the Trainer, data and store; train nothing",
+    )
     return parser
 
 
@@ -553,6 +558,24 @@ def train_runs(client, uri: str, plan: list[tuple], done: dict, group_id: str) -
     return progress
 
 
+def _check(plan: list[tuple], uri: str) -> int:
+    """`--check`: every run's config resolved (done), and a run's checks; nothing created."""
+    from experiments.training import console, preflight
+    from experiments.training.config import ConfigError
+
+    console.quiet_libraries(console.echo_warnings)
+    try:
+        found = preflight.check_run(plan[0][2], uri)
+    except (ConfigError, preflight.StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"ok: {len(plan)} runs of {EXPERIMENT} checked")
+    for line in found:
+        print(f"  {line}")
+    print("nothing was created (--check)")
+    return 0
+
+
 def main(argv: Sequence[str]) -> int:
     args, overrides = build_parser().parse_known_args(list(argv))
     try:
@@ -572,6 +595,13 @@ def main(argv: Sequence[str]) -> int:
         return 2
 
     uri = store.resolve_tracking_uri(args.tracking_uri)
+    try:
+        store.check_kind(uri)
+    except store.StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        return _check(plan, uri)
     client = store.client(uri)
     group_id = args.group_id or f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     done = finished_in_group(client, group_id) if args.group_id else {}

@@ -24,11 +24,12 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from experiments.errors import ConfigError
+from experiments.errors import Refused
 from experiments.search.plan import Plan, make_plan
 from experiments.search.storage import study_lock
 from experiments.search.study import ensure_parent_run, open_study, quiet_libraries, work
 from experiments.tracking import store
+from experiments.training import preflight
 from experiments.training.config import prepare_data
 
 WORKER_ENV = "EXPERIMENTS_SEARCH_WORKER"  # "k/N" in the extra worker processes
@@ -85,7 +86,9 @@ def main(argv: Sequence[str]) -> int:
     argv = list(argv)
     try:
         plan = make_plan(argv)
-    except ConfigError as exc:
+        if plan.check:
+            return check(plan)
+    except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # SIGTERM (also sent to extra workers when the lead dies) closes the running trial:
@@ -101,11 +104,27 @@ def main(argv: Sequence[str]) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def check(plan: Plan) -> int:
+    """`search --check`: the plan (space, base config, names) and every check of a run
+    (experiments/training/preflight.py); no study, run, journal or folder is created."""
+    quiet_libraries()
+    found = preflight.check_run(plan.base_config, plan.tracking_uri, plan.outputs.register)
+    print(
+        f"ok: study {plan.study_name} ({plan.space.description}) on {plan.base}: space, base "
+        f"config, Trainer, data, store and names checked; storage {store.redact(plan.storage_url)}"
+    )
+    for line in found:
+        print(f"  {line}")
+    print("nothing was created (--check)")
+    return 0
+
+
 def lead(plan: Plan, argv: list[str]) -> int:
     """Create or resume the study and its parent run, run the workers, then summarize."""
     quiet_libraries()
     try:
-        # The data is found and checked once here, so a wrong path fails before the study.
+        # `--check`'s checks, then the data found and read once here, before the study.
+        preflight.check_run(plan.base_config, plan.tracking_uri, plan.outputs.register)
         data = plan.base_config.instantiate()[1]
         prepare_data(data)
         dataset_name = data.dataset_name
@@ -113,7 +132,7 @@ def lead(plan: Plan, argv: list[str]) -> int:
         with study_lock(plan.storage_url, plan.study_name):
             study = open_study(plan, create=True)
             parent_run_id = ensure_parent_run(plan, study, dataset_name)
-    except ConfigError as exc:
+    except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     client = store.client(plan.tracking_uri)

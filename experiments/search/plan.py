@@ -8,6 +8,7 @@ refused with the parser's message.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from experiments.search.space import SearchSpace, load_space, study_names
 from experiments.search.storage import default_storage
 from experiments.tracking import store
 from experiments.training import outputs
-from experiments.training.config import ResolvedConfig, parse
+from experiments.training.config import ResolvedConfig, fast_check, parse
 from experiments.training.outputs import TRIAL, RunOutputs
 
 DEFAULT_BASE = "s1-mlp"
@@ -50,6 +51,8 @@ class Plan:
     sampler_seed: int
     #: trials record system metrics, not models; the best trial's model is logged at the end
     outputs: RunOutputs = TRIAL
+    #: `--check`: everything checked, nothing created
+    check: bool = False
 
     @property
     def prunes(self) -> bool:
@@ -86,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the study, base config, Trainer, data, store and storage; create nothing",
+    )
     outputs.add_flags(parser)  # --register NAME: the best trial's model, once the study ends
     return parser
 
@@ -98,9 +106,10 @@ def make_plan(argv: Sequence[str]) -> Plan:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError(f"--timeout must be positive seconds, got {args.timeout}")
-    stray = [o for o in overrides if o.startswith("-") and not o.startswith("--")]
-    if stray:
-        raise ConfigError(f"unknown flags {stray}; overrides look like --model.lr 0.01")
+    fast_check(args.base, overrides)  # a mistyped key or value, before the libraries load
+    check_study_name(args.study_name)
+    if args.storage is not None:
+        check_storage(args.storage)
     overrides = [*QUIET, *overrides]
     base_config = parse(args.base, overrides)
     strategy = str(base_config.trainer.get("strategy") or "auto")
@@ -115,6 +124,7 @@ def make_plan(argv: Sequence[str]) -> Plan:
     # `target: model.l2` or a type mismatch is refused with the parser's own message.
     base_config.with_values(space.example_values())
     uri = store.resolve_tracking_uri(args.tracking_uri)
+    store.check_kind(uri)
     storage = args.storage or default_storage(store.local_root(uri))
     return Plan(
         space=space,
@@ -130,7 +140,43 @@ def make_plan(argv: Sequence[str]) -> Plan:
         pruner=args.pruner,
         sampler_seed=args.sampler_seed,
         outputs=outputs.from_args(args, log_model=False),
+        check=args.check,
     )
+
+
+#: A study name is a plain name: it names a folder under the store (studies/NAME).
+STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: Optuna storages by URL: its RDB databases (a journal file is a plain path)
+STORAGE_SCHEMES = ("postgresql", "mysql", "sqlite")
+
+
+def check_study_name(name: str | None) -> None:
+    if name is not None and (not STUDY_NAME.match(name) or ".." in name):
+        raise ConfigError(
+            f"--study-name {name!r}: not a plain name; allowed: letters, digits, '.', '_' and "
+            "'-' (up to 100, no path: it names the folder studies/NAME in the store)"
+        )
+
+
+def check_storage(url: str) -> None:
+    """An Optuna storage this project opens: a journal file in an existing folder, or a
+    PostgreSQL/MySQL/SQLite URL; nothing is created."""
+    scheme = url.split("://", 1)[0].split("+")[0].lower() if "://" in url else None
+    if scheme is not None and scheme not in STORAGE_SCHEMES:
+        raise ConfigError(
+            f"--storage {store.redact(url)}: {scheme}:// is not a storage this command opens; "
+            "allowed: a journal file path (its folder must exist), postgresql://, mysql:// "
+            "or sqlite:///PATH"
+        )
+    if scheme is None:
+        path = Path(url).expanduser()
+        if not url.strip() or path.is_dir():
+            raise ConfigError(f"--storage {url!r}: not a file path; allowed: a journal file path")
+        if not path.parent.is_dir():
+            raise ConfigError(
+                f"--storage {url}: no such folder {path.parent} (it is not created); allowed: "
+                "a journal file in an existing folder, or a database URL"
+            )
 
 
 def local_study_dir(plan: Plan) -> Path:

@@ -17,6 +17,8 @@ from importlib import metadata
 from pathlib import Path
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
+from experiments.errors import StoreError
+
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 #: MLFLOW_TRACKING_URI as this process was started with. Lightning's MLFlowLogger calls
@@ -73,10 +75,48 @@ def checkpoint_dir(uri: str, run_id: str) -> Path:
     return local_root(uri) / "checkpoints" / run_id
 
 
+#: Tracking URI schemes MLflow stores runs in (a database driver may follow `+`). A folder
+#: path or file:// is MLflow's file store, which MLflow 3 refuses unless
+#: MLFLOW_ALLOW_FILE_STORE=true.
+TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql")
+
+
+def check_kind(uri: str) -> None:
+    """StoreError unless `uri` names a kind of store MLflow opens (no network, no files)."""
+    scheme = urlparse(uri).scheme.split("+")[0].lower() if "://" in uri else ""
+    file_store = scheme in ("", "file")
+    if (
+        file_store
+        and uri.strip()
+        and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower()
+        in (
+            "true",
+            "1",
+        )
+    ):
+        return
+    if file_store or scheme not in TRACKING_SCHEMES:
+        what = (
+            "a folder path is MLflow's file store, which MLflow 3 no longer opens (set "
+            "MLFLOW_ALLOW_FILE_STORE=true to use one)"
+            if file_store and uri.strip()
+            else f"{scheme}:// is not a tracking store"
+            if scheme
+            else "no tracking URI given"
+        )
+        raise StoreError(
+            f"--tracking-uri {redact(uri)!r}: {what}; allowed: sqlite:///PATH.db, "
+            "http(s)://HOST:PORT (an MLflow server), postgresql://, mysql:// or mssql:// "
+            "(a database)"
+        )
+
+
 def client(uri: str):
-    """An MlflowClient on `uri`, creating the SQLite file's folder first."""
+    """An MlflowClient on `uri` (a kind of store MLflow opens), creating the SQLite file's
+    folder first."""
     from mlflow import MlflowClient
 
+    check_kind(uri)
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

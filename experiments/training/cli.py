@@ -3,6 +3,7 @@
     python -m experiments run s1-mlp                       # S1.2 on Fashion-MNIST
     python -m experiments run s4-mlp --model.activation swish --seed 1
     python -m experiments run --config best_trial.yaml     # a resolved config file
+    python -m experiments run s1-mlp --check               # check everything, create nothing
     python -m experiments run --resume RUN_ID              # continue an interrupted run
     python -m experiments run s1-mlp --register fashion-mlp  # model registry: a new version
 
@@ -51,9 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--data.batch_size 32 --seed 1. `run NAME --help` lists every key of NAME.",
         formatter_class=argparse.RawDescriptionHelpFormatter,  # one example per line
         add_help=False,
+        allow_abbrev=False,  # `--c` is an override typo, not --config or --check
+        usage="python -m experiments run [NAME | --config FILE | --resume RUN_ID] "
+        "[--KEY VALUE ...] [--check] [--tracking-uri URI] [--register NAME]",
     )
-    parser.add_argument("name", nargs="?", help="catalog name (s1-mlp) or a YAML file")
     parser.add_argument("--config", help="a resolved config YAML (as logged with every run)")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the config, Trainer, data, store and names; create nothing (exit 0 or 2)",
+    )
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
     parser.add_argument(
         "--resume",
@@ -63,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     outputs.add_flags(parser)
     parser.add_argument("-h", "--help", action="store_true")
     return parser
+
+
+def split_name(extras: list[str]) -> tuple[str | None, list[str]]:
+    """NAME (the first word that is not the value of a `--KEY`) and the overrides."""
+    for index, token in enumerate(extras):
+        if token.startswith("-"):
+            continue
+        previous = extras[index - 1] if index else ""
+        if not (previous.startswith("--") and "=" not in previous):
+            return token, extras[:index] + extras[index + 1 :]
+    return None, extras
 
 
 def usage_error(args: argparse.Namespace, name: str | None, overrides: list[str]) -> str | None:
@@ -95,6 +114,7 @@ def print_experiment_help(name: str) -> None:
         "\ncommand flags:\n  --tracking-uri URI  MLflow store (default: sqlite:///mlruns/mlflow.db)"
         "\n  --config FILE       a resolved config.yaml (as logged with every run) instead of NAME"
         "\n  --resume RUN_ID     continue an interrupted run, into the same MLflow run"
+        "\n  --check             check config, Trainer, data, store and names; create nothing"
         "\n  --register NAME     register the trained model as a new version of NAME"
         "\n  --no-system-metrics           do not record CPU, memory, GPU use (system/*)"
         "\n  --system-metrics-interval S   seconds between system metrics samples (10)"
@@ -116,7 +136,8 @@ def print_experiment_help(name: str) -> None:
 
 def main(argv: Sequence[str]) -> int:
     parser = build_parser()
-    args, overrides = parser.parse_known_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    args.name, overrides = split_name(extras)
     name = args.config or args.name
     problem = usage_error(args, name, overrides)
     if problem:
@@ -137,15 +158,11 @@ def main(argv: Sequence[str]) -> int:
         if args.help:
             print_experiment_help(name)
             return 0
-        point = None
-        if args.resume:
-            from experiments.training import resume
-
-            cfg, point = resume.prepare(args.resume, store.resolve_tracking_uri(args.tracking_uri))
-        else:
-            from experiments.training.config import parse
-
-            cfg = parse(name, list(overrides))
+        if not args.resume:
+            _fast_checks(args, name, overrides)
+        cfg, point = _config(args, name, overrides)
+        if args.check:
+            return _check(cfg, args)
         result = run_experiment(
             cfg, args.tracking_uri, resume=point, outputs=outputs.from_args(args)
         )
@@ -163,4 +180,38 @@ def main(argv: Sequence[str]) -> int:
         return exc.exit_code
     if distributed.is_global_zero():  # other DDP ranks would print the same summary again
         print_summary(result)
+    return 0
+
+
+def _fast_checks(args: argparse.Namespace, name: str, overrides: list[str]) -> None:
+    """Keys, values, the registry name and the store's kind, before the libraries load."""
+    from experiments.training import preflight
+    from experiments.training.config import fast_check
+
+    fast_check(name, list(overrides))
+    preflight.check_register(args.register)
+    preflight.check_store_kind(store.resolve_tracking_uri(args.tracking_uri))
+
+
+def _config(args: argparse.Namespace, name: str | None, overrides: list[str]):
+    """(config, resume point or None) of NAME / --config FILE with overrides, or --resume."""
+    if args.resume:
+        from experiments.training import resume
+
+        return resume.prepare(args.resume, store.resolve_tracking_uri(args.tracking_uri))
+    from experiments.training.config import parse
+
+    return parse(name, list(overrides)), None
+
+
+def _check(cfg, args: argparse.Namespace) -> int:
+    """`--check`: every check of a run (preflight.py), nothing created; exit 0."""
+    from experiments.training import console, preflight
+
+    console.quiet_libraries(console.echo_warnings)
+    found = preflight.check_run(cfg, store.resolve_tracking_uri(args.tracking_uri), args.register)
+    print(f"ok: {cfg.name} ({cfg.source}): config, Trainer, data, store and names checked")
+    for line in found:
+        print(f"  {line}")
+    print("nothing was created (--check)")
     return 0

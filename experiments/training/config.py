@@ -64,9 +64,14 @@ class ExperimentEntry:
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at "
+            f"offset {exc.start}); allowed: a YAML file in UTF-8"
+        ) from exc
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -112,6 +117,12 @@ def resolve_experiment(name: str) -> Path:
     path = find_yaml(name, CONFIGS_DIR)
     if path is not None:
         return path
+    if Path(name).suffix in (".yaml", ".yml") or "/" in name or Path(name).exists():
+        what = "not a file" if Path(name).exists() else "no such file"
+        raise ConfigError(
+            f"config file {name}: {what}; allowed: a YAML config file (as logged with every "
+            "run) or a catalog name (`python -m experiments list`)"
+        )
     names = [entry.name for entry in catalog()]
     raise ConfigError(
         f"experiment {name!r} is not in the catalog and is not a YAML file"
@@ -274,7 +285,7 @@ class ResolvedConfig:
         try:
             experiment_parser().validate(namespace)
         except (ArgumentError, TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.name}: {plain_error(str(exc))}") from exc
+            raise ConfigError(f"{self.name}: {_in_words(str(exc))}") from exc
         return ResolvedConfig(self.name, self.source, namespace)
 
     def params(self) -> dict[str, Any]:
@@ -292,7 +303,7 @@ class ResolvedConfig:
         try:
             built = experiment_parser().instantiate(self.namespace)
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{self.name}: {exc}") from exc
+            raise ConfigError(f"{self.name}: {_in_words(str(exc))}") from exc
         # jsonargparse hands restricted types to the constructors, and the modules' hparams
         # go into every checkpoint, which a weights-only load reads back: keep them plain.
         for part in (built.model, built.data):
@@ -357,7 +368,11 @@ def _unknown_key(keys: list[str], key: str) -> str:
     siblings = sorted(
         {k[len(group) + 1 :].split(".")[0] for k in keys if k.startswith(f"{group}.")}
     )
-    close = difflib.get_close_matches(key, keys, n=1, cutoff=0.8)
+    # Short flags (`--epochs`) are matched like the long keys (`--epoch` -> `--epochs`).
+    names = [*keys, *(k for k in SHORTCUTS if k not in keys)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.8) or difflib.get_close_matches(
+        key.lower().replace("-", "_"), names, n=1, cutoff=0.75
+    )
     hint = f"; did you mean --{close[0]}?" if close else ""
     where = f"valid keys under '{group}'" if group and siblings else "valid top-level keys"
     listed = siblings if group and siblings else sorted({k.split(".")[0] for k in keys})
@@ -373,25 +388,121 @@ def canonical_value(key: str, value: Any) -> Any:
     return value
 
 
-def _canonical_overrides(keys: list[str], overrides: list[str]) -> list[str]:
-    """Old spellings rewritten to the public key, names to the registry's; an unknown key
-    refused with its neighbours and a did-you-mean."""
-    out, changed, pending = [], [], None
-    for token in overrides:
-        if token.startswith("--"):
-            key, eq, value = token[2:].partition("=")
-            new = canonical_key(keys, key)
-            under_new_class = any(new.startswith(c[: -len("class_path")]) for c in changed)
-            if new not in keys and not under_new_class:
-                raise ConfigError(_unknown_key(keys, key))
-            if new.endswith("class_path"):
-                changed.append(new)
-            token = f"--{new}{eq}{canonical_value(new, value) if eq else ''}"
-            pending = None if eq else new
-        elif pending is not None:
-            token, pending = canonical_value(pending, token), None
-        out.append(token)
+#: Top-level keys the parser declares itself (the classes' keys come from their signatures).
+#: The seed is what numpy, torch and Python's random accept: 0 .. 2**32 - 1.
+TOP_LEVEL_SPECS: dict[str, dict[str, Any]] = {
+    "task": {"t": "str"},
+    "description": {"t": "str"},
+    "seed": {"t": "int", "ge": 0, "le": 2**32 - 1},
+    "threads": {"t": "union", "of": [{"t": "int", "gt": 0}, {"t": "null"}]},
+}
+#: The base class a section's class_path must name.
+SECTION_BASES = {
+    "model": "lightning.LightningModule",
+    "data": "lightning.LightningDataModule",
+    "model.net": "torch.nn.Module",
+}
+
+
+@functools.cache
+def _hints(class_path: str) -> dict[str, Any]:
+    import typing
+
+    cls = import_class(class_path, "class_path")
+    try:
+        return typing.get_type_hints(cls.__init__)
+    except (NameError, TypeError):  # an annotation that does not resolve: no spec
+        return {}
+
+
+def key_specs(cfg: ResolvedConfig) -> dict[str, dict[str, Any]]:
+    """{public key: spec} of every settable key of `cfg`, from the live signatures."""
+    from experiments.training import keyspec
+
+    specs: dict[str, dict[str, Any]] = {}
+    for key in cfg.config_keys():
+        section, _, name = key.rpartition(".")
+        if not section:
+            spec = TOP_LEVEL_SPECS.get(name, {"t": "any"})
+        elif name == "class_path":
+            base = SECTION_BASES.get(section, "class").rpartition(".")[2]
+            spec = {"t": "any", "what": f"a {base} subclass, such as {cfg.get(key)}"}
+        else:
+            path = "lightning.Trainer" if section == "trainer" else cfg.get(f"{section}.class_path")
+            hints = _hints(path)
+            spec = keyspec.spec_of(hints[name]) if name in hints else {"t": "any"}
+        if name == "activation" and spec["t"] == "choice":
+            from models.activations import SYNONYMS
+
+            spec["aliases"] = sorted(SYNONYMS)
+        specs[key] = spec
+    return specs
+
+
+def _overrides(tokens: list[str]) -> list[tuple[str, str | None]]:
+    """`--KEY VALUE` / `--KEY=VALUE` tokens -> (KEY, VALUE) pairs; VALUE None when missing.
+    A value may start with `-` (`--model.lr -1`): only `--` starts the next key."""
+    pairs: list[tuple[str, str | None]] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        if not token.startswith("--") or token == "--":
+            raise ConfigError(
+                f"unexpected argument {token!r}: overrides look like --KEY VALUE "
+                "(e.g. --model.lr 0.01)"
+            )
+        key, eq, value = token[2:].partition("=")
+        if eq:
+            pairs.append((key, value))
+        elif index + 1 < len(tokens) and not tokens[index + 1].startswith("--"):
+            index += 1
+            pairs.append((key, tokens[index]))
+        else:
+            pairs.append((key, None))
+        index += 1
+    return pairs
+
+
+def check_overrides(
+    specs: dict[str, dict[str, Any]], overrides: list[str]
+) -> list[tuple[str, str]]:
+    """Overrides in the public spelling, each key known and each value allowed by its spec;
+    ConfigError (`--KEY VALUE: what is wrong; what is allowed`) otherwise. Old spellings are
+    rewritten to the public key, names to the registry's. Keys below a class_path that the
+    overrides change are left to the parser (the new class decides them)."""
+    from experiments.training import keyspec
+
+    keys = list(specs)
+    out: list[tuple[str, str]] = []
+    changed: list[str] = []
+    for typed, value in _overrides(list(overrides)):
+        key = canonical_key(keys, typed)
+        under_new_class = any(key.startswith(c[: -len("class_path")]) for c in changed)
+        if key not in keys and not under_new_class:
+            raise ConfigError(_unknown_key(keys, typed))
+        if value is None:
+            allowed = keyspec.describe(specs[key]) if key in specs else "a value"
+            raise ConfigError(f"--{typed}: no value given; allowed: {allowed}")
+        if key.endswith("class_path"):
+            changed.append(key)
+        elif not under_new_class:
+            problem = keyspec.refusal(key, value, specs[key])
+            if problem:
+                raise ConfigError(problem)
+        out.append((key, canonical_value(key, value)))
     return out
+
+
+def fast_check(name: str, overrides: list[str]) -> None:
+    """Refuse a mistyped key or value of a catalog experiment before torch, Lightning and
+    MLflow are imported (the specs of configs/keys.json); a file outside the catalog, or
+    no generated specs, are left to the full parse, which makes the same checks."""
+    from experiments.training import keyspec
+
+    source = resolve_experiment(name)
+    specs = keyspec.catalog_specs().get(source.stem)
+    if specs is not None and source.parent == CONFIGS_DIR:
+        check_overrides(specs, overrides)
 
 
 _RESTRICTIONS = {">": "above", ">=": "at least", "<": "below", "<=": "at most"}
@@ -470,22 +581,117 @@ def _from_former_models(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@functools.lru_cache(maxsize=32)
+def _parsed_file(path: str, mtime_ns: int, size: int):
+    """A config file parsed and checked, once per process and version of the file."""
+    from jsonargparse import ArgumentError
+
+    source = Path(path)
+    raw = load_yaml(source)  # the one read of the file: our own message if it is not YAML
+    raw = _from_former_models(raw)
+    try:
+        return experiment_parser().parse_object(raw)
+    except ArgumentError as exc:
+        raise ConfigError(f"{source.name}: {_in_words(str(exc))}") from exc
+
+
 def parse(name: str, overrides: list[str]) -> ResolvedConfig:
     """Resolve experiment `name` (catalog name or YAML path) with dotted CLI overrides."""
     from jsonargparse import ArgumentError
 
     source = resolve_experiment(name)
-    raw = load_yaml(source)  # the one read of the file: our own message if it is not YAML
-    raw = _from_former_models(raw)
+    stat = source.stat()
     parser = experiment_parser()
+    namespace = _parsed_file(str(source), stat.st_mtime_ns, stat.st_size).clone()
+    base = ResolvedConfig(source.stem, source, namespace)
+    pairs = check_overrides(key_specs(base), list(overrides))
+    for key, value in pairs:
+        if key.endswith("class_path"):
+            _check_class_path(key, value)
     try:
-        namespace = parser.parse_object(raw)
-        keys = ResolvedConfig(source.stem, source, namespace).config_keys()
-        namespace = parser.parse_args(_canonical_overrides(keys, overrides), namespace=namespace)
+        namespace = parser.parse_args([f"--{k}={v}" for k, v in pairs], namespace=namespace)
     except ArgumentError as exc:
-        raise ConfigError(f"{source.name}: {plain_error(str(exc))}") from exc
+        raise ConfigError(_culprit(parser, base, pairs, exc)) from exc
     _plain_values(namespace)
     return ResolvedConfig(name=source.stem, source=source, namespace=namespace)
+
+
+#: What a message must never show: the config library's and Python's internals.
+INTERNALS = (
+    "Traceback",
+    "NestedArg",
+    "Subtypes",
+    "<class",
+    "Namespace(",
+    "PositiveInt",
+    "PositiveFloat",
+    "NonNegative",
+    "typing.",
+    "expected null",
+)
+
+
+def _in_words(message: str) -> str:
+    """`plain_error`, or, where that still shows internals, the lines that do not."""
+    message = plain_error(message)
+    if not any(word in message for word in INTERNALS):
+        return message
+    noise = ("Parser key", "Errors:", "Given value", "- Expected", "Does not validate", "Problem")
+    lines = [
+        line.strip().removeprefix("- ")
+        for line in message.splitlines()
+        if line.strip()
+        and not any(word in line for word in INTERNALS)
+        and not line.strip().startswith(noise)
+    ]
+    return "; ".join(lines) or "not accepted by the config parser"
+
+
+def _check_class_path(key: str, value: str) -> None:
+    """A class_path override names an importable subclass of the section's base class."""
+    section = key.rpartition(".")[0]
+    base = SECTION_BASES.get(section)
+    if base is None:
+        return
+    try:
+        cls = import_class(str(value), key)
+    except ConfigError:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, import_class(base, key))):
+        shown = "a class that cannot be imported" if cls is None else "not a class"
+        if isinstance(cls, type):
+            shown = f"not a subclass of {base.rpartition('.')[2]}"
+        raise ConfigError(
+            f"--{key} {value}: {shown}; allowed: the dotted path of a "
+            f"{base.rpartition('.')[2]} subclass, such as "
+            f"{_CLASS_EXAMPLES.get(section, 'models.ImageClassifier')}"
+        )
+
+
+_CLASS_EXAMPLES = {
+    "model": "models.ImageClassifier",
+    "data": "datamodules.FashionMNISTDataModule",
+    "model.net": "models.components.MLP",
+}
+
+
+def _culprit(parser, base: ResolvedConfig, pairs: list[tuple[str, str]], exc) -> str:
+    """The override the parser refused, in words: each is tried alone to find it."""
+    from jsonargparse import ArgumentError
+
+    from experiments.training import keyspec
+
+    specs = key_specs(base)
+    for key, value in pairs:
+        try:
+            parser.parse_args([f"--{key}={value}"], namespace=base.namespace.clone())
+        except ArgumentError as one:
+            said = _in_words(str(one))
+            if said.startswith(f"--{key} "):
+                return said
+            allowed = keyspec.describe(specs[key]) if key in specs else "see `run NAME --help`"
+            return f"--{key} {value}: {said}; allowed: {allowed}"
+    return _in_words(str(exc))
 
 
 def prepare_data(data) -> None:
@@ -495,3 +701,15 @@ def prepare_data(data) -> None:
         data.setup("fit")
     except (FileNotFoundError, ValueError) as exc:  # DataNotFoundError, DataFormatError
         raise ConfigError(f"data: {exc}") from exc
+
+
+def generated_key_specs() -> dict[str, dict[str, dict[str, Any]]]:
+    """The specs of every catalog experiment, from the live signatures (configs/keys.json)."""
+    return {entry.name: key_specs(parse(entry.name, [])) for entry in catalog()}
+
+
+if __name__ == "__main__":  # python -m experiments.training.config: rewrite configs/keys.json
+    from experiments.training import keyspec
+
+    keyspec.KEYS_FILE.write_text(keyspec.dump(generated_key_specs()))
+    print(f"wrote {keyspec.KEYS_FILE}")

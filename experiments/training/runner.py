@@ -93,11 +93,15 @@ def run_experiment(
     import mlflow  # noqa: F401 (imported before its loggers are quieted: it sets them up)
     import torch
 
-    from experiments.training import console, threads
+    from experiments.training import console, preflight, threads
 
     console.quiet_libraries(console.echo_warnings)
+    uri = store.resolve_tracking_uri(tracking_uri)
+    # The checks of `run --check`, all before the MLflow run exists (preflight.py).
+    preflight.check_settings(cfg, uri, outputs.register)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model, data = cfg.instantiate()
+    preflight.check_data(data)
     prepare_data(data)
     if verbose and distributed.is_global_zero():
         print(data.data_summary, file=sys.stderr)  # which data the run uses
@@ -106,7 +110,6 @@ def run_experiment(
     choice = threads.choose(
         cfg.threads, model.network, data.train_x[: data.batch_size], cap=torch.get_num_threads()
     )
-    uri = store.resolve_tracking_uri(tracking_uri)
     with threads.using(choice.threads):
         if not distributed.is_global_zero():
             # A DDP process launched by rank 0 (or on another node): it trains its shard and
