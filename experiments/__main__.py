@@ -15,6 +15,8 @@ import importlib
 import os
 import sys
 
+from experiments.tracking.model_checks import PICKLE_ENV
+
 #: MLflow's client and server send anonymous usage data unless this is true. The project's
 #: commands turn it off for themselves and the MLflow servers they start (`ui`, `server`);
 #: to opt in, set MLFLOW_DISABLE_TELEMETRY=false in the environment (README "Tracking").
@@ -75,6 +77,9 @@ def list_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault(TELEMETRY_ENV, "true")  # before mlflow is imported; a user's value wins
+    # Never unpickle a model, here or in the servers started from here (they inherit it):
+    # MLflow then also checks a pt2 archive for pickle payloads (tracking/model_checks.py).
+    os.environ[PICKLE_ENV] = "false"
     # MLflow draws a progress bar for every artifact download (a config, a checkpoint): noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = argparse.ArgumentParser(
