@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -411,3 +412,25 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(registered, hu
         assert "Traceback" not in err and "DecompressionBomb" not in err
         if side == 12000:  # below PIL's own guard: refused from its header by the project
             assert "12000x12000 pixels" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_model_server_stops_when_serve_is_killed(registered, tmp_path, signum):
+    from tests.test_servers import assert_port_closes_when_killed
+
+    uri, _, _ = registered
+    port = free_port(PORTS)
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "experiments", "serve", "models:/fashion-mlp/1"),
+            *("--port", str(port), "--tracking-uri", uri),
+        ],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert_port_closes_when_killed(proc, port, signum)

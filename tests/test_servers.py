@@ -21,6 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -259,3 +260,85 @@ def test_ctrl_c_in_search_exits_130_and_says_how_to_resume(tmp_path, fashion_dir
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert "RUNNING" not in {r.info.status for r in runs}
     assert "KILLED" in {r.info.status for r in runs}
+
+
+# --- slow: the tracking server stops answering for longer than the client waits ---------
+
+
+def start_server(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
+    """`python -m experiments server` on a SQLite file, one uvicorn worker, loopback."""
+    command = [
+        *(sys.executable, "-m", "experiments", "server", "--port", str(port)),
+        *("--backend-store-uri", f"sqlite:///{tmp_path}/runs.db", "--workers", "1"),
+        *("--artifacts-destination", str(tmp_path / "artifacts"), *extra),
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_an_outage_beyond_the_retry_window_ends_the_run_cleanly_and_resume_finishes_it(
+    tmp_path, fashion_dir
+):
+    from tests.test_faults import assert_continuous_history
+
+    port = free_port(PORTS)
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    epochs = 4
+    # A short retry window: one retry after 1 s, 3 s per request (the default is ~4 minutes).
+    short = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    short["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"
+    args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", url]
+    try:
+        wait_listening(port, server)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
+            cwd=tmp_path,
+            env=child_env(**short),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        client = MlflowClient(url)
+        deadline = time.monotonic() + 300
+        run_id = None
+        while run_id is None or not client.get_metric_history(run_id, "val/acc"):
+            if run.poll() is not None or time.monotonic() > deadline:
+                run.kill()
+                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
+            found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            run_id = found[0].info.run_id if found else None
+            time.sleep(0.5)
+        mlflow_server = psutil.Process(server.pid).children()[0]  # its own process group
+        os.killpg(mlflow_server.pid, signal.SIGSTOP)  # stopped: it answers nothing
+        try:
+            _, err = run.communicate(timeout=120)
+        finally:
+            os.killpg(mlflow_server.pid, signal.SIGCONT)
+        assert run.returncode == 1, err
+        assert f"error: the tracking store {url} stopped answering during run {run_id}" in err
+        assert f"resume it with: python -m experiments run --resume {run_id}" in err
+        assert len(err.strip().splitlines()) <= 3, err  # the data line, the paragraph
+        assert "Traceback" not in err
+        last = tmp_path / "mlruns" / "checkpoints" / run_id / "last.ckpt"
+        assert last.is_file()
+
+        resumed = run_cli(
+            *("run", "--resume", run_id, "--tracking-uri", url), cwd=tmp_path, env=child_env()
+        )
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        finished = client.get_run(run_id)
+        assert finished.info.status == "FINISHED"
+        assert "orphaned" in finished.data.tags["resume.1"]
+        assert_continuous_history(url, run_id, epochs)
+    finally:
+        stop_group(server, timeout=30)
+        kill_listeners(port)

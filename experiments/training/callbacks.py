@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from experiments.errors import CheckpointWriteError, NonFiniteLossError
+from experiments.tracking import outage
 
 
 def _lr_hint(pl_module) -> str:
@@ -82,7 +83,8 @@ class SaveOnInterrupt(Callback):
         self.saved = False
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or not trainer.training:
+        stop = isinstance(exception, SIGTERMException) or outage.is_outage(exception)
+        if not stop or not trainer.training:
             return
         try:
             # weights_only=False here means the full training state (optimizer, loops).

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import errors
-from experiments.tracking import datasets, health, store
+from experiments.tracking import datasets, health, outage, store
 from experiments.training import distributed
 from experiments.training.config import ResolvedConfig, prepare_data
 from experiments.training.outputs import RUN, RunOutputs
@@ -229,6 +229,9 @@ def _run_tracked(
         )
         raise
     except BaseException as exc:
+        if outage.is_outage(exc):  # the store is gone: telling it would wait another window
+            monitor = None  # (its last flush too)
+            raise _store_unreachable(uri, run_id, exc) from exc
         reason = errors.failure_reason(exc)
         _end(
             client,
@@ -246,6 +249,15 @@ def _run_tracked(
         interrupts.restore()
         os.environ.pop(distributed.RUN_ID_ENV, None)
     return result
+
+
+def _store_unreachable(uri: str, run_id: str, exc: BaseException) -> errors.StoreUnreachable:
+    from experiments.training.interrupts import resume_command
+
+    last = store.checkpoint_dir(uri, run_id) / "last.ckpt"
+    return errors.StoreUnreachable(
+        outage.outage_message(uri, run_id, exc, last, resume_command(run_id, uri))
+    )
 
 
 def _log_model(cfg: ResolvedConfig, model, data, client, result: RunResult, register) -> None:
@@ -294,9 +306,10 @@ def _fit_and_test(trainer, checkpoint, model, data, client, result: RunResult, r
                 results = trainer.test(
                     model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True
                 )
-        except BaseException:
-            with contextlib.suppress(Exception):  # the run's own error is the one to report
-                _log_nonempty(client, result.run_id, log)
+        except BaseException as exc:
+            if not outage.is_outage(exc):  # an unreachable store would be waited for again
+                with contextlib.suppress(Exception):  # the run's own error is the one to report
+                    _log_nonempty(client, result.run_id, log)
             raise
         _log_nonempty(client, result.run_id, log)
     result.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
