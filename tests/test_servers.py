@@ -342,3 +342,48 @@ def test_an_outage_beyond_the_retry_window_ends_the_run_cleanly_and_resume_finis
     finally:
         stop_group(server, timeout=30)
         kill_listeners(port)
+
+
+@pytest.mark.slow
+def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp_path, fashion_dir):
+    port = free_port(PORTS)
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    epochs = 6
+    args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", url]
+    try:
+        wait_listening(port, server)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
+            cwd=tmp_path,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        client = MlflowClient(url)
+        deadline = time.monotonic() + 300
+        run_id = None
+        while run_id is None or not client.get_metric_history(run_id, "val/acc"):
+            if run.poll() is not None or time.monotonic() > deadline:
+                run.kill()
+                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
+            found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            run_id = found[0].info.run_id if found else None
+            time.sleep(0.5)
+        stop_group(server, timeout=10)  # the server is gone: connections are refused
+        kill_listeners(port)
+        time.sleep(15)
+        server = start_server(tmp_path, port)  # the same store, back on the same port
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        assert err.count(f"warning: the tracking store {url} does not answer") == 1, err
+        assert err.count(f"the tracking store {url} answers again") == 1, err
+        assert "Retrying" not in err and "Traceback" not in err
+        finished = client.get_run(run_id)
+        assert finished.info.status == "FINISHED"
+        history = client.get_metric_history(run_id, "val/acc")
+        assert len({m.step for m in history}) == epochs
+    finally:
+        stop_group(server, timeout=30)
+        kill_listeners(port)

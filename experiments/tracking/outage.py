@@ -16,7 +16,11 @@ timeout ends the same way.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import threading
+import time
 
 #: MLflow client's retry settings, set explicitly (docs: tracking.md, "When the store is down")
 RETRY_ENV = {
@@ -89,3 +93,54 @@ def outage_message(uri: str, run_id: str, exc: BaseException, checkpoint, resume
         "it FAILED (orphaned). Once the store answers again, resume it with: "
         f"{resume}"
     )
+
+
+class OutageNotice(logging.Filter):
+    """Inside the retry window: one line when the store stops answering, one when it is back.
+
+    Installed on urllib3's connection-pool logger, whose "Retrying (...)" warning MLflow's
+    client causes on every retry (a public log record of urllib3's). The retries of the
+    training thread say the store stopped answering; they are swallowed, and the first one
+    prints one line. The training thread's logging calls block until the store answers, so
+    the next `back_if_down` call from it (a Lightning hook) means it answered again. Other
+    threads' retries (the system-metrics monitor) are swallowed silently.
+    """
+
+    def __init__(self, uri: str) -> None:
+        super().__init__()
+        self.uri = uri
+        self.down_since: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith("Retrying"):
+            return True
+        if record.threadName == threading.main_thread().name and self.down_since is None:
+            self.down_since = time.monotonic()
+            print(
+                f"warning: the tracking store {self.uri} does not answer; MLflow's client "
+                f"retries for about {retry_window_s():.0f} s, training waits",
+                file=sys.stderr,
+                flush=True,
+            )
+        return False
+
+    def back_if_down(self) -> None:
+        if self.down_since is not None:
+            waited = time.monotonic() - self.down_since
+            self.down_since = None
+            print(
+                f"the tracking store {self.uri} answers again (after {waited:.0f} s); "
+                "training goes on",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def __enter__(self) -> OutageNotice:
+        logging.getLogger(URLLIB3_POOL).addFilter(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        logging.getLogger(URLLIB3_POOL).removeFilter(self)
+
+
+URLLIB3_POOL = "urllib3.connectionpool"

@@ -195,9 +195,11 @@ def _run_tracked(
     # Ctrl-C / SIGTERM: stop at a batch boundary, save last.ckpt, end KILLED (interrupts.py).
     interrupts = InterruptHandler().install()
     monitor = trainer = None
+    stack = contextlib.ExitStack()
     try:
         monitor = _system_metrics(uri, run_id, outputs.system_metrics_s, resumed=resume is not None)
-        trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
+        notice = stack.enter_context(outage.OutageNotice(uri))  # unreachable, then back
+        trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks, notice)
         if resume is None:  # a resumed run logged its params, config and datasets the first time
             trainer.logger.log_hyperparams(cfg.params())
             client.log_text(run_id, cfg.as_yaml(), "config.yaml")
@@ -246,6 +248,7 @@ def _run_tracked(
     finally:
         if monitor is not None:
             monitor.finish()
+        stack.close()
         interrupts.restore()
         os.environ.pop(distributed.RUN_ID_ENV, None)
     return result
@@ -333,7 +336,7 @@ def _end(client, result: RunResult, status: str, **tags: str) -> None:
     result.status = status
 
 
-def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks):
+def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks, notice=None):
     """The Trainer and its checkpoint callback; identical on every DDP rank (they must be)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -362,7 +365,7 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
         callbacks=[
             checkpoint,
             *(latest if has_val else []),
-            RunGuard(folder / "last.ckpt"),
+            RunGuard(folder / "last.ckpt", notice),
             *callbacks,
             *_progress_bar(cfg),
         ],
