@@ -15,6 +15,9 @@ import importlib
 import os
 import sys
 
+from experiments.tracking.model_checks import PICKLE_ENV
+from experiments.tracking.outage import set_retry_window
+
 #: MLflow's client and server send anonymous usage data unless this is true. The project's
 #: commands turn it off for themselves and the MLflow servers they start (`ui`, `server`);
 #: to opt in, set MLFLOW_DISABLE_TELEMETRY=false in the environment (experiments/docs/tracking.md).
@@ -75,6 +78,10 @@ def list_main(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault(TELEMETRY_ENV, "true")  # before mlflow is imported; a user's value wins
+    # Never unpickle a model, here or in the servers started from here (they inherit it):
+    # MLflow then also checks a pt2 archive for pickle payloads (tracking/model_checks.py).
+    os.environ[PICKLE_ENV] = "false"
+    set_retry_window()  # how long MLflow's client waits for a store that does not answer
     # MLflow draws a progress bar for every artifact download (a config, a checkpoint): noise.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     parser = argparse.ArgumentParser(

@@ -36,6 +36,13 @@ class RunFailed(RuntimeError):
     reason = "run_failed"
 
 
+class StoreUnreachable(RunFailed):
+    """The tracking store stopped answering mid-run for longer than the client waits; the
+    run's checkpoint is kept and the message says how to resume (tracking/outage.py)."""
+
+    reason = "store_unreachable"
+
+
 class CheckpointError(RunFailed):
     """A checkpoint file cannot be read (truncated, corrupt, or not written by this project)."""
 

@@ -12,11 +12,16 @@ for the slow test a real `mlflow models serve` process on a loopback port.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import struct
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+import zlib
 from pathlib import Path
 
 import mlflow
@@ -28,7 +33,11 @@ from PIL import Image
 
 from datamodules.synthetic import write_fashion_mnist
 from experiments.__main__ import main as cli
-from tests.helpers import child_env, copy_store, free_port, stop_group
+from experiments.training.config import parse
+from experiments.training.outputs import RunOutputs
+from experiments.training.runner import run_experiment
+from experiments.training.trained import load_run_model
+from tests.helpers import child_env, copy_store, free_port, stop_group, tiny
 
 PORTS = range(5560, 5590)  # this file's share of the project's test port range
 
@@ -293,3 +302,139 @@ def test_mlflow_models_serve_answers_invocations_with_class_probabilities(regist
         torch.testing.assert_close(served.sum(dim=1), torch.ones(4))
     finally:
         stop_group(server, timeout=20)
+
+
+# --- never unpickle; a version's own weights; images too large to decode --------------
+
+
+class PicklePayload(torch.nn.Module):
+    """A module whose unpickling writes `marker`: what a planted pickle-format model runs."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.marker = marker
+        self.linear = torch.nn.Linear(2, 2)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "the pickled code ran"))
+
+
+@pytest.fixture(scope="module")
+def planted(registered, tmp_path_factory):
+    """A copy of the `registered` store where `fashion-mlp` gains version 2, a pickle-format
+    model whose unpickling writes a marker file, and version 3, the run's network logged
+    (pt2) with its last layer zeroed; (store URI, marker path, version 3's expected acc)."""
+    from experiments.tracking import logged_model
+
+    uri, result, data = registered
+    root = tmp_path_factory.mktemp("planted")
+    shutil.copytree(Path(uri.removeprefix("sqlite:///")).parent, root / "mlruns")
+    copy = f"sqlite:///{root}/mlruns/mlflow.db"
+    marker = root / "MARKER"
+    mlflow.set_tracking_uri(copy)
+    with mlflow.start_run(
+        experiment_id=MlflowClient(copy).get_run(result.run_id).info.experiment_id
+    ):
+        info = mlflow.pytorch.log_model(
+            PicklePayload(str(marker)),
+            name="model",
+            serialization_format="pickle",
+            pip_requirements=["torch"],
+        )
+    mlflow.register_model(f"models:/{info.model_id}", "fashion-mlp")
+    _, model, _ = load_run_model(MlflowClient(copy), result.run_id)
+    last = [m for m in model.network.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        last.bias[3] = 1.0  # every image is class 3
+    zeroed = logged_model.log_trained_model(
+        copy, result.run_id, model.network, data, task="S1", test_step=0
+    )
+    logged_model.register(copy, "fashion-mlp", zeroed.model_id, {})
+    expected = float((data.test_y == 3).float().mean())
+    assert not marker.exists()
+    return copy, marker, expected
+
+
+def test_a_pickle_format_version_is_refused_by_name_and_never_unpickled(planted, capsys):
+    uri, marker, _ = planted
+    store = ["--tracking-uri", uri]
+    for argv in (
+        ["evaluate", "models:/fashion-mlp/2", *store],
+        ["predict", "models:/fashion-mlp/2", "--from-test", "2", *store],
+        ["serve", "models:/fashion-mlp/2", *store],
+    ):
+        assert cli(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert "serialization format is 'pickle' (model.pth" in err, (argv, err)
+        assert "Traceback" not in err
+    assert not marker.exists()
+    assert os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] == "false"
+
+
+def test_evaluate_scores_the_named_versions_own_weights(planted, capsys):
+    uri, _, expected = planted
+    assert cli(["evaluate", "models:/fashion-mlp/3", "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"test/acc         {expected:.4f}" in out, out
+
+
+@pytest.fixture(scope="module")
+def huge_pngs(tmp_path_factory) -> dict[int, Path]:
+    """Valid greyscale PNGs of 20000x20000 and 12000x12000 black pixels, 389 KB and 140 KB on
+    disk (400 MB and 144 MB decoded)."""
+    folder = tmp_path_factory.mktemp("huge")
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    found = {}
+    for side in (20000, 12000):
+        pack = zlib.compressobj(9)
+        row = bytes(side + 1)  # filter byte + one row of black pixels
+        idat = b"".join([*(pack.compress(row) for _ in range(side)), pack.flush()])
+        header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+        found[side] = folder / f"{side}.png"
+        found[side].write_bytes(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b"")
+        )
+    return found
+
+
+def test_images_above_the_pixel_limit_are_refused_before_decoding(registered, huge_pngs, capsys):
+    uri, _, _ = registered
+    for side, path in huge_pngs.items():
+        assert cli(["predict", "models:/fashion-mlp/1", str(path), "--tracking-uri", uri]) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: the image is too large to read" in err, err
+        assert "at most 16,777,216 pixels (4096x4096)" in err
+        assert "Traceback" not in err and "DecompressionBomb" not in err
+        if side == 12000:  # below PIL's own guard: refused from its header by the project
+            assert "12000x12000 pixels" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_model_server_stops_when_serve_is_killed(registered, tmp_path, signum):
+    from tests.test_servers import assert_port_closes_when_killed
+
+    uri, _, _ = registered
+    port = free_port(PORTS)
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "experiments", "serve", "models:/fashion-mlp/1"),
+            *("--port", str(port), "--tracking-uri", uri),
+        ],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert_port_closes_when_killed(proc, port, signum)

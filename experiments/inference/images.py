@@ -1,7 +1,8 @@
 """Image files and arrays -> the model's input: (N, C, H, W) float32, normalized as in training.
 
 A PNG or JPEG is converted to the model's channels (greyscale for Fashion-MNIST, RGB for
-CIFAR-100) and size (28x28, 32x32; bilinear), pixels scaled to [0, 1]. A `.npy` file is
+CIFAR-100) and size (28x28, 32x32; bilinear), pixels scaled to [0, 1]; an image of more than
+`MAX_PIXELS` pixels is refused from its header, before it is decoded. A `.npy` file is
 read without pickle (`allow_pickle=False`): one image or a batch, as (H, W), (H, W, C),
 (C, H, W), (N, H, W), (N, H, W, C) or (N, C, H, W); uint8 pixels are divided by 255, other
 values are taken as [0, 1] pixels. Then the datamodule's own normalization
@@ -14,6 +15,7 @@ greyscale image whose border is mostly light (border mean above 0.5); `yes` / `n
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,12 @@ import torch
 from experiments.errors import ConfigError
 
 INVERT_CHOICES = ("auto", "yes", "no")
+#: The largest image decoded: 4096x4096 (a 12-megapixel phone photo, 4032x3024, fits). The
+#: models take 28x28 or 32x32 images, so nothing larger is needed, and decoding it would
+#: cost up to 50 MB (RGB) of memory; a larger header is refused before any pixel is read
+#: (a 389 KB PNG can declare 20000x20000 pixels: 1.2 GB decoded).
+MAX_SIDE = 4096
+MAX_PIXELS = MAX_SIDE * MAX_SIDE
 
 
 def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
@@ -30,17 +38,36 @@ def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
     channels, height, width = shape
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings(), Image.open(path) as image:  # the header only
+            # PIL warns above 89M pixels; such an image is refused here anyway
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            check_pixels(path, image.size)
             image = image.convert("L" if channels == 1 else "RGB")
             image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: no such file") from exc
+    except Image.DecompressionBombError as exc:  # PIL's own guard, above 2 x its limit
+        raise ConfigError(f"{path}: {too_large(exc)}") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ConfigError(
             f"{path}: not an image that can be read (PNG or JPEG expected, or a .npy array)"
         ) from exc
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def too_large(detail: object) -> str:
+    return (
+        f"the image is too large to read ({detail}); at most {MAX_PIXELS:,} pixels "
+        f"({MAX_SIDE}x{MAX_SIDE}) are decoded: the model sees 28x28 or 32x32, so scale it down"
+    )
+
+
+def check_pixels(path: Path, size: tuple[int, int]) -> None:
+    """Refuse an image whose header gives more than MAX_PIXELS pixels, before decoding it."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise ConfigError(f"{path}: {too_large(f'{width}x{height} pixels')}")
 
 
 def read_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray:

@@ -7,8 +7,11 @@
     python -m experiments evaluate mlruns/checkpoints/RUN/best.ckpt     # config.yaml beside it
 
 Whatever the form, the network is rebuilt from the run's logged `config.yaml` and its best
-checkpoint (weights only), so `evaluate` scores it with the very code `run` tested it with.
-Every failure is a ConfigError in words, raised before anything is created.
+checkpoint (weights only), so `evaluate` scores it with the very code `run` tested it with; a
+models:/ reference then gets that model's own weights (or is refused), never the run's
+instead. A logged model is checked before anything of it is loaded
+(`tracking.model_checks`: pt2 only, nothing that would unpickle). Every failure is a
+ConfigError in words, raised before anything is created.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError
-from experiments.tracking import store
+from experiments.tracking import model_checks, store
 from experiments.training import trained
 from experiments.training.config import ResolvedConfig, did_you_mean, parse
 
@@ -75,10 +78,40 @@ def resolve(
         raise ConfigError("--config FILE goes with a local checkpoint, not with a run or model")
     run_id, model_id = _run_of(reference, uri)
     client = store.client(uri)
-    cfg, model, data = trained.load_run_model(client, run_id, data_overrides)
+    named = model_id is not None  # models:/...: that model's own weights, or a refusal
     model_id = model_id or _logged_model_of(client, run_id)
+    if model_id:  # read before anything of it is loaded
+        model_checks.check_loadable(uri, model_id, reference)
+    cfg, model, data = trained.load_run_model(client, run_id, data_overrides)
+    if named:
+        _use_logged_weights(model, uri, model_id, reference)
     model_uri = f"models:/{model_id}" if model_id else None
     return TrainedModel(reference, cfg, model, data, run_id, model_id, model_uri, uri)
+
+
+def _use_logged_weights(model, uri: str, model_id: str, reference: str) -> None:
+    """Put LoggedModel `model_id`'s own weights into `model` (rebuilt from its run's config),
+    so a models:/ reference is scored with that model's weights and never the run's
+    checkpoint's instead; refused when they do not fit. The model was checked to be pt2."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    logged = mlflow.pytorch.load_model(f"models:/{model_id}")  # ClassProbabilities(network)
+    prefix = "network."
+    state = {
+        key.removeprefix(prefix): value
+        for key, value in logged.state_dict().items()
+        if key.startswith(prefix)
+    }
+    try:
+        model.network.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ConfigError(
+            f"{reference}: its weights do not fit the network of its training run's config "
+            f"({detail}); it is not scored with any other weights"
+        ) from exc
+    model.eval()
 
 
 def _from_checkpoint(reference: str, path: Path, config: str | None, overrides) -> TrainedModel:
@@ -156,6 +189,12 @@ def _registered(client, reference: str, uri: str) -> tuple[str, str | None]:
     )
     if not chosen.run_id:
         raise ConfigError(f"{reference}: the version names no training run, so no config")
+    if model_id is None:
+        raise ConfigError(
+            f"{reference}: the version's source is {chosen.source}, not a logged model "
+            "(models:/m-...); the project scores a version's own weights only from the pt2 "
+            "model it logged"
+        )
     return chosen.run_id, model_id
 
 
@@ -168,14 +207,13 @@ def _logged_model_of(client, run_id: str) -> str | None:
 
 def model_uri_of(reference: str, uri: str) -> str:
     """The `models:/...` URI MLflow serves for `reference` (checked to exist in the store)."""
-    if reference.startswith("models:/"):
-        _run_of(reference, uri)  # the name and version exist
-        return reference
-    run_id, _ = _run_of(reference, uri)
-    model_id = _logged_model_of(store.client(uri), run_id)
+    run_id, model_id = _run_of(reference, uri)  # a models:/ name and version exist
+    if model_id is None:
+        model_id = _logged_model_of(store.client(uri), run_id)
     if model_id is None:
         raise ConfigError(
             f"{reference}: run {run_id} logged no MLflow model (a study trial logs none; its "
             "study logs the best trial's)"
         )
-    return f"models:/{model_id}"
+    model_checks.check_loadable(uri, model_id, reference)  # before the server loads it
+    return reference if reference.startswith("models:/") else f"models:/{model_id}"

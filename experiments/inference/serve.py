@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 
 from experiments import errors
 from experiments.inference.reference import add_model_arguments, model_uri_of
-from experiments.tracking import store
+from experiments.tracking import servers, store
 
 
 def serve_command(model_uri: str, host: str, port: int) -> list[str]:
@@ -51,6 +50,7 @@ def main(argv: Sequence[str]) -> int:
     args = parser.parse_args(argv)
     uri = store.resolve_tracking_uri(args.tracking_uri)
     try:
+        servers.check_port(args.host, args.port)
         model_uri = model_uri_of(args.model, uri)
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -59,7 +59,5 @@ def main(argv: Sequence[str]) -> int:
     print(f"serving {model_uri} from {uri} at http://{args.host}:{args.port}/invocations ({where})")
     print("Stop with Ctrl-C.", flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    try:
-        return subprocess.call(serve_command(model_uri, args.host, args.port), env=env)
-    except KeyboardInterrupt:
-        return 130
+    # the server stops with this process, however it stops (tracking/servers.py)
+    return servers.run_tied(serve_command(model_uri, args.host, args.port), env)

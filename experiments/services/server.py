@@ -12,25 +12,26 @@ access to the artifact folder, which the server proxies (`--serve-artifacts`).
 
 Before `mlflow server` starts, this command checks what usually goes wrong and says how to
 fix it: a missing PostgreSQL driver, a database that does not exist or refuses the login,
-a port already in use. Flags it does not know are passed on to `mlflow server`
-(e.g. `--allowed-hosts mlflow.lab.example`, `--workers 8`). experiments/docs/scaling-out.md
-shows how to create the PostgreSQL role and database.
+a port already in use or out of range. With `--auth` it runs MLflow's basic-auth app
+(experiments/services/auth.py): every request needs a user name and password. Flags it does
+not know are passed on to `mlflow server` (e.g. `--allowed-hosts mlflow.lab.example`,
+`--workers 8`). experiments/docs/scaling-out.md shows how to create the PostgreSQL role and
+database.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import signal
 import socket
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from experiments.errors import ConfigError
+from experiments.services import auth
+from experiments.tracking import servers
 from experiments.tracking.store import mlflow_command, redact
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -76,19 +77,6 @@ def check_backend_store(uri: str) -> None:
         raise ServerConfigError(f"--backend-store-uri {redact(uri)}: {detail}{hint}") from exc
     finally:
         engine.dispose()
-
-
-def check_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ServerConfigError(
-                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); "
-                "choose another port or stop what uses it"
-            ) from exc
 
 
 def artifacts_destination(value: str) -> str:
@@ -138,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="require a user name and password (MLflow's basic-auth app; the admin's password "
+        "is drawn at the first start, printed once and kept in --auth-dir)",
+    )
+    parser.add_argument(
+        "--auth-dir",
+        default=str(auth.AUTH_DIR),
+        help=f"folder of the user database and the admin's password file (default: {auth.AUTH_DIR})",
+    )
+    parser.add_argument(
         "--skip-checks",
         action="store_true",
         help="start mlflow server without the pre-flight checks",
@@ -158,16 +157,19 @@ def main(argv: Sequence[str]) -> int:
         return 2
     uri = args.backend_store_uri
     try:
-        if not 0 < args.port < 65536:
-            raise ServerConfigError(f"--port {args.port}: must be in 1..65535")
+        servers.check_port(args.host, args.port)
+        if args.auth:
+            auth.check_installed()
         if not args.skip_checks:
-            check_port_free(args.host, args.port)
             check_backend_store(uri)
         # Created only once the checks passed: a refused command leaves nothing behind.
         artifacts = artifacts_destination(args.artifacts_destination)
-    except ServerConfigError as exc:
+        auth_env, auth_lines = auth.prepare(Path(args.auth_dir)) if args.auth else ({}, [])
+    except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.auth:
+        extra = ["--app-name", "basic-auth", *extra]
 
     # Bound to every interface: others reach it by this machine's name, not 0.0.0.0.
     url_host = socket.gethostname() if args.host in ("0.0.0.0", "::") else args.host
@@ -177,23 +179,12 @@ def main(argv: Sequence[str]) -> int:
     print(f"MLflow server at {url} ({where})")
     print(f"  runs:      {redact(uri)}")
     print(f"  artifacts: {artifacts}")
-    print(f"Point experiments at it:  export MLFLOW_TRACKING_URI={url}")
+    for line in auth_lines or [f"Point experiments at it:  export MLFLOW_TRACKING_URI={url}"]:
+        print(line)
+    if args.auth:
+        print("\n".join(auth.client_lines(url)))
     print("Stop with Ctrl-C.", flush=True)
-    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri}
-    # Own process group: Ctrl-C/SIGTERM here stops mlflow and its uvicorn workers together.
-    process = subprocess.Popen(
-        server_command(args.host, args.port, artifacts, extra), env=env, start_new_session=True
-    )
-
-    def stop_server() -> None:
-        with contextlib.suppress(ProcessLookupError):  # already gone
-            os.killpg(process.pid, signal.SIGTERM)
-
-    # SIGTERM (a service manager, `kill`) is passed on; mlflow then stops its workers.
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop_server())
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        stop_server()
-        process.wait()
-        return 130
+    env = {**os.environ, **auth_env, "MLFLOW_BACKEND_STORE_URI": uri}
+    # Its own process group, stopped with this process however it stops (tracking/servers.py):
+    # Ctrl-C or SIGTERM here, or a SIGKILL, stops mlflow and its uvicorn workers together.
+    return servers.run_tied(server_command(args.host, args.port, artifacts, extra), env)

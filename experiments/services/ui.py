@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 
-from experiments.tracking import store
+from experiments.errors import ConfigError
+from experiments.tracking import servers, store
 
 
 def server_command(uri: str, host: str, port: int) -> list[str]:
@@ -69,13 +69,16 @@ def main(argv: Sequence[str]) -> int:
     if store.sqlite_path(uri) is None:
         print(f"error: {uri} is not a local store; open it in a browser directly", file=sys.stderr)
         return 2
+    try:
+        servers.check_port(args.host, args.port)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
     site = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri} at {site} (bound to {args.host}: {where})")
     for name, experiment_id in training_experiments(uri):
         print(f"  {name} runs: {site}/{runs_page(experiment_id)}")
     print("Stop with Ctrl-C.", flush=True)
-    try:
-        return subprocess.call(server_command(uri, args.host, args.port), env=os.environ.copy())
-    except KeyboardInterrupt:
-        return 130
+    # the server stops with this process, however it stops (tracking/servers.py)
+    return servers.run_tied(server_command(uri, args.host, args.port), os.environ)

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from experiments.errors import CheckpointWriteError, NonFiniteLossError
+from experiments.tracking import outage
 
 
 def _lr_hint(pl_module) -> str:
@@ -82,7 +83,8 @@ class SaveOnInterrupt(Callback):
         self.saved = False
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        if not isinstance(exception, SIGTERMException) or not trainer.training:
+        stop = isinstance(exception, SIGTERMException) or outage.is_outage(exception)
+        if not stop or not trainer.training:
             return
         try:
             # weights_only=False here means the full training state (optimizer, loops).
@@ -98,4 +100,20 @@ class RunGuard(NonFiniteLossGuard, SaveOnInterrupt):
     Lightning calls every hook of every callback on every step (about six per step, each
     wrapped in a profiler context), so one callback instead of two saves that dispatch
     work on every step, which matters when a step takes under a millisecond (S1.2).
+    With `notice` (tracking/outage.py), a step that ends after the store stopped answering
+    says that it answers again: the step's metrics were logged.
     """
+
+    def __init__(self, path: Path, notice: outage.OutageNotice | None = None) -> None:
+        super().__init__(path)
+        self.notice = notice
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        if self.notice is not None and self.notice.down_since is not None:
+            self.notice.back_if_down()
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if self.notice is not None and self.notice.down_since is not None:
+            self.notice.back_if_down()

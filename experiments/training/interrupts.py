@@ -75,14 +75,18 @@ def signal_name(signum: int) -> str:
     return signal.Signals(signum).name
 
 
+def resume_command(run_id: str, uri: str) -> str:
+    flag = "" if uri == store.DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
+    return f"python -m experiments run --resume {run_id}{flag}"
+
+
 def interrupted_message(run_id: str, uri: str) -> str:
     """What an interrupted run prints: where its checkpoint is and how to resume it."""
     checkpoint = store.checkpoint_dir(uri, run_id) / "last.ckpt"
-    flag = "" if uri == store.DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
     if checkpoint.is_file():
         return (
             f"Run {run_id} was interrupted and marked KILLED; checkpoint kept at {checkpoint}.\n"
-            f"Resume it with: python -m experiments run --resume {run_id}{flag}"
+            f"Resume it with: {resume_command(run_id, uri)}"
         )
     return (
         f"Run {run_id} was interrupted before its first checkpoint and marked KILLED; "

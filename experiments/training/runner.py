@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments import errors
-from experiments.tracking import datasets, health, store
+from experiments.tracking import datasets, health, outage, store
 from experiments.training import distributed
 from experiments.training.config import ResolvedConfig, prepare_data
 from experiments.training.outputs import RUN, RunOutputs
@@ -198,9 +198,11 @@ def _run_tracked(
     # Ctrl-C / SIGTERM: stop at a batch boundary, save last.ckpt, end KILLED (interrupts.py).
     interrupts = InterruptHandler().install()
     monitor = trainer = None
+    stack = contextlib.ExitStack()
     try:
         monitor = _system_metrics(uri, run_id, outputs.system_metrics_s, resumed=resume is not None)
-        trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
+        notice = stack.enter_context(outage.OutageNotice(uri))  # unreachable, then back
+        trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks, notice)
         if resume is None:  # a resumed run logged its params, config and datasets the first time
             trainer.logger.log_hyperparams(cfg.params())
             client.log_text(run_id, cfg.as_yaml(), "config.yaml")
@@ -232,6 +234,9 @@ def _run_tracked(
         )
         raise
     except BaseException as exc:
+        if outage.is_outage(exc):  # the store is gone: telling it would wait another window
+            monitor = None  # (its last flush too)
+            raise _store_unreachable(uri, run_id, exc) from exc
         reason = errors.failure_reason(exc)
         _end(
             client,
@@ -246,9 +251,19 @@ def _run_tracked(
     finally:
         if monitor is not None:
             monitor.finish()
+        stack.close()
         interrupts.restore()
         os.environ.pop(distributed.RUN_ID_ENV, None)
     return result
+
+
+def _store_unreachable(uri: str, run_id: str, exc: BaseException) -> errors.StoreUnreachable:
+    from experiments.training.interrupts import resume_command
+
+    last = store.checkpoint_dir(uri, run_id) / "last.ckpt"
+    return errors.StoreUnreachable(
+        outage.outage_message(uri, run_id, exc, last, resume_command(run_id, uri))
+    )
 
 
 def _log_model(cfg: ResolvedConfig, model, data, client, result: RunResult, register) -> None:
@@ -297,9 +312,10 @@ def _fit_and_test(trainer, checkpoint, model, data, client, result: RunResult, r
                 results = trainer.test(
                     model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True
                 )
-        except BaseException:
-            with contextlib.suppress(Exception):  # the run's own error is the one to report
-                _log_nonempty(client, result.run_id, log)
+        except BaseException as exc:
+            if not outage.is_outage(exc):  # an unreachable store would be waited for again
+                with contextlib.suppress(Exception):  # the run's own error is the one to report
+                    _log_nonempty(client, result.run_id, log)
             raise
         _log_nonempty(client, result.run_id, log)
     result.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
@@ -323,7 +339,7 @@ def _end(client, result: RunResult, status: str, **tags: str) -> None:
     result.status = status
 
 
-def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks):
+def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks, notice=None):
     """The Trainer and its checkpoint callback; identical on every DDP rank (they must be)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -352,7 +368,7 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
         callbacks=[
             checkpoint,
             *(latest if has_val else []),
-            RunGuard(folder / "last.ckpt"),
+            RunGuard(folder / "last.ckpt", notice),
             *callbacks,
             *_progress_bar(cfg),
         ],

@@ -1,0 +1,389 @@
+"""The servers the project starts: a port checked first, a child that stops with its parent,
+a password on the shared server; and a study interrupted with Ctrl-C.
+
+    python -m pytest tests/test_servers.py              # ports, the auth folder, --workers
+    python -m pytest tests/test_servers.py -m slow      # real mlflow servers, real signals
+
+Everything is real and on 127.0.0.1: `python -m experiments ui` / `server --auth` processes,
+MLflow's basic-auth app, SIGTERM / SIGKILL / SIGINT sent to the command's own process.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from experiments.__main__ import main as cli
+from experiments.search import cli as search_cli
+from experiments.services import auth
+from tests.helpers import child_env, free_port, run_cli, stop_group, tiny
+from tests.test_search import study_trials
+
+PORTS = range(5660, 5700)  # this file's share of the project's test port range
+
+
+# --- fast: refused ports, the auth folder, --workers ----------------------------------
+
+
+def test_ui_server_and_serve_refuse_a_taken_or_invalid_port(tmp_path, capsys):
+    store = ["--tracking-uri", f"sqlite:///{tmp_path}/mlruns/mlflow.db"]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", free_port(PORTS)))
+        busy.listen()
+        taken = busy.getsockname()[1]
+        for argv in (
+            ["ui", "--port", str(taken), *store],
+            ["serve", "models:/any/1", "--port", str(taken), *store],
+            ["ui", "--port", "99999", *store],
+            ["serve", "models:/any/1", "--port", "0", *store],
+            ["server", "--backend-store-uri", f"sqlite:///{tmp_path}/s.db", "--port", "70000"],
+        ):
+            assert cli(argv) == 2, argv
+            err = capsys.readouterr().err
+            port = argv[argv.index("--port") + 1]
+            expected = (
+                f"cannot listen on 127.0.0.1:{port}"
+                if port == str(taken)
+                else "must be in 1..65535"
+            )
+            assert f"error: --port {port}: {expected}" in err, (argv, err)
+            assert "Traceback" not in err
+
+
+def test_the_auth_folder_is_created_once_private_and_reused(tmp_path):
+    folder = tmp_path / "auth"
+    env, lines = auth.prepare(folder)
+    password = env["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert len(password) >= 12
+    assert password in "\n".join(lines)  # printed once, here
+    kept = folder / auth.PASSWORD_FILE
+    assert kept.read_text().strip() == password
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert stat.S_IMODE((folder / auth.SECRET_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    config = (folder / "basic_auth.ini").read_text()
+    assert f"database_uri = sqlite:///{folder.resolve()}/basic_auth.db" in config
+    assert password not in config
+
+    (folder / "basic_auth.db").write_bytes(b"")  # what MLflow's first start leaves
+    again, lines = auth.prepare(folder)
+    assert "MLFLOW_AUTH_ADMIN_PASSWORD" not in again
+    assert again["MLFLOW_FLASK_SERVER_SECRET_KEY"] == env["MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert "reusing" in lines[0] and str(kept) in lines[0] and password not in "\n".join(lines)
+    assert kept.read_text().strip() == password
+
+
+def test_more_workers_than_cores_are_accepted_with_the_measured_cost(capsys):
+    cores = len(os.sched_getaffinity(0))
+    search_cli.warn_about_workers(cores)
+    assert capsys.readouterr().err == ""
+    search_cli.warn_about_workers(cores + 1)
+    err = capsys.readouterr().err
+    assert f"warning: --workers {cores + 1} on {cores} CPU core(s)" in err
+    assert "8 workers ran 16 trials/min against 54 with one worker" in err
+
+
+# --- slow: the child server stops with its parent ---------------------------------------
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not listening(port):
+        if proc.poll() is not None:
+            pytest.fail(f"exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"nothing listened on port {port} within {timeout} s")
+        time.sleep(0.5)
+
+
+def seconds_until_closed(port: int, limit: float = 60) -> float:
+    start = time.monotonic()
+    while listening(port) and time.monotonic() - start < limit:
+        time.sleep(0.2)
+    return time.monotonic() - start
+
+
+def kill_listeners(port: int) -> None:
+    """Cleanup after a failure: whatever still listens on `port`, with its process group."""
+    for conn in psutil.net_connections("tcp"):
+        if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(os.getpgid(conn.pid), signal.SIGKILL)
+
+
+def assert_port_closes_when_killed(proc: subprocess.Popen, port: int, signum: int) -> None:
+    """Send `signum` to the command's own process (not its group); its server must go."""
+    try:
+        wait_listening(port, proc)
+        proc.send_signal(signum)
+        proc.wait(timeout=60)
+        waited = seconds_until_closed(port)
+        assert waited <= 30, f"port {port} still open {waited:.0f} s after {signum.name}"
+        assert not listening(port)
+    finally:
+        stop_group(proc)
+        kill_listeners(port)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_ui_server_stops_when_ui_is_killed(tmp_path, signum):
+    port = free_port(PORTS)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "ui", "--port", str(port)],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    assert_port_closes_when_killed(proc, port, signum)
+
+
+# --- slow: server --auth ----------------------------------------------------------------
+
+
+def status_of(url: str, user: str | None = None, password: str | None = None) -> int:
+    request = urllib.request.Request(f"{url}/api/2.0/mlflow/experiments/search?max_results=5")
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.slow
+def test_server_with_auth_refuses_strangers_and_logs_a_run_with_the_printed_password(
+    tmp_path, fashion_dir, monkeypatch
+):
+    port = free_port(PORTS)
+    url = f"http://127.0.0.1:{port}"
+    command = [
+        *(sys.executable, "-m", "experiments", "server", "--auth", "--port", str(port)),
+        *("--backend-store-uri", f"sqlite:///{tmp_path}/runs.db", "--workers", "1"),
+        *("--artifacts-destination", str(tmp_path / "artifacts")),
+        *("--auth-dir", str(tmp_path / "auth")),
+    ]
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_listening(port, proc)
+        password = (tmp_path / "auth" / auth.PASSWORD_FILE).read_text().strip()
+        assert status_of(url) == 401
+        assert status_of(url, "admin", "not-the-password") == 401
+        assert status_of(url, "admin", password) == 200
+
+        creds = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": password}
+        result = run_cli(
+            *("run", "s1-mlp", *tiny(fashion_dir, epochs=1), "--tracking-uri", url),
+            cwd=tmp_path,
+            env=child_env(**creds),
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        for key, value in creds.items():
+            monkeypatch.setenv(key, value)
+        client = MlflowClient(url)
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        (run,) = client.search_runs(experiments)
+        assert run.info.status == "FINISHED"
+        assert "test/acc" in run.data.metrics
+    finally:
+        stop_group(proc, timeout=30)
+        kill_listeners(port)
+    out = proc.stdout.read()
+    assert out.count(password) == 1  # printed once, at the first start
+    assert not (tmp_path / "basic_auth.db").exists()  # not in the working directory
+
+
+# --- slow: a study stopped with Ctrl-C ----------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_search_exits_130_and_says_how_to_resume(tmp_path, fashion_dir):
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    args = ["lr", "--trials", "3", "--tracking-uri", uri, *tiny(fashion_dir, epochs=2)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "search", *args],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not any(  # a trial is training: its MLflow run is open
+        t.state == TrialState.RUNNING and "mlflow_run_id" in t.user_attrs
+        for t in study_trials(tmp_path)
+    ):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"no trial trained: {proc.communicate()[1][-3000:]}")
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err
+    assert "Study lr-s1-mlp was interrupted (SIGINT)" in err
+    assert f"Resume it with: python -m experiments search lr --trials 3 --tracking-uri {uri}" in err
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert "RUNNING" not in {r.info.status for r in runs}
+    assert "KILLED" in {r.info.status for r in runs}
+
+
+# --- slow: the tracking server stops answering for longer than the client waits ---------
+
+
+def start_server(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
+    """`python -m experiments server` on a SQLite file, one uvicorn worker, loopback."""
+    command = [
+        *(sys.executable, "-m", "experiments", "server", "--port", str(port)),
+        *("--backend-store-uri", f"sqlite:///{tmp_path}/runs.db", "--workers", "1"),
+        *("--artifacts-destination", str(tmp_path / "artifacts"), *extra),
+    ]
+    return subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+@pytest.mark.slow
+def test_an_outage_beyond_the_retry_window_ends_the_run_cleanly_and_resume_finishes_it(
+    tmp_path, fashion_dir
+):
+    from tests.test_faults import assert_continuous_history
+
+    port = free_port(PORTS)
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    epochs = 4
+    # A short retry window: one retry after 1 s, 3 s per request (the default is ~4 minutes).
+    short = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    short["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "3"
+    args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", url]
+    try:
+        wait_listening(port, server)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
+            cwd=tmp_path,
+            env=child_env(**short),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        client = MlflowClient(url)
+        deadline = time.monotonic() + 300
+        run_id = None
+        while run_id is None or not client.get_metric_history(run_id, "val/acc"):
+            if run.poll() is not None or time.monotonic() > deadline:
+                run.kill()
+                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
+            found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            run_id = found[0].info.run_id if found else None
+            time.sleep(0.5)
+        mlflow_server = psutil.Process(server.pid).children()[0]  # its own process group
+        os.killpg(mlflow_server.pid, signal.SIGSTOP)  # stopped: it answers nothing
+        try:
+            _, err = run.communicate(timeout=120)
+        finally:
+            os.killpg(mlflow_server.pid, signal.SIGCONT)
+        assert run.returncode == 1, err
+        assert f"error: the tracking store {url} stopped answering during run {run_id}" in err
+        assert f"resume it with: python -m experiments run --resume {run_id}" in err
+        assert len(err.strip().splitlines()) <= 3, err  # the data line, the paragraph
+        assert "Traceback" not in err
+        last = tmp_path / "mlruns" / "checkpoints" / run_id / "last.ckpt"
+        assert last.is_file()
+
+        resumed = run_cli(
+            *("run", "--resume", run_id, "--tracking-uri", url), cwd=tmp_path, env=child_env()
+        )
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        finished = client.get_run(run_id)
+        assert finished.info.status == "FINISHED"
+        assert "orphaned" in finished.data.tags["resume.1"]
+        assert_continuous_history(url, run_id, epochs)
+    finally:
+        stop_group(server, timeout=30)
+        kill_listeners(port)
+
+
+@pytest.mark.slow
+def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp_path, fashion_dir):
+    port = free_port(PORTS)
+    url = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    epochs = 6
+    args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", url]
+    try:
+        wait_listening(port, server)
+        run = subprocess.Popen(
+            [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
+            cwd=tmp_path,
+            env=child_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        client = MlflowClient(url)
+        deadline = time.monotonic() + 300
+        run_id = None
+        while run_id is None or not client.get_metric_history(run_id, "val/acc"):
+            if run.poll() is not None or time.monotonic() > deadline:
+                run.kill()
+                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
+            found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+            run_id = found[0].info.run_id if found else None
+            time.sleep(0.5)
+        stop_group(server, timeout=10)  # the server is gone: connections are refused
+        kill_listeners(port)
+        time.sleep(15)
+        server = start_server(tmp_path, port)  # the same store, back on the same port
+        _, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err
+        assert err.count(f"warning: the tracking store {url} does not answer") == 1, err
+        assert err.count(f"the tracking store {url} answers again") == 1, err
+        assert "Retrying" not in err and "Traceback" not in err
+        finished = client.get_run(run_id)
+        assert finished.info.status == "FINISHED"
+        history = client.get_metric_history(run_id, "val/acc")
+        assert len({m.step for m in history}) == epochs
+    finally:
+        stop_group(server, timeout=30)
+        kill_listeners(port)
