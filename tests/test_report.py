@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from datamodules.cifar100 import how_to_supply
 from datamodules.fashion_mnist import FASHION_MNIST_CLASSES
 from experiments.reports.answers import ANSWERS
-from experiments.reports.choice import differences, logged_form, references
+from experiments.reports.choice import IGNORED_KEYS, differences, logged_form, references
 from experiments.reports.confusions import problem_classes
 from experiments.reports.report import build_report
 from experiments.reports.report import main as report
@@ -506,3 +506,14 @@ def test_activation_table_of_a_single_seed_shows_no_std(store, tmp_path):
         f"{seed.train_loss:.2f}",
         f"{seed.val_acc:.3f}",
     ]
+
+
+def test_the_docs_name_every_key_the_run_choice_ignores():
+    """The report page's table of ignored keys is the code's list, neither more nor less."""
+    page = (REPO / "experiments" / "docs" / "tracking.md").read_text()
+    section = page[page.index("## Report") :]
+    rows = re.findall(r"^\| (`.+?`) \|", section, re.M)
+    documented = {key for row in rows for key in re.findall(r"`([^`]+)`", row)}
+    assert documented == set(IGNORED_KEYS)
+    spec = (REPO / "experiments" / "SEED_TASKS.md").read_text()
+    assert "answer sheet" in spec and "--run S1.2=RUN_ID" in spec

@@ -115,7 +115,8 @@ def _evaluated(shown: Shown) -> str:
     """Whether an `evaluate` run re-scored the shown run's model to the same test metrics."""
     run, ev = shown.run, shown.evaluation
     if ev is None:
-        return f"no (re-score the model: {code('python -m experiments evaluate RUN_ID')})"
+        command = f"python -m experiments evaluate {run.info.run_id}"
+        return f"no (to re-score the model: {code(command)})"
     ours, theirs = run.data.metrics.get("test/acc"), ev.data.metrics.get("test/acc")
     if ours is not None and theirs is not None and abs(ours - theirs) < 1e-6:
         return f"yes: evaluation run {code(ev.info.run_id)} re-scored the model, same test/acc"
