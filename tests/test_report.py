@@ -148,10 +148,10 @@ def _tiny_yaml(folder: Path, name: str, source: str, changes: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_catalog(tmp_path_factory):
-    """A catalog of two tiny experiments: S1.1 (3 epochs) and S2 (1 epoch, small CNN)."""
+    """A catalog of two tiny experiments: S1.1 (2 epochs) and S2 (1 epoch, small CNN)."""
     folder = tmp_path_factory.mktemp("tiny-catalog")
     small = {"data.init_args.val_size": 100}
-    _tiny_yaml(folder, "tiny-s1-scratch", "s1-scratch", {**small, "trainer.max_epochs": 3})
+    _tiny_yaml(folder, "tiny-s1-scratch", "s1-scratch", {**small, "trainer.max_epochs": 2})
     _tiny_yaml(
         folder,
         "tiny-s2-cnn",
@@ -243,7 +243,7 @@ def test_the_full_run_is_shown_not_the_newer_shortened_one(shared, tiny_catalog,
     assert runs.full_seed1 in text and runs.short not in text
     chosen = "Chosen: the latest FINISHED run whose config equals the catalog's tiny-s1-scratch"
     assert _has(text, chosen)
-    assert _has(text, "2 such runs. 1 run with other settings not shown.")
+    assert _has(text, "2 such runs. 1 run with other settings not shown (report --run S1.1=RUN_ID")
     # Both seeds: count, mean and sample std of the headline metrics beside the shown run's.
     client = MlflowClient(uri)
     accs = [client.get_run(r).data.metrics["test/acc"] for r in (runs.full, runs.full_seed1)]
@@ -272,7 +272,7 @@ def test_report_run_chooses_by_hand(shared, tiny_catalog, tmp_path, capsys):
     _, text = _section(parser, "S1.1")
     assert runs.short in text and runs.full_seed1 not in text
     by_hand = "Chosen by hand (report --run); this run differs from the catalog's tiny-s1-scratch"
-    assert _has(text, by_hand) and _has(text, "trainer.max_epochs 1 (catalog: 3)")
+    assert _has(text, by_hand) and _has(text, "trainer.max_epochs 1 (catalog: 2)")
     assert _overview(parser)["S1.1"][4].startswith("chosen by hand: ")
     # The command line: against the project's catalog, the same run is shown by hand.
     output = tmp_path / "cli.html"
@@ -309,7 +309,7 @@ def test_a_task_with_only_a_shortened_run_says_so(shared, tiny_catalog, tmp_path
     section, text = _section(parser, "S1.1")
     line = "1 run with other settings, none with the catalog's"
     assert _has(text, line) and _overview(parser)["S1.1"][2] == line
-    assert _has(text, "trainer.max_epochs 1 (catalog: 3)") and runs.short in text
+    assert _has(text, "trainer.max_epochs 1 (catalog: 2)") and runs.short in text
     assert "below the bar" not in text and "meets the bar" not in text
     assert "bar" not in _overview(parser)["S1.1"][4]
     assert section["images"] == []  # nothing of the shortened run is shown as the answer

@@ -45,7 +45,6 @@ from experiments.errors import ConfigError
 from experiments.reports import answers
 from experiments.reports.answers import Sheet, Shown
 from experiments.reports.choice import (
-    IGNORED_KEYS,
     Choice,
     Reference,
     choose_training_run,
@@ -408,7 +407,7 @@ def drawn_from_history(store: Store, run: Any) -> list[str]:
 
 def why_chosen(choice: Choice, count_others: int) -> str:
     """One paragraph: how the shown run was chosen among the task's runs."""
-    ignored = ", ".join(IGNORED_KEYS)
+    ignored = "the seed, the thread count, where the data is looked up and display settings"
     if choice.how == "hand":
         diffs = choice.picked_differences
         how = (
@@ -426,7 +425,9 @@ def why_chosen(choice: Choice, count_others: int) -> str:
         )
     if count_others:
         text += (
-            f" {count_others} run{'s' if count_others != 1 else ''} with other settings not shown."
+            f" {count_others} run{'s' if count_others != 1 else ''} with other settings "
+            f"not shown (<code>report --run {esc(choice.run.data.tags.get('task', 'TASK'))}"
+            "=RUN_ID</code> shows one)."
         )
     return f'<p class="choice">{text}</p>'
 
