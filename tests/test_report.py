@@ -339,7 +339,14 @@ def test_answer_sheet_has_every_question_id_and_real_run_ids(shared, tiny_catalo
     by_id = {row[0]: row for row in rows}
     assert by_id["S1-P1"][4] == runs.full_seed1
     assert by_id["S2-P"][4] == runs.s2
-    assert by_id["S2-P"][5].startswith("yes: per-class accuracy from the confusion counts")
+    assert by_id["S2-P"][5] == (
+        "yes: per-class accuracy from the confusion counts equals the logged test/class_acc; "
+        f"yes: evaluation run {runs.evaluation} re-scored the model, same test/acc"
+    )
+    assert (
+        by_id["S1-P1"][5]
+        == f"no (to re-score the model: python -m experiments evaluate {runs.full_seed1})"
+    )
     assert by_id["S0-Q1.2"][5].startswith("yes: chain rule and autograd agree")
     assert (
         by_id["S3-Q1.1"][5]

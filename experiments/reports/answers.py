@@ -249,6 +249,8 @@ def s2_problem_classes(sheet: Sheet) -> Row:
         False: "NO: the confusion counts and the logged test/class_acc disagree",
         None: "-",
     }[shown.counts_agree]
+    if shown.evaluation is not None:
+        two += f"; {_evaluated(shown)}"
     return Row(text, code(shown.command), shown.run.info.run_id, two)
 
 

@@ -29,6 +29,7 @@ import argparse
 import base64
 import contextlib
 import csv
+import functools
 import html
 import io
 import math
@@ -168,6 +169,7 @@ class Store:
             max_results=1000,
         )
 
+    @functools.cached_property
     def evaluations(self) -> dict[str, Any]:
         """training run id -> its newest FINISHED evaluation run (`evaluate RUN_ID`)."""
         found: dict[str, Any] = {}
@@ -732,7 +734,7 @@ def task_section(store: Store, task: Task, shown: Shown, folder: Path | None) ->
         return worked_section(store, task, runs, shown)
     body, verdict = training_section(store, task, runs, references(task.id, folder), shown)
     if shown.run is not None:
-        shown.evaluation = store.evaluations().get(shown.run.info.run_id)
+        shown.evaluation = store.evaluations.get(shown.run.info.run_id)
     if task.id == "S4":
         table_html, table_verdict = activation_section(store, task, runs)
         body += "\n" + table_html
