@@ -411,13 +411,15 @@ def why_chosen(choice: Choice, count_others: int) -> str:
     """One paragraph: how the shown run was chosen among the task's runs."""
     ignored = "the seed, the thread count, where the data is looked up and display settings"
     if choice.how == "hand":
-        diffs = choice.picked_differences
-        how = (
-            f"differs from the catalog's <code>{esc(choice.reference)}</code> in: "
-            + esc("; ".join(map(str, diffs)))
-            if diffs
-            else f"has the settings of the catalog's <code>{esc(choice.reference)}</code>"
-        )
+        diffs, name = choice.picked_differences, esc(choice.reference)
+        if not choice.reference:
+            how = "is not compared: the catalog has no experiment of this task"
+        elif diffs:
+            how = f"differs from the catalog's <code>{name}</code> in: " + esc(
+                "; ".join(map(str, diffs))
+            )
+        else:
+            how = f"has the settings of the catalog's <code>{name}</code>"
         text = f"<strong>Chosen by hand</strong> (<code>report --run</code>); this run {how}."
     else:
         text = (
