@@ -114,6 +114,23 @@ def _shown(path: Path) -> str:
     return str(path) if str(path) == str(absolute) else f"{path} (= {absolute})"
 
 
+def how_to_supply(download: bool = True) -> list[str]:
+    """What a user can do when CIFAR-100 is not found: the lines of the run's own error
+    message, also shown by the report's S0 boxes (one copy of the words)."""
+    if download:
+        fetch = f"or run where {CIFAR100_HOST} is reachable, so the download can succeed."
+    else:
+        fetch = (
+            f"or allow the download with `--data.download true`, where {CIFAR100_HOST} "
+            "is reachable."
+        )
+    return [
+        f"put the folder {CIFAR100_FOLDER}/ (its files {', '.join(CIFAR100_FILES)}; extract "
+        f"{CIFAR100_URL}) into a folder PATH and pass `--data.data_dir PATH`;",
+        fetch,
+    ]
+
+
 def resolve_superclass(name: str) -> str:
     """Canonical superclass name: any case, and `-`, `_`, space or no separator alike
     (`Large man-made outdoor things`, `vehicles1` -> `vehicles_1`)."""
@@ -344,19 +361,11 @@ class CIFAR100SuperclassDataModule(InMemoryDataModule):
             )
         else:
             tried.append("torchvision download: not attempted (--data.download false)")
-        if self.download:
-            fetch = f"or run where {CIFAR100_HOST} is reachable, so the download can succeed"
-        else:
-            fetch = (
-                f"or allow the download with `--data.download true`, where {CIFAR100_HOST} "
-                "is reachable"
-            )
         raise DataNotFoundError(
             "CIFAR-100 not found. Tried:\n  - "
             + "\n  - ".join(tried)
-            + "\nWhat you can do:\n  - put the folder "
-            f"{CIFAR100_FOLDER}/ (its files {', '.join(CIFAR100_FILES)}; extract {CIFAR100_URL}) "
-            f"into a folder PATH and pass `--data.data_dir PATH`;\n  - {fetch}."
+            + "\nWhat you can do:\n  - "
+            + "\n  - ".join(how_to_supply(self.download))
         )
 
     def check_files(self) -> str:

@@ -2,17 +2,25 @@
 
     python -m experiments report                                   # -> reports/report.html
     python -m experiments report --output /tmp/r.html --tracking-uri sqlite:///other/mlflow.db
+    python -m experiments report --run S1.2=RUN_ID                 # this run for S1.2
 
-For each seed task (S0.1, S0.2, S0.3, S1.1, S1.2, S1.3, S2, S3, S4) the report shows the
-latest FINISHED run: its headline test metrics beside the seed task's bar, its figures
-(embedded as base64 PNG, so the file can be mailed or archived alone), the fit judgement,
-the model summary; the worked-example tables (S0.1, S3); the activation table of the
-latest activation-summary run (S4). A task without a run says "no run yet" and gives
-the command that produces one.
+The report opens with the answer sheet: one row per question id of
+`experiments/SEED_TASKS.md` (read from that file, `experiments.reports.answers`), with the
+answer or the section holding it, the command and run it came from, and whether it was
+checked a second way. Then, for each seed task (S0.1 ... S4), a section with the run shown:
+its headline test metrics beside the seed task's bar (and, with several runs of the
+catalog's settings, their mean and sample std), its figures (embedded as base64 PNG, so
+the file can be mailed or archived alone), the fit judgement, the model summary; S2's
+per-class accuracy and problem classes (from `confusion_matrix.csv`); the worked-example
+tables (S0.1, S3); the activation table of the latest activation-summary run (S4). A task
+without a run says "no run yet" and gives the command that produces one.
 
-Which run is "latest": highest start time among FINISHED runs tagged `task=<id>` that
-have test metrics, leaving out Optuna study parents (`study_role=parent`) and summary or
-worked-example runs (`kind` tag); for S0.1 and S3, the latest `kind=worked` run.
+Which run a training task shows (`experiments.reports.choice`): the latest FINISHED run
+whose config equals the catalog experiment's apart from the seed, the data folder, the
+thread count and display settings; study trials and parents, evaluation, worked-example
+and summary runs are never chosen. Runs of other settings only (a shortened run, say) are
+counted and listed, not shown. `--run TASK=RUN_ID` chooses by hand. For S0.1 and S3: the
+latest `kind=worked` run.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import argparse
 import base64
 import contextlib
 import csv
+import functools
 import html
 import io
 import math
@@ -33,6 +42,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from experiments.errors import ConfigError
+from experiments.reports import answers
+from experiments.reports.answers import Sheet, Shown
+from experiments.reports.choice import (
+    Choice,
+    Reference,
+    choose_training_run,
+    override_flags,
+    parse_picks,
+    picked_runs,
+    references,
+)
+from experiments.reports.confusions import class_accuracies, overall_accuracy, problem_classes
+from experiments.reports.stats import mean_std
 from experiments.seed_tasks import (
     S2_REPORTED_ACC,
     S2_REPORTED_CLASS_ACC,
@@ -135,6 +158,32 @@ class Store:
             max_results=1000,
         )
 
+    def search(self, filter_string: str) -> list[Any]:
+        """FINISHED runs matching `filter_string`, newest first."""
+        if not self.experiment_ids:
+            return []
+        return self.client.search_runs(
+            self.experiment_ids,
+            filter_string=f"{filter_string} and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1000,
+        )
+
+    @functools.cached_property
+    def evaluations(self) -> dict[str, Any]:
+        """training run id -> its newest FINISHED evaluation run (`evaluate RUN_ID`)."""
+        found: dict[str, Any] = {}
+        for run in self.search("tags.kind = 'evaluation'"):
+            found.setdefault(run.data.tags.get("evaluated_run_id", ""), run)
+        return found
+
+    def s3_study(self) -> Any | None:
+        """The newest parent run of a study on s1-scratch (S3-Q3), if any."""
+        for run in self.search("tags.study_role = 'parent'"):
+            if run.data.tags.get("study_name", "").split("-", 1)[-1] == "s1-scratch":
+                return run
+        return None
+
     def artifact_paths(self, run_id: str, folder: str = "") -> list[str]:
         try:
             return [f.path for f in self.client.list_artifacts(run_id, folder or None)]
@@ -151,18 +200,6 @@ class Store:
     def text(self, run_id: str, path: str) -> str | None:
         local = self.download(run_id, path)
         return local.read_text() if local is not None and local.is_file() else None
-
-
-def latest_training_run(runs: list[Any]) -> tuple[Any | None, int]:
-    """The newest run with test metrics that is a training run; and how many such runs."""
-    candidates = [
-        r
-        for r in runs
-        if "test/acc" in r.data.metrics
-        and "kind" not in r.data.tags
-        and r.data.tags.get("study_role") != "parent"
-    ]
-    return (candidates[0] if candidates else None), len(candidates)
 
 
 def latest_of_kind(runs: list[Any], kind: str) -> tuple[Any | None, int]:
@@ -207,7 +244,9 @@ def no_run(command: str, what: str = "run") -> str:
     )
 
 
-def run_header(store: Store, run: Any, count: int) -> str:
+def run_header(
+    store: Store, run: Any, count: int, count_label: str = "finished runs of this kind"
+) -> str:
     tags = run.data.tags
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.info.start_time / 1000))
     data = ""
@@ -224,7 +263,7 @@ def run_header(store: Store, run: Any, count: int) -> str:
         ("catalog experiment", esc(tags.get("experiment", ""))),
         ("data", data),
         ("git commit", f"<code>{esc(tags.get('git_commit', '-')[:12])}</code>"),
-        ("finished runs of this kind", str(count)),
+        (count_label, str(count)),
     ]
     if "study_name" in tags:
         items.append(
@@ -234,10 +273,12 @@ def run_header(store: Store, run: Any, count: int) -> str:
     return f'<table class="meta">{rows}</table>'
 
 
-def headline(task: Task, run: Any) -> tuple[str, str]:
-    """The headline metrics table and a one-line verdict for the overview."""
+def headline(task: Task, run: Any, group: Sequence[Any] = ()) -> tuple[str, str]:
+    """The headline metrics table and a one-line verdict for the overview; with two or more
+    runs in `group` (the catalog's settings, several seeds), their mean &plusmn; sample std."""
     metrics = run.data.metrics
     rows = []
+    spread = len(group) >= 2
     verdict = "no bar"
     for key in HEADLINE:
         value = metrics.get(key)
@@ -255,10 +296,64 @@ def headline(task: Task, run: Any) -> tuple[str, str]:
                 verdict = f"{fmt(value)} vs {S2_REPORTED_ACC:.2f} reported"
             else:
                 seed = esc(task.bar_text)
-        rows.append([esc(key), fmt(value), seed])
+        stats = []
+        if spread:
+            mean, std = mean_std([r.data.metrics[key] for r in group if key in r.data.metrics])
+            stats = [f"{fmt(mean)} &plusmn; {fmt(std)}"]
+        rows.append([esc(key), fmt(value), *stats, seed])
     if task.acc_bar is None and task.id not in ("S2",):
         verdict = f"test/acc {fmt(metrics.get('test/acc'))} (no bar)"
-    return table(["metric", "this run", "seed task"], rows), verdict
+    header = ["metric", "this run"]
+    if spread:
+        header.append(f"mean ± std of the {len(group)} runs with the catalog's settings")
+    return table([*header, "seed task"], rows), verdict
+
+
+def read_confusions(store: Store, run_id: str) -> tuple[list[str], list[list[int]]] | None:
+    """The run's confusion_matrix.csv (names, counts); None when it logged none."""
+    from experiments.tracking.artifacts import CONFUSION_CSV, read_confusion_csv
+
+    text = store.text(run_id, CONFUSION_CSV)
+    if text is None:
+        return None
+    try:
+        return read_confusion_csv(text)
+    except ValueError:
+        return None
+
+
+def counts_agree(run: Any, names: list[str], counts: list[list[int]]) -> bool | None:
+    """Whether the per-class accuracy from the counts equals the logged test/class_acc."""
+    pairs = [
+        (run.data.metrics.get(f"test/class_acc/{name}"), acc)
+        for name, acc in zip(names, class_accuracies(counts), strict=True)
+        if acc is not None
+    ]
+    if not pairs or any(logged is None for logged, _ in pairs):
+        return None
+    return all(abs(logged - acc) < 1e-6 for logged, acc in pairs)
+
+
+def s2_problems(store: Store, run: Any, shown: Shown) -> str:
+    """The classes below the overall accuracy with their largest confusions, from the
+    counts the run logged; fills `shown` for the answer sheet."""
+    found = read_confusions(store, run.info.run_id)
+    if found is None:
+        return "<p>not named: this run logged no confusion_matrix.csv (an older run)</p>"
+    names, counts = found
+    problems = problem_classes(names, counts)
+    shown.problem_classes = tuple(str(p) for p in problems)
+    shown.counts_agree = counts_agree(run, names, counts)
+    overall = overall_accuracy(counts)
+    intro = (
+        f"<p>Classes below the overall test accuracy ({fmt(overall)}), worst first, each "
+        "with its two largest confusions (test images of the class predicted as another), "
+        "from the run's <code>confusion_matrix.csv</code> (rows = true class):</p>"
+    )
+    if not problems:
+        return intro + "<p>none: every class is at or above the overall accuracy</p>"
+    items = "".join(f"<li>{esc(p)}</li>" for p in problems)
+    return f'{intro}<ul class="problems">{items}</ul>'
 
 
 def s2_per_class(run: Any) -> str:
@@ -312,30 +407,119 @@ def drawn_from_history(store: Store, run: Any) -> list[str]:
     return [png_figure(out, "learning curves drawn by the report from the metric history")]
 
 
-def training_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str, str | None]:
-    run, count = latest_training_run(runs)
-    if run is None:
-        return no_run(task.command), "no run yet", None
+def why_chosen(choice: Choice, count_others: int) -> str:
+    """One paragraph: how the shown run was chosen among the task's runs."""
+    ignored = "the seed, the thread count, where the data is looked up and display settings"
+    if choice.how == "hand":
+        diffs, name = choice.picked_differences, esc(choice.reference)
+        if not choice.reference:
+            how = "is not compared: the catalog has no experiment of this task"
+        elif diffs:
+            how = f"differs from the catalog's <code>{name}</code> in: " + esc(
+                "; ".join(map(str, diffs))
+            )
+        else:
+            how = f"has the settings of the catalog's <code>{name}</code>"
+        text = f"<strong>Chosen by hand</strong> (<code>report --run</code>); this run {how}."
+    else:
+        text = (
+            "<strong>Chosen</strong>: the latest FINISHED run whose config equals the catalog's "
+            f"<code>{esc(choice.reference)}</code> apart from {esc(ignored)}; "
+            f"{len(choice.matching)} such run{'s' if len(choice.matching) != 1 else ''}."
+        )
+    if count_others:
+        text += (
+            f" {count_others} run{'s' if count_others != 1 else ''} with other settings "
+            f"not shown (<code>report --run {esc(choice.run.data.tags.get('task', 'TASK'))}"
+            "=RUN_ID</code> shows one)."
+        )
+    return f'<p class="choice">{text}</p>'
+
+
+def other_settings_box(task: Task, choice: Choice) -> str:
+    """No run with the catalog's settings, but runs with other settings: say so, list them."""
+    n = len(choice.others)
+    items = "".join(
+        f"<li>{esc(run.info.run_name)} <code>{esc(run.info.run_id)}</code>: "
+        f"{esc('; '.join(map(str, diffs)) or 'no catalog experiment to compare with')}</li>"
+        for run, diffs in choice.others[:10]
+    )
+    first = task.command.split(";")[0].strip()
+    return (
+        f'<p class="norun"><strong>{esc(others_line(n))}</strong> '
+        f"(<code>{esc(choice.reference or '-')}</code>). Produce one with "
+        f"<code>{esc(first)}</code>, or show one of these with "
+        f"<code>python -m experiments report --run {esc(task.id)}=RUN_ID</code>:</p>"
+        f"<ul>{items}</ul>"
+    )
+
+
+def others_line(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''} with other settings, none with the catalog's"
+
+
+def data_needed(refs: list[Reference]) -> str:
+    """For a task on CIFAR-100: what its data needs, in the run's own error message's words."""
+    if not any(
+        r.params.get("data.class_path", "").endswith("CIFAR100SuperclassDataModule") for r in refs
+    ):
+        return ""
+    from datamodules.cifar100 import how_to_supply
+
+    items = "".join(f"<li>{answers.markdown_cell(line)}</li>" for line in how_to_supply(True))
+    return f'<div class="norun"><p>CIFAR-100 is needed. What you can do:</p><ul>{items}</ul></div>'
+
+
+def training_section(
+    store: Store, task: Task, runs: list[Any], refs: list[Reference], shown: Shown
+) -> tuple[str, str]:
+    """A training task's section and its overview verdict; fills `shown`."""
+    choice = choose_training_run(runs, refs, shown.run)
+    shown.run = choice.run
+    if choice.run is None:
+        if choice.others:
+            shown.missing = others_line(len(choice.others))
+            return other_settings_box(task, choice), shown.missing
+        shown.missing = "no run yet"
+        return no_run(task.command) + data_needed(refs), "no run yet"
+    run = choice.run
     run_id = run.info.run_id
-    parts = [run_header(store, run, count)]
-    metrics_html, verdict = headline(task, run)
+    reference = choice.reference or run.data.tags.get("experiment", "NAME")
+    shown.command = f"python -m experiments run {reference}"
+    if choice.how == "hand" and choice.picked_differences:
+        shown.command += " " + override_flags(choice.picked_differences)
+    count_others = sum(1 for r, _ in choice.others if r.info.run_id != run_id)
+    parts = [
+        why_chosen(choice, count_others),
+        run_header(store, run, len(choice.matching), "runs with the catalog's settings"),
+    ]
+    metrics_html, verdict = headline(task, run, choice.matching)
+    if choice.how == "hand":
+        verdict = f"chosen by hand: {verdict}"
     parts += ["<h3>Headline test metrics</h3>", metrics_html]
     if task.id == "S2":
         parts += ["<h3>Per-class accuracy</h3>", s2_per_class(run)]
-    tags = run.data.tags
-    parts.append("<h3>Fit judgement</h3>")
-    if "fit_judgement" in tags:
-        parts.append(
-            f'<p class="judgement"><strong>{esc(tags["fit_judgement"])}</strong>: '
-            f"{esc(tags.get('fit_judgement_reason', ''))}</p>"
-        )
-    else:
-        parts.append("<p>not recorded for this run (no validation points or an older run)</p>")
+        parts += ['<h3 id="s2-problems">Problem classes</h3>', s2_problems(store, run, shown)]
+    parts += fit_judgement_html(run.data.tags)
     parts.append("<h3>Figures</h3>")
+    shown.figures = tuple(p for p in store.artifact_paths(run_id, "figures") if p.endswith(".png"))
     figs = figures_html(store, run_id) or drawn_from_history(store, run)
     parts += figs or ["<p>no figures logged with this run</p>"]
     parts += ["<h3>Model summary</h3>", model_summary_html(store, run_id)]
-    return "\n".join(parts), verdict, run_id
+    return "\n".join(parts), verdict
+
+
+def fit_judgement_html(tags: dict[str, str]) -> list[str]:
+    if "fit_judgement" not in tags:
+        return [
+            "<h3>Fit judgement</h3>",
+            "<p>not recorded for this run (no validation points or an older run)</p>",
+        ]
+    return [
+        "<h3>Fit judgement</h3>",
+        f'<p class="judgement"><strong>{esc(tags["fit_judgement"])}</strong>: '
+        f"{esc(tags.get('fit_judgement_reason', ''))}</p>",
+    ]
 
 
 def model_summary_html(store: Store, run_id: str) -> str:
@@ -367,11 +551,17 @@ def model_summary_html(store: Store, run_id: str) -> str:
     )
 
 
-def worked_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str, str | None]:
+def worked_section(store: Store, task: Task, runs: list[Any], shown: Shown) -> tuple[str, str]:
+    """A worked example's section (S0.1, S3) and its verdict; fills `shown`."""
     run, count = latest_of_kind(runs, "worked")
+    how = "the latest worked-example run"
+    if shown.run is not None:
+        run, how = shown.run, "chosen by hand (<code>report --run</code>)"
+    shown.run = run
     if run is None:
-        return no_run(task.command), "no run yet", None
-    parts = [run_header(store, run, count)]
+        shown.missing = "no run yet"
+        return no_run(task.command), "no run yet"
+    parts = [f'<p class="choice"><strong>Shown</strong>: {how}.</p>', run_header(store, run, count)]
     verdict = "chain rule and autograd agree"
     metrics = run.data.metrics
     if task.id == "S3" and "y_pred" in metrics:
@@ -411,7 +601,7 @@ def worked_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, str,
     text = store.text(run.info.run_id, task.worked_artifact or "")
     parts.append("<h3>Worked-example table</h3>")
     parts.append(f"<pre>{esc(text)}</pre>" if text else "<p>artifact missing</p>")
-    return "\n".join(parts), verdict, run.info.run_id
+    return "\n".join(parts), verdict
 
 
 def _csv_number(text: str | None) -> float | None:
@@ -539,48 +729,106 @@ def _environ(values: dict[str, str]):
                 os.environ[key] = old
 
 
-def build_report(uri: str) -> str:
-    """The whole HTML document for the store at `uri`."""
+def task_section(store: Store, task: Task, shown: Shown, folder: Path | None) -> tuple[str, str]:
+    """One task's section body and its overview verdict; fills `shown`."""
+    runs = store.finished(task.id)
+    if task.worked_artifact:
+        return worked_section(store, task, runs, shown)
+    body, verdict = training_section(store, task, runs, references(task.id, folder), shown)
+    if shown.run is not None:
+        shown.evaluation = store.evaluations.get(shown.run.info.run_id)
+    if task.id == "S4":
+        table_html, table_verdict = activation_section(store, task, runs)
+        body += "\n" + table_html
+        verdict = f"{verdict}; {table_verdict}"
+    return body, verdict
+
+
+def answer_sheet(sheet: Sheet) -> str:
+    """The table of every question id of SEED_TASKS.md: answer, command, run, second check."""
+    body = []
+    for question, row in answers.rows(sheet):
+        run = f"<code>{esc(row.run_id)}</code>" if row.run_id else "-"
+        body.append(
+            [
+                esc(question.id),
+                esc(question.question),
+                row.answer,
+                row.command,
+                run,
+                row.two_ways,
+            ]
+        )
+    return table(
+        ["id", "question", "answer", "command", "run", "checked two ways"], body, "answers"
+    )
+
+
+def build_report(uri: str, picks: dict[str, str] | None = None, catalog: Path | None = None) -> str:
+    """The whole HTML document for the store at `uri`.
+
+    `picks`: {task: run id} chosen by hand (`--run`); ConfigError when one does not exist or
+    belongs to another task. `catalog`: the folder of experiment YAML files the runs are
+    compared with (default: the project's catalog).
+    """
     # MLflow draws a progress bar per downloaded artifact: dozens of bars for one report.
     quiet = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     with tempfile.TemporaryDirectory(prefix="report-") as tmp, _environ(quiet):
         store = Store(uri, Path(tmp))
-        sections = []
-        overview = []
+        picked = picked_runs(store.client, picks or {})
+        sections, overview, shown = [], [], {}
         for task in TASKS:
-            runs = store.finished(task.id)
-            if task.worked_artifact:
-                body, verdict, run_id = worked_section(store, task, runs)
-            else:
-                body, verdict, run_id = training_section(store, task, runs)
-            if task.id == "S4":
-                table_html, table_verdict = activation_section(store, task, runs)
-                body += "\n" + table_html
-                verdict = f"{verdict}; {table_verdict}"
+            shown[task.id] = Shown(task.id, picked.get(task.id), task.command.split(";")[0])
+            body, verdict = task_section(store, task, shown[task.id], catalog)
+            run = shown[task.id].run
             sections.append(
                 f'<section id="{anchor(task.id)}"><h2>{esc(task.id)}: {esc(task.title)}</h2>'
-                f"<p><em>Seed task bar:</em> {esc(task.bar_text) if task.acc_bar is None else f'test accuracy &ge; {task.acc_bar:.2f}'}</p>"
-                f"{body}</section>"
+                f"<p><em>Seed task bar:</em> {bar_html(task)}</p>{body}</section>"
             )
             overview.append(
                 [
                     f'<a href="#{anchor(task.id)}">{esc(task.id)}</a>',
                     esc(task.title),
-                    f"<code>{esc(run_id[:12])}</code>" if run_id else "<strong>no run yet</strong>",
-                    data_line(store, run_id),
+                    f"<code>{esc(run.info.run_id[:12])}</code>"
+                    if run
+                    else f"<strong>{esc(shown[task.id].missing)}</strong>",
+                    data_line(store, run.info.run_id if run else None),
                     verdict,
                 ]
             )
+        s4_runs = store.finished("S4")
+        sheet = Sheet(shown, latest_of_kind(s4_runs, S4_SUMMARY_KIND)[0], store.s3_study())
+        answers_html = answer_sheet(sheet)
+    return document(uri, answers_html, overview, sections)
+
+
+def bar_html(task: Task) -> str:
+    if task.acc_bar is None:
+        return esc(task.bar_text)
+    return f"test accuracy &ge; {task.acc_bar:.2f}"
+
+
+def document(uri: str, answers_html: str, overview: list[list[str]], sections: list[str]) -> str:
     generated = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         "<title>Seed tasks S0-S4: report</title>"
         f"<style>{CSS}</style></head><body>"
         "<h1>Seed tasks S0-S4: report</h1>"
-        f"<p>Store <code>{esc(uri)}</code>, generated {esc(generated)}. For each task: the latest "
-        "FINISHED run tagged with the task id that has test metrics (Optuna study parents and "
-        "summary runs left out); for S0.1 and S3 the latest worked-example run.</p>"
-        + table(["task", "what", "latest run", "data", "result vs the seed task"], overview)
+        f"<p>Store <code>{esc(uri)}</code>, generated {esc(generated)}.</p>"
+        '<h2 id="answers">Answer sheet</h2>'
+        "<p>One row per question id of <code>experiments/SEED_TASKS.md</code>: the answer or "
+        "the section that holds it, the command and the run it came from, and whether it was "
+        "checked a second way (chain rule against autograd, an <code>evaluate</code> run "
+        "re-scoring the model, confusion counts against the per-class metrics).</p>"
+        + answers_html
+        + '<h2 id="tasks">Tasks</h2>'
+        "<p>For each training task: the latest FINISHED run whose config equals the catalog "
+        "experiment's apart from the seed, the data folder, the thread count and display "
+        "settings (study trials, evaluation and summary runs are never chosen; "
+        "<code>report --run TASK=RUN_ID</code> chooses by hand); for S0.1 and S3 the latest "
+        "worked-example run.</p>"
+        + table(["task", "what", "run shown", "data", "result vs the seed task"], overview, "tasks")
         + "\n".join(sections)
         + "</body></html>\n"
     )
@@ -595,6 +843,13 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--output", default=DEFAULT_OUTPUT, help=f"HTML file ({DEFAULT_OUTPUT})")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    parser.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="TASK=RUN_ID",
+        help="show this run for the task instead of the one chosen (repeatable)",
+    )
     args = parser.parse_args(list(argv))
     uri = tracking_store.resolve_tracking_uri(args.tracking_uri)
     db = tracking_store.sqlite_path(uri)
@@ -604,9 +859,13 @@ def main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    document = build_report(uri)
+    try:
+        html_text = build_report(uri, parse_picks(args.run))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(document, encoding="utf-8")
+    output.write_text(html_text, encoding="utf-8")
     print(f"Report written to {output.resolve()} ({output.stat().st_size / 1024:.0f} KiB)")
     return 0

@@ -11,6 +11,10 @@ Artifacts (names are relied upon by reports and tests):
   training iteration when validation ran every N steps (S1.2, S1.3, S4); only with
   validation points.
 * ``figures/confusion_matrix.png``, ``figures/per_class_accuracy.png`` - test set (S2).
+* ``confusion_matrix.csv`` - the same test confusion matrix as counts: a header row
+  (``true \\ predicted`` and the class names), then one row per true class (its name, then
+  how many of its test images went to each predicted class). The report names S2's
+  problem classes and their largest confusions from it.
 * ``figures/first_layer_weights.png`` - one tile per hidden unit, for an MLP or the
   from-scratch network reading images (S4).
 * ``model_summary.txt``, ``model_summary.csv`` - output shape and parameters per layer.
@@ -23,6 +27,8 @@ and an ``epoch`` metric at the same step, which maps every point to its epoch.
 from __future__ import annotations
 
 import bisect
+import csv
+import io
 import math
 import sys
 import tempfile
@@ -36,9 +42,46 @@ from experiments.tracking.judgement import Judgement, judge_fit
 from experiments.tracking.model_summary import format_summary, summarize, write_csv
 from experiments.tracking.store import metric_history
 
-__all__ = ["RunCurves", "log_run_artifacts", "mean_loss_per_epoch", "read_curves"]
+__all__ = [
+    "CONFUSION_CSV",
+    "RunCurves",
+    "confusion_csv",
+    "log_run_artifacts",
+    "mean_loss_per_epoch",
+    "read_confusion_csv",
+    "read_curves",
+]
 
 CURVE_KEYS = ("train/loss", "val/loss", "train/acc", "val/acc")
+#: The test confusion matrix as counts (rows = true class), beside figures/confusion_matrix.png.
+CONFUSION_CSV = "confusion_matrix.csv"
+_CONFUSION_CORNER = "true \\ predicted"
+
+
+def confusion_csv(matrix: Any, class_names: list[str]) -> str:
+    """The confusion matrix as CSV text: header (corner, class names), one row per true class."""
+    rows = [[round(float(v)) for v in row] for row in matrix.tolist()]
+    if len(rows) != len(class_names) or any(len(row) != len(class_names) for row in rows):
+        raise ValueError(f"confusion matrix is not {len(class_names)}x{len(class_names)}")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([_CONFUSION_CORNER, *class_names])
+    for name, row in zip(class_names, rows, strict=True):
+        writer.writerow([name, *row])
+    return out.getvalue()
+
+
+def read_confusion_csv(text: str) -> tuple[list[str], list[list[int]]]:
+    """(class names, counts with rows = true class) from `confusion_csv` text; ValueError
+    naming what is wrong when the text is not such a table."""
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows or rows[0][:1] != [_CONFUSION_CORNER]:
+        raise ValueError(f"{CONFUSION_CSV}: the first cell must be {_CONFUSION_CORNER!r}")
+    names = rows[0][1:]
+    body = rows[1:]
+    if [row[0] for row in body] != names or any(len(row) != len(names) + 1 for row in body):
+        raise ValueError(f"{CONFUSION_CSV}: expected one row per class, in the header's order")
+    return names, [[int(cell) for cell in row[1:]] for row in body]
 
 
 class _EpochOf:
@@ -192,9 +235,16 @@ def _draw_curves(draw: _Drawer, curves: RunCurves, judgement: Judgement | None) 
 
 
 def _draw_test_results(draw: _Drawer, model: Any, class_names: list[str]) -> None:
-    """The test confusion matrix and per-class accuracy (S2), when the model kept them."""
+    """The test confusion matrix (picture and counts) and per-class accuracy (S2), when the
+    model kept them."""
     confusion = getattr(model, "confusion_matrix", None)
     if confusion is not None:
+        draw(
+            "confusion_matrix.csv",
+            lambda: (draw.out.parent / CONFUSION_CSV).write_text(
+                confusion_csv(confusion, class_names)
+            ),
+        )
         draw(
             "confusion_matrix",
             figures.plot_confusion_matrix,

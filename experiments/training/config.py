@@ -81,10 +81,10 @@ def load_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def catalog() -> list[ExperimentEntry]:
-    """Every experiment YAML beside this module, sorted by name."""
+def catalog(folder: Path = CONFIGS_DIR) -> list[ExperimentEntry]:
+    """Every experiment YAML of the catalog (or of another `folder`), sorted by name."""
     entries = []
-    for path in sorted(CONFIGS_DIR.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         data = load_yaml(path)
         entries.append(
             ExperimentEntry(path.stem, path, str(data.get("task", "")), data.get("description", ""))
