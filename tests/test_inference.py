@@ -33,11 +33,8 @@ from PIL import Image
 
 from datamodules.synthetic import write_fashion_mnist
 from experiments.__main__ import main as cli
-from experiments.training.config import parse
-from experiments.training.outputs import RunOutputs
-from experiments.training.runner import run_experiment
 from experiments.training.trained import load_run_model
-from tests.helpers import child_env, copy_store, free_port, stop_group, tiny
+from tests.helpers import child_env, copy_store, free_port, stop_group
 
 PORTS = range(5560, 5590)  # this file's share of the project's test port range
 
