@@ -38,9 +38,11 @@ def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
     channels, height, width = shape
     try:
-        with warnings.catch_warnings(), Image.open(path) as image:  # the header only
-            # PIL warns above 89M pixels; such an image is refused here anyway
+        with warnings.catch_warnings():
+            # PIL warns above 89M pixels as it opens; such an image is refused here anyway
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # reads the header only: nothing is decoded yet
+        with image:
             check_pixels(path, image.size)
             image = image.convert("L" if channels == 1 else "RGB")
             image = image.resize((width, height), Image.Resampling.BILINEAR)
