@@ -5,6 +5,7 @@
     python -m experiments run --config best_trial.yaml     # a resolved config file
     python -m experiments run --resume RUN_ID              # continue an interrupted run
     python -m experiments run s1-mlp --register fashion-mlp  # model registry: a new version
+    python -m experiments run s1-mlp --run-name baseline --tag owner=ana  # your name and tags
 
 Exit codes (experiments/errors.py): 0 finished, 2 refused before anything was created,
 1 the run failed after it started, 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from experiments import errors
-from experiments.tracking import store
+from experiments.tracking import labels, store
 from experiments.training import distributed, outputs
 from experiments.training.interrupts import last_signal
 from experiments.training.runner import HEADLINE_METRICS, RunResult, run_experiment
@@ -61,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last checkpoint, into the same MLflow run",
     )
     outputs.add_flags(parser)
+    labels.add_label_flags(parser)
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -73,6 +75,8 @@ def usage_error(args: argparse.Namespace, name: str | None, overrides: list[str]
             "--resume RUN_ID takes no experiment, --config or overrides: the run's "
             f"logged config.yaml is used (got {given})"
         )
+    if args.resume and (args.run_name or args.tag):
+        return "--resume RUN_ID continues a run: it keeps its name and tags (no --run-name/--tag)"
     if args.name and args.config:
         return "give either NAME or --config FILE, not both"
     return None
@@ -96,6 +100,8 @@ def print_experiment_help(name: str) -> None:
         "\n  --config FILE       a resolved config.yaml (as logged with every run) instead of NAME"
         "\n  --resume RUN_ID     continue an interrupted run, into the same MLflow run"
         "\n  --register NAME     register the trained model as a new version of NAME"
+        "\n  --run-name NAME     the MLflow run's name (default: EXPERIMENT-seedN)"
+        "\n  --tag KEY=VALUE     a tag of your own on the run, repeatable"
         "\n  --no-system-metrics           do not record CPU, memory, GPU use (system/*)"
         "\n  --system-metrics-interval S   seconds between system metrics samples (10)"
         "\n  -v, --verbose       the libraries' INFO lines and warnings on stderr"
@@ -137,6 +143,8 @@ def main(argv: Sequence[str]) -> int:
         if args.help:
             print_experiment_help(name)
             return 0
+        run_name = labels.check_run_name(args.run_name)
+        user_tags = labels.parse_tags(args.tag)
         point = None
         if args.resume:
             from experiments.training import resume
@@ -147,7 +155,12 @@ def main(argv: Sequence[str]) -> int:
 
             cfg = parse(name, list(overrides))
         result = run_experiment(
-            cfg, args.tracking_uri, resume=point, outputs=outputs.from_args(args)
+            cfg,
+            args.tracking_uri,
+            resume=point,
+            outputs=outputs.from_args(args),
+            tags=user_tags,
+            run_name=run_name,
         )
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
