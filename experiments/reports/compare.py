@@ -253,12 +253,7 @@ def selection(args, client) -> tuple[str, set[str] | None, int | None, dict[str,
     else:
         states = None if args.study else {"FINISHED"}  # a study's pruned trials are KILLED
     since = labels.parse_moment("--since", args.since) if args.since else None
-    wanted = {}
-    for text in args.tag or ():
-        key, sep, value = text.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--tag {text!r}: expected KEY=VALUE, e.g. --tag owner=ana")
-        wanted[key.strip()] = value
+    wanted = labels.parse_tag_filter(args.tag)
     return filter_string, states, since, wanted
 
 

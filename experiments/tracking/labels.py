@@ -173,6 +173,17 @@ def parse_statuses(text: str | None) -> set[str] | None:
     return found
 
 
+def parse_tag_filter(values: Iterable[str] | None) -> dict[str, str]:
+    """`--tag KEY=VALUE` of a command that selects runs: any key, project tags included."""
+    wanted: dict[str, str] = {}
+    for text in values or ():
+        key, sep, value = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--tag {text!r}: expected KEY=VALUE, e.g. --tag owner=ana")
+        wanted[key.strip()] = value
+    return wanted
+
+
 def match_tags(run_tags: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(run_tags.get(k) == v for k, v in wanted.items())
 
