@@ -26,7 +26,7 @@ from experiments.search.storage import open_storage
 from experiments.services import dashboard
 from tests.helpers import RunIf, child_env, free_port, stop_group
 
-PORTS = range(5560, 5590)  # this file's share of the project's test port range
+PORTS = range(5650, 5680)  # this file's share of the project's test port range
 
 
 def make_study(path, name="lr-s1-mlp", trials=3) -> str:
