@@ -100,7 +100,7 @@ def run_trial(
     started = time.monotonic()
     params = space.suggest(trial)
     recorder = TrialRecorder(trial, [o.metric for o in space.objectives], tracking_uri)
-    callbacks = _callbacks(trial, recorder, prune)
+    callbacks = _callbacks(trial, recorder, prune, space.multi_objective)
     retry_of = trial.user_attrs.get(RETRY_ATTR)
     tags = {**_trial_tags(trial, space, parent_run_id, study_name, retry_of), **(tags or {})}
 
@@ -150,24 +150,26 @@ def run_trial(
 
 
 class EpochPruning(Callback):
-    """Report the monitored metric to Optuna after each validation; stop a trial its pruner
-    rejects, except after its last epoch: a trial that trained all its epochs is COMPLETE.
+    """Report the monitored metric to Optuna after each validation (the dashboard's live
+    learning curves); with `prune`, stop a trial its pruner rejects, except after its last
+    epoch: a trial that trained all its epochs is COMPLETE.
 
     (optuna-integration's PyTorchLightningPruningCallback asks the pruner after the last
     epoch too, so in a 1-epoch study every trial below the median ended PRUNED although
     it had trained as long as the others.) Studies refuse DDP, so this is one process.
     """
 
-    def __init__(self, trial: optuna.Trial, monitor: str) -> None:
+    def __init__(self, trial: optuna.Trial, monitor: str, prune: bool = True) -> None:
         self.trial = trial
         self.monitor = monitor
+        self.prune = prune
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         epoch = trainer.current_epoch
         self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
-        if _last_epoch(trainer) or not self.trial.should_prune():
+        if not self.prune or _last_epoch(trainer) or not self.trial.should_prune():
             return
         raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
@@ -180,11 +182,14 @@ def _last_epoch(trainer) -> bool:
     return max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps
 
 
-def _callbacks(trial: optuna.Trial, recorder: TrialRecorder, prune: bool) -> list[Any]:
-    """The recorder, and the pruning callback on the first objective when pruning."""
+def _callbacks(
+    trial: optuna.Trial, recorder: TrialRecorder, prune: bool, multi_objective: bool
+) -> list[Any]:
+    """The recorder, and the reporting (and, when pruning, pruning) callback on the first
+    objective; Optuna takes no intermediate values from a multi-objective trial."""
     callbacks: list[Any] = [recorder]
-    if prune:
-        callbacks.append(EpochPruning(trial, monitor=recorder.metrics[0]))
+    if not multi_objective:
+        callbacks.append(EpochPruning(trial, monitor=recorder.metrics[0], prune=prune))
     return callbacks
 
 
