@@ -34,7 +34,7 @@ from pathlib import Path
 
 from experiments.errors import ConfigError
 from experiments.search.storage import default_storage, is_rdb
-from experiments.services.server import LOOPBACK, ServerConfigError, check_port_free
+from experiments.services.ports import LOOPBACK, port_problem
 from experiments.tracking import store
 
 INSTALL = "pip install -e '.[dashboard]'"
@@ -90,10 +90,9 @@ def check(args) -> str:
             f"no Optuna study storage at {storage}: start a study first "
             "(python -m experiments search lr) or name one with --storage"
         )
-    try:
-        check_port_free(args.host, args.port)
-    except ServerConfigError as exc:
-        raise ConfigError(str(exc)) from None
+    problem = port_problem(args.host, args.port)
+    if problem:
+        raise ConfigError(problem)
     return storage
 
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from experiments.errors import ConfigError
+from experiments.services.ports import LOOPBACK, port_problem
 from experiments.tracking.store import mlflow_command, redact
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SQL_SCHEMES = ("postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql", "mssql", "sqlite")
 
 
@@ -79,16 +79,9 @@ def check_backend_store(uri: str) -> None:
 
 
 def check_port_free(host: str, port: int) -> None:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise ServerConfigError(
-                f"--port {port}: cannot listen on {host}:{port} ({exc.strerror}); "
-                "choose another port or stop what uses it"
-            ) from exc
+    problem = port_problem(host, port)
+    if problem:
+        raise ServerConfigError(problem)
 
 
 def artifacts_destination(value: str) -> str:
