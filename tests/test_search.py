@@ -22,6 +22,7 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from experiments.reports import compare
 from experiments.search import cli as search
 from experiments.search.plan import make_plan
 from experiments.search.space import load_space
@@ -59,7 +60,9 @@ def study_runs(uri: str, name: str = "lr-s1-mlp"):
 # --- fast ------------------------------------------------------------------------------
 
 
-def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_dir, tmp_path):
+def test_lr_study_leaves_parent_children_plots_and_leaderboard(
+    store, fashion_dir, tmp_path, capsys
+):
     # The base experiment shows its progress bar (the user did not turn it off); trials
     # run without one, the best config keeps the base's.
     overrides = tiny(fashion_dir, epochs=2)
@@ -112,6 +115,14 @@ def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_di
     assert len(study.trials) == 4
     assert cfg.trainer.get("enable_progress_bar") is not False
     assert "enable_progress_bar: false" not in best.read_text()
+    # `compare --study` shows the study's space, objective and each trial's searched value.
+    capsys.readouterr()
+    assert compare.main(["--tracking-uri", store, "--study", "lr-s1-mlp"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("study lr-s1-mlp: objective maximize val/acc; searched lr: float ")
+    assert out[0].endswith("log -> model.lr")
+    assert out[1].split()[-3:] == ["lr", "objective/val/acc", "test/acc"]
+    assert len(out) == 2 + 1 + 4  # heading, column names, rule, one row per trial (any state)
     # The dashboard's view of the study: its objective's name, each trial's MLflow run.
     assert study.metric_names == ["val/acc"]
     by_number = {int(c.data.tags["trial_number"]): c for c in children}

@@ -204,6 +204,15 @@ def study_names(client) -> list[str]:
     return sorted({r.data.tags.get("study_name", "") for r in parents} - {""})
 
 
+def describe_param(name: str, spec: dict) -> str:
+    """`lr: float 0.0001..0.1 log -> model.lr` from a study's stored space."""
+    if spec.get("type") == "categorical":
+        values = "|".join(str(c) for c in spec.get("choices", []))
+    else:
+        values = f"{spec.get('low')}..{spec.get('high')}{' log' if spec.get('log') else ''}"
+    return f"{name}: {spec.get('type')} {values} -> {spec.get('target')}"
+
+
 def study_header(client, runs, study: str) -> tuple[str, list[str]]:
     """The study's searched params and objective, from its parent run: (text, metrics)."""
     import json
@@ -225,7 +234,7 @@ def study_header(client, runs, study: str) -> tuple[str, list[str]]:
         objectives = params.get("study.objectives", "")
         try:
             space = json.loads(params.get("study.space", "{}"))
-            searched = [f"{name} {spec}" for name, spec in space.items()] or searched
+            searched = [describe_param(name, spec) for name, spec in space.items()] or searched
         except ValueError:
             pass
     metrics = [f"objective/{o.split()[-1]}" for o in objectives.split(", ") if o]

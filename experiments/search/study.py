@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import warnings
 
 from experiments.errors import ConfigError
 from experiments.search.plan import Plan
@@ -76,7 +77,9 @@ def open_study(plan: Plan, *, create: bool, worker_index: int = 0):
         for key, value in plan.study_attrs().items():
             study.set_user_attr(key, value)
         # The dashboard names each objective by its metric (val/acc), not "Objective 0".
-        study.set_metric_names([o.metric for o in plan.space.objectives])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in plan.space.objectives])
     existing = len(study.get_trials(deepcopy=False))
     return optuna.load_study(
         study_name=plan.study_name,
