@@ -149,7 +149,13 @@ def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         storage = check(args)
-        found = studies(storage)
+        try:
+            found = studies(storage)
+        except Exception as exc:  # an unreachable database, a journal of another format
+            raise ConfigError(
+                f"--storage {store.redact(storage)}: cannot be read "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
