@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import warnings
 
 import optuna
 import pytest
@@ -32,7 +33,9 @@ PORTS = range(5650, 5680)  # this file's share of the project's test port range
 def make_study(path, name="lr-s1-mlp", trials=3) -> str:
     storage = open_storage(str(path))
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-    study.set_metric_names(["val/acc"])
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, as the project uses it
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val/acc"])
 
     def objective(trial):
         trial.set_user_attr(
