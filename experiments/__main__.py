@@ -46,6 +46,14 @@ COMMANDS = {
         "experiments.reports.compare",
         "table of runs from the store, grouped, mean +- std",
     ),
+    "clean": (
+        "experiments.reports.clean",
+        "delete selected runs (ids, a study, by age or state) with checkpoints and artifacts",
+    ),
+    "dashboard": (
+        "experiments.services.dashboard",
+        "live Optuna Dashboard of the studies, on 127.0.0.1",
+    ),
     "evaluate": (
         "experiments.inference.evaluate",
         "score a trained model on a test set (any data of its classes), as an MLflow run",

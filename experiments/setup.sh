@@ -24,7 +24,7 @@ APT_PACKAGES="dataset-fashion-mnist"                     # the real Fashion-MNIS
 APT_OPTIONAL="postgresql chromium chromium-driver"       # --full: PostgreSQL and browser tests
 TORCH_PINS="torch==2.14.1 torchvision==0.29.1"
 DEFAULT_EXTRAS="dev"
-FULL_EXTRAS="dev,postgres,auth"                               # --full (what CI installs)
+FULL_EXTRAS="dev,postgres,auth,dashboard"                               # --full (what CI installs)
 # --------------------------------------------------------------------------------------------
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

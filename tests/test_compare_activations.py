@@ -62,7 +62,8 @@ def _final(client: MlflowClient, run_id: str, key: str) -> float:
 
 def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
     args = ["--activations", "relu,swish", "--seeds", "2", "--tracking-uri", store]
-    assert compare([*args, *_tiny(fashion_dir)]) == 0
+    labelled = ["--run-name", "act-demo", "--tag", "owner=ana"]
+    assert compare([*args, *labelled, *_tiny(fashion_dir)]) == 0
     out = capsys.readouterr().out
     for i in range(1, 5):
         assert f"[{i}/4] activation=" in out  # progress: which run of how many
@@ -75,6 +76,9 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
     summary = summaries[0]
     group_id = summary.data.tags["group_id"]
     assert summary.info.status == "FINISHED" and summary.data.tags["task"] == "S4"
+    # --run-name names the summary run; --tag lands on it and on every run of the group.
+    assert summary.info.run_name == "act-demo"
+    assert [r.data.tags.get("owner") for r in runs] == ["ana"] * 5
     assert {(r.data.tags["activation"], r.data.tags["seed"]) for r in children} == {
         ("relu", "0"),
         ("relu", "1"),

@@ -130,3 +130,40 @@ def test_log_model_with_only_a_run_id_files_the_model_under_the_default_experime
     logged = client.get_logged_model(info.model_id)
     assert logged.source_run_id == run_id
     assert logged.experiment_id == "0" != experiment
+
+
+def test_lightning_pruning_callback_prunes_after_the_last_epoch():
+    # Why search.trial.EpochPruning replaces optuna-integration's callback: it asks the
+    # pruner after the last epoch too, so a trial that trained all its epochs (every trial
+    # of a 1-epoch study) could end PRUNED. When this stops raising, the stock callback will do.
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    class AlwaysPrune(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return True
+
+    trial = optuna.create_study(direction="maximize", pruner=AlwaysPrune()).ask()
+    torch.manual_seed(0)
+    model = ImageClassifier(MLP(4, 2, hidden_sizes=[3]), input_shape=(1, 2, 2), num_classes=2)
+    data = TensorDataset(torch.randn(8, 1, 2, 2), torch.randint(0, 2, (8,)))
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        accelerator="cpu",
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[PyTorchLightningPruningCallback(trial, monitor="val/acc")],
+    )
+    loader = DataLoader(data, batch_size=4)
+    with pytest.raises(optuna.TrialPruned, match="pruned at epoch 0"):
+        trainer.fit(model, loader, loader)
+
+
+def test_mlflow_gc_command_takes_the_options_clean_passes():
+    # `clean` runs MLflow's `mlflow gc` click command in this process (`main(args,
+    # standalone_mode=False)`) instead of a second Python; it relies on these options.
+    from mlflow.cli import gc
+
+    names = {option.name for option in gc.params}
+    assert {"backend_store_uri", "tracking_uri", "run_ids", "logged_model_ids"} <= names

@@ -22,12 +22,16 @@ import yaml
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
+from experiments.reports import compare
 from experiments.search import cli as search
 from experiments.search.plan import make_plan
 from experiments.search.space import load_space
 from experiments.search.study import MAX_CONSECUTIVE_FAILURES, open_study
+from experiments.search.trial import EpochPruning
+from experiments.tracking import labels
 from experiments.tracking.health import process_alive
 from experiments.training.config import ConfigError, parse
+from experiments.training.outputs import RunOutputs
 from experiments.training.runner import run_experiment
 from models.activations import ACTIVATIONS
 from tests.helpers import child_env, tiny, write_space
@@ -56,14 +60,30 @@ def study_runs(uri: str, name: str = "lr-s1-mlp"):
 # --- fast ------------------------------------------------------------------------------
 
 
-def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_dir, tmp_path):
-    argv = ["lr", "--trials", "4", "--tracking-uri", store, *tiny(fashion_dir, epochs=2)]
-    assert search.main([*argv, "--register", "fashion-mlp"]) == 0
+def test_lr_study_leaves_parent_children_plots_and_leaderboard(
+    store, fashion_dir, tmp_path, capsys
+):
+    # The base experiment shows its progress bar (the user did not turn it off); trials
+    # run without one, the best config keeps the base's.
+    overrides = tiny(fashion_dir, epochs=2)
+    bar = overrides.index("--trainer.enable_progress_bar")
+    del overrides[bar : bar + 2]
+    argv = ["lr", "--trials", "4", "--tracking-uri", store, *overrides]
+    labelled = ["--run-name", "lr-demo", "--tag", "owner=ana", "--tag", "purpose=demo"]
+    assert search.main([*argv, "--register", "fashion-mlp", *labelled]) == 0
 
     client, parents, children = study_runs(store)
     assert len(parents) == 1 and len(children) == 4
     parent = parents[0]
     assert parent.info.status == "FINISHED"
+    # --run-name names the parent; --tag lands on the parent and on every trial.
+    assert parent.info.run_name == "lr-demo"
+    assert "python -m experiments dashboard" in parent.data.tags["mlflow.note.content"]
+    for run in (parent, *children):
+        assert run.data.tags["owner"] == "ana" and run.data.tags["purpose"] == "demo"
+        own = [k for k in run.data.tags if k not in ("owner", "purpose")]
+        assert [k for k in own if not labels.protected(k)] == []
+    assert sorted(c.info.run_name for c in children) == [f"lr-s1-mlp-00{i}" for i in range(4)]
     for child in children:
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert child.info.status in ("FINISHED", "KILLED")
@@ -93,6 +113,24 @@ def test_lr_study_leaves_parent_children_plots_and_leaderboard(store, fashion_di
     study = load_study(tmp_path)
     assert cfg.get("model.lr") == pytest.approx(study.best_trial.params["lr"])
     assert len(study.trials) == 4
+    assert cfg.trainer.get("enable_progress_bar") is not False
+    assert "enable_progress_bar: false" not in best.read_text()
+    # `compare --study` shows the study's space, objective and each trial's searched value.
+    capsys.readouterr()
+    assert compare.main(["--tracking-uri", store, "--study", "lr-s1-mlp"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("study lr-s1-mlp: objective maximize val/acc; searched lr: float ")
+    assert out[0].endswith("log -> model.lr")
+    assert out[1].split()[-3:] == ["lr", "objective/val/acc", "test/acc"]
+    assert len(out) == 2 + 1 + 4  # heading, column names, rule, one row per trial (any state)
+    # The dashboard's view of the study: its objective's name, each trial's MLflow run.
+    assert study.metric_names == ["val/acc"]
+    by_number = {int(c.data.tags["trial_number"]): c for c in children}
+    for trial in study.trials:
+        run = by_number[trial.number]
+        assert trial.user_attrs["mlflow_run"] == (
+            f"http://127.0.0.1:5000/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        )
 
     # Only the best trial has an MLflow model, logged once the study ended, and registered.
     best_run = parent.data.tags["best_run_id"]
@@ -129,6 +167,39 @@ def test_pruned_trial_run_ends_killed_with_epoch_tag(store, fashion_dir):
     assert run.info.status == "KILLED"
     assert run.data.tags["pruned_at_epoch"] == "1"
     assert "error" not in run.data.tags
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    """A pruner that rejects every trial at every step."""
+
+    def prune(self, study, trial) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("epochs", "pruned"), [(1, False), (2, True)])
+def test_a_trial_that_trained_all_its_epochs_is_not_pruned(
+    epochs, pruned, migrated_store, fashion_dir
+):
+    """The pruner is asked after every epoch but the last: a 1-epoch trial always completes
+    (optuna-integration's callback pruned it after its only epoch, below the median)."""
+    study = optuna.create_study(direction="maximize", pruner=AlwaysPrune())
+    trial = study.ask()
+    cfg = parse("s1-mlp", tiny(fashion_dir, epochs=epochs))
+    stopped = None
+    try:
+        run_experiment(
+            cfg,
+            migrated_store,
+            callbacks=[EpochPruning(trial, "val/acc")],
+            verbose=False,
+            planned_stops=(optuna.TrialPruned,),
+            outputs=RunOutputs(log_model=False, system_metrics_s=None),
+        )
+    except optuna.TrialPruned as exc:
+        stopped = str(exc)
+    assert stopped == ("Trial was pruned at epoch 0." if pruned else None)
+    frozen = study.tell(trial, state=TrialState.PRUNED) if pruned else study.tell(trial, 0.5)
+    assert list(frozen.intermediate_values) == [0]  # reported after epoch 0 either way
 
 
 def test_failed_trials_end_failed_with_the_error_and_stop_the_worker(

@@ -221,3 +221,92 @@ def test_study_runs_and_compare_view_render_in_chromium(store, fashion_dir, tmp_
             driver.quit()
         stop_group(chromedriver)
         stop_group(ui)
+
+
+def dashboard_study(site: str) -> dict | None:
+    """The first study the dashboard's API lists, with its trials; None until it answers."""
+    try:
+        with urllib.request.urlopen(f"{site}/api/studies", timeout=5) as response:
+            studies = json.loads(response.read())["study_summaries"]
+        if not studies:
+            return None
+        study_id = studies[0]["study_id"]
+        with urllib.request.urlopen(f"{site}/api/studies/{study_id}", timeout=5) as response:
+            return {"study_id": study_id, **json.loads(response.read())}
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return None
+
+
+def trial_address(site: str) -> tuple[int, int, str] | None:
+    """(study id, trial number, MLflow address) of the first trial that records its run."""
+    study = dashboard_study(site)
+    for trial in (study or {}).get("trials", []):
+        attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+        if "mlflow_run" in attrs:
+            return study["study_id"], trial["number"], attrs["mlflow_run"]
+    return None
+
+
+@pytest.mark.slow
+@RunIf(chromium=True, modules=["optuna_dashboard"])
+def test_dashboard_shows_a_running_study_and_its_trials_mlflow_runs(store, fashion_dir, tmp_path):
+    """`python -m experiments dashboard` during a real study: the study's page lists it by
+    name, a trial's page shows the address of its MLflow run. The screenshot taken here is
+    the one on the search docs page (experiments/docs/img/dashboard.png)."""
+    artifacts = Path(os.environ.get("TEST_ARTIFACTS_DIR", REPO / "test-artifacts"))
+    overrides = data_overrides("s1-mlp", fashion_dir, None)
+    overrides[overrides.index("--trainer.max_epochs") + 1] = "3"
+    argv = ["lr", "--trials", "4", "--pruner", "none", "--tracking-uri", store]
+    env = child_env()
+    log = (tmp_path / "search.log").open("w")
+    study = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "search", *argv, "--no-system-metrics", *overrides],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    journal = tmp_path / "mlruns" / "optuna" / "journal.log"
+    port = free_port(PORTS)
+    driver_port = free_port(PORTS, exclude=(port,))
+    dashboard = chromedriver = driver = None
+    try:
+        wait(lambda: journal.is_file() and journal.stat().st_size, 300, "the study", study)
+        port_flag = ["--port", str(port)]
+        dashboard = subprocess.Popen(
+            [sys.executable, "-m", "experiments", "dashboard", "--tracking-uri", store, *port_flag],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        chromedriver = subprocess.Popen(
+            ["chromedriver", f"--port={driver_port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        site = f"http://127.0.0.1:{port}"
+        study_id, number, address = wait(lambda: trial_address(site), 300, "a trial", dashboard)
+        client = MlflowClient(store)
+        run_id = address.rsplit("/", 1)[1]
+        assert client.get_run(run_id).data.tags["trial_number"] == str(number)
+        wait(lambda: http_ok(f"http://127.0.0.1:{driver_port}/status"), 60, "chromedriver")
+        driver = WebDriver(f"http://127.0.0.1:{driver_port}", tmp_path / "chromium-profile")
+
+        driver.get(f"{site}/dashboard")
+        driver.wait_for_text(["lr-s1-mlp"], 120, artifacts / "dashboard_failed.png")
+        driver.get(f"{site}/dashboard/studies/{study_id}/trials?numbers={number}")
+        expected = ["lr-s1-mlp", "User Attributes", "mlflow_run", address]
+        driver.wait_for_text(expected, 120, artifacts / "dashboard_failed.png")
+        driver.screenshot(artifacts / "dashboard.png")
+        assert study.wait(timeout=600) == 0, (tmp_path / "search.log").read_text()[-3000:]
+    finally:
+        if driver is not None:
+            driver.quit()
+        for proc in (chromedriver, dashboard, study):
+            if proc is not None:
+                stop_group(proc)
+        log.close()

@@ -4,6 +4,7 @@
     python -m experiments evaluate RUN_ID --data.data_dir /other/copy/of/fashion-mnist
     python -m experiments evaluate RUN_ID --data.superclass vehicles_1   # same classes count
     python -m experiments evaluate path/to/best.ckpt --config path/to/config.yaml
+    python -m experiments evaluate RUN_ID --run-name recheck --tag owner=ana
 
 The datamodule is rebuilt from the model's logged config (`--data.KEY VALUE` overrides
 another copy of the data, another superclass, a subset); the test metrics, per-class
@@ -24,7 +25,7 @@ from pathlib import Path
 
 from experiments import errors
 from experiments.inference.reference import TrainedModel, add_model_arguments, resolve
-from experiments.tracking import datasets, health, store
+from experiments.tracking import datasets, health, labels, store
 from experiments.training.runner import HEADLINE_METRICS
 
 
@@ -40,10 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="check the model, its data and the store; create no evaluation run",
     )
+    labels.add_label_flags(parser, "the evaluation run (default: evaluate-EXPERIMENT-DATASET)")
     return parser
 
 
-def _open_evaluation_run(client, uri: str, trained: TrainedModel) -> str:
+def _open_evaluation_run(
+    client, uri: str, trained: TrainedModel, run_name: str | None, user_tags: dict[str, str]
+) -> str:
     """The evaluation run: tagged, its test split an input, the model an input."""
     from mlflow.entities import LoggedModelInput
 
@@ -60,11 +64,12 @@ def _open_evaluation_run(client, uri: str, trained: TrainedModel) -> str:
         **{f"lineage.{k}": str(v) for k, v in data.lineage.items()},
         **store.environment_tags(),
         "mlflow.note.content": f"evaluation of {trained.reference} on {data.data_summary}",
+        **user_tags,
     }
     if trained.run_id:
         source = client.get_run(trained.run_id).info.run_name
         tags["mlflow.note.content"] += f" (trained in run {source})"
-    name = f"evaluate-{trained.cfg.name}-{data.dataset_name}"
+    name = run_name or f"evaluate-{trained.cfg.name}-{data.dataset_name}"
     run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
     datasets.log_split_inputs(client, run_id, data, splits=("test",))
     if trained.model_id:
@@ -95,14 +100,19 @@ def _test(trained: TrainedModel, uri: str, run_id: str, folder: str) -> list[dic
     return trainer.test(trained.model, datamodule=trained.data, verbose=False)
 
 
-def evaluate(trained: TrainedModel, uri: str) -> tuple[str, dict[str, float]]:
+def evaluate(
+    trained: TrainedModel,
+    uri: str,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> tuple[str, dict[str, float]]:
     """Test `trained` on its datamodule's test split in a new evaluation run; (run id, metrics)."""
     from experiments.tracking.artifacts import log_run_artifacts
     from experiments.training import console
 
     health.check_local_storage(uri)
     client = store.client(uri)
-    run_id = _open_evaluation_run(client, uri, trained)
+    run_id = _open_evaluation_run(client, uri, trained, run_name, tags or {})
     try:
         with tempfile.TemporaryDirectory() as folder:
             log = Path(folder) / "warnings.log"  # the libraries' warnings, kept with the run
@@ -142,6 +152,7 @@ def main(argv: Sequence[str]) -> int:
     uri = store.resolve_tracking_uri(args.tracking_uri)
     console.quiet_libraries(console.echo_warnings)
     try:
+        run_name, tags = labels.check_run_name(args.run_name), labels.parse_tags(args.tag)
         trained = resolve(args.model, uri, data_overrides=overrides, config=args.config)
         if args.check:
             from experiments.training import preflight
@@ -150,7 +161,7 @@ def main(argv: Sequence[str]) -> int:
             print(f"ok: {args.model} on {trained.data.data_summary}; store {where}")
             print("nothing was created (--check)")
             return 0
-        run_id, metrics = evaluate(trained, uri)
+        run_id, metrics = evaluate(trained, uri, run_name, tags)
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

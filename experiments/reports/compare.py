@@ -5,10 +5,16 @@
     python -m experiments compare --study activation-s1-mlp --group-by model.net.activation
     python -m experiments compare --group-by tag.experiment --metric test/acc --metric test/f1
     python -m experiments compare --filter "params.model.optimizer = 'sgd'" --all-states
+    python -m experiments compare --tag owner=ana --since 2d --status FINISHED,KILLED
+    python -m experiments compare --kind evaluation          # evaluation runs only
 
-`--group-by` takes a param key (`model.net.activation`), a unique suffix of one
-(`activation`) or `tag.NAME`. The standard deviation is the sample one (n - 1); a group of
-one run shows no spread. Runs without the metric are listed but left out of the groups.
+Each row names a run by its short id, name, start time (UTC) and status, followed by the
+params whose values differ between the listed runs, then the metrics. Training runs only,
+unless --kind says otherwise. `--study NAME` lists the study's trials (every state) with
+its searched params and objective. `--group-by` takes a param key (`model.net.activation`),
+a unique suffix of one (`activation`) or `tag.NAME`. The standard deviation is the sample
+one (n - 1); a group of one run shows no spread. Runs without the metric are listed but
+left out of the groups.
 """
 
 from __future__ import annotations
@@ -20,10 +26,15 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from experiments.errors import Refused
+from experiments.errors import ConfigError, Refused
 from experiments.reports.stats import mean_std
-from experiments.tracking import health, store
+from experiments.tracking import health, labels, store
 from experiments.training import preflight
+
+#: the kinds of run `--kind` selects (tag `kind`; a run without it is a training run)
+KINDS = ("training", "evaluation", "activation-summary", "worked", "all")
+#: at most this many differing params are shown as columns (the rest are named below)
+MAX_PARAM_COLUMNS = 6
 
 
 @dataclass
@@ -34,6 +45,8 @@ class RunRow:
     status: str
     group: str
     metrics: dict[str, float]
+    start: int | None = None
+    params: dict[str, str] | None = None
 
 
 def resolve_group_key(key: str, params: set[str]) -> str:
@@ -103,6 +116,8 @@ def build_rows(runs, names: dict[str, str], group_key: str | None, metrics: list
                 status=run.info.status,
                 group=group,
                 metrics={m: run.data.metrics[m] for m in metrics if m in run.data.metrics},
+                start=run.info.start_time,
+                params=dict(run.data.params),
             )
         )
     return rows
@@ -149,7 +164,7 @@ def group_table(rows: list[RunRow], metrics: list[str]) -> str:
     return table(headers, body)
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments compare",
         description=__doc__,
@@ -162,10 +177,166 @@ def main(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--study", help="only the trial runs of this Optuna study")
     parser.add_argument("--filter", default="", help="extra MLflow search filter")
-    parser.add_argument("--all-states", action="store_true", help="also KILLED/FAILED runs")
+    parser.add_argument(
+        "--tag", action="append", metavar="KEY=VALUE", help="only runs with this tag, repeatable"
+    )
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="training",
+        help="training runs (default), evaluation runs, S4 summaries, worked examples, or all",
+    )
+    parser.add_argument("--since", help="runs started since: an age (2d, 12h) or a date")
+    parser.add_argument(
+        "--status", help="comma-separated run states, e.g. FINISHED,KILLED (default FINISHED)"
+    )
+    parser.add_argument("--all-states", action="store_true", help="runs in every state")
     parser.add_argument("--limit", type=int, default=50, help="run rows to print (best first)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def study_names(client) -> list[str]:
+    """The names of the Optuna studies recorded in the store (their parent runs)."""
+    experiment_ids = [e.experiment_id for e in client.search_experiments()]
+    if not experiment_ids:
+        return []
+    parents = client.search_runs(experiment_ids, "tags.study_role = 'parent'", max_results=1000)
+    return sorted({r.data.tags.get("study_name", "") for r in parents} - {""})
+
+
+def describe_param(name: str, spec: dict) -> str:
+    """`lr: float 0.0001..0.1 log -> model.lr` from a study's stored space."""
+    if spec.get("type") == "categorical":
+        values = "|".join(str(c) for c in spec.get("choices", []))
+    else:
+        values = f"{spec.get('low')}..{spec.get('high')}{' log' if spec.get('log') else ''}"
+    return f"{name}: {spec.get('type')} {values} -> {spec.get('target')}"
+
+
+def study_header(client, runs, study: str) -> tuple[str, list[str]]:
+    """The study's searched params and objective, from its parent run: (text, metrics)."""
+    import json
+
+    parents = [r for r in runs if r.data.tags.get("study_role") == "parent"]
+    if not parents:
+        experiment_ids = list({r.info.experiment_id for r in runs})
+        parents = client.search_runs(
+            experiment_ids,
+            f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
+            max_results=1,
+        )
+    searched = sorted(
+        {k[len("trial.") :] for r in runs for k in r.data.params if k.startswith("trial.")}
+    )
+    objectives = ""
+    if parents:
+        params = parents[0].data.params
+        objectives = params.get("study.objectives", "")
+        try:
+            space = json.loads(params.get("study.space", "{}"))
+            searched = [describe_param(name, spec) for name, spec in space.items()] or searched
+        except ValueError:
+            pass
+    metrics = [f"objective/{o.split()[-1]}" for o in objectives.split(", ") if o]
+    text = f"study {study}: objective {objectives or '?'}; searched " + ("; ".join(searched) or "?")
+    return text, metrics
+
+
+def selection(args, client) -> tuple[str, set[str] | None, int | None, dict[str, str]]:
+    """(MLflow filter, states, start-time floor in ms, tags) of the flags; ConfigError."""
+    filter_string = args.filter
+    if args.study:
+        if args.study not in study_names(client) and not client.search_runs(
+            [e.experiment_id for e in client.search_experiments()],
+            f"tags.study_name = '{args.study}'",
+            max_results=1,
+        ):
+            known = ", ".join(study_names(client)) or "none yet"
+            raise ConfigError(f"--study {args.study!r}: no such study; the store has: {known}")
+        study = f"tags.study_name = '{args.study}' AND tags.study_role = 'trial'"
+        filter_string = f"{filter_string} AND {study}" if filter_string else study
+    if args.all_states:
+        states = None
+    elif args.status:
+        states = labels.parse_statuses(args.status)
+    else:
+        states = None if args.study else {"FINISHED"}  # a study's pruned trials are KILLED
+    since = labels.parse_moment("--since", args.since) if args.since else None
+    wanted = labels.parse_tag_filter(args.tag)
+    return filter_string, states, since, wanted
+
+
+def select_runs(runs, kind: str, states, since, wanted) -> list:
+    """The fetched runs that match --kind, --status, --since and --tag."""
+    kept = []
+    for run in runs:
+        run_kind = run.data.tags.get("kind") or "training"
+        if kind != "all" and run_kind != kind:
+            continue
+        if states is not None and run.info.status not in states:
+            continue
+        if since is not None and (run.info.start_time or 0) < since:
+            continue
+        if labels.match_tags(run.data.tags, wanted):
+            kept.append(run)
+    return kept
+
+
+def cell(value: str | None, width: int = 14) -> str:
+    """A param value for a table cell: floats to 4 significant digits, long text cut."""
+    if value is None:
+        return "-"
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number is not None and ("." in value or "e" in value.lower()):
+        value = f"{number:.4g}"
+    return value if len(value) <= width else value[: width - 1] + "~"
+
+
+def run_table(rows: list[RunRow], metrics: list[str], group_by: str | None, columns) -> str:
+    headers = ["run", "name", "start (UTC)", "status", "experiment"]
+    if group_by:
+        headers.append(group_by)
+    headers += [c.removeprefix("trial.") for c in columns] + metrics
+    body = []
+    for row in rows:
+        line = [labels.short_id(row.run_id), row.name, labels.start_time(row.start), row.status]
+        line.append(row.experiment)
+        if group_by:
+            line.append(row.group)
+        line += [cell((row.params or {}).get(c)) for c in columns]
+        line += [f"{row.metrics[m]:.4f}" if m in row.metrics else "-" for m in metrics]
+        body.append(line)
+    return table(headers, body)
+
+
+def param_columns(rows: list[RunRow], study: bool) -> tuple[list[str], list[str]]:
+    """(shown, left out) param keys: a study's searched `trial.*` params, else the params
+    that differ between the rows (a run's config, not the study's bookkeeping)."""
+    params = [r.params or {} for r in rows]
+    if study:
+        keys = sorted({k for p in params for k in p if k.startswith("trial.")})
+        return keys, []
+    keys = [k for k in labels.differing(params) if not k.startswith(("trial.", "study."))]
+    return keys[:MAX_PARAM_COLUMNS], keys[MAX_PARAM_COLUMNS:]
+
+
+def fetch(args, client):
+    """The selected runs and experiment names; ConfigError or MLflow's error on bad flags."""
+    filter_string, states, since, wanted = selection(args, client)
+    if since is not None:
+        clause = f"attributes.start_time >= {since}"
+        filter_string = f"{filter_string} AND {clause}" if filter_string else clause
+    only_finished = states == {"FINISHED"}  # filtered by MLflow; other states here
+    runs, names = fetch_runs(client, args.experiment, filter_string, not only_finished)
+    return select_runs(runs, args.kind, states, since, wanted), names
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
     metrics = args.metric or ["test/acc"]
     uri = store.resolve_tracking_uri(args.tracking_uri)
     try:  # a store of a kind MLflow has, answering, before a client is made on it
@@ -178,19 +349,20 @@ def main(argv: Sequence[str]) -> int:
     if db is not None and not db.exists():
         print(f"error: no MLflow store at {db}; run an experiment first", file=sys.stderr)
         return 2
-    filter_string = args.filter
-    if args.study:
-        study = f"tags.study_name = '{args.study}' AND tags.study_role = 'trial'"
-        filter_string = f"{filter_string} AND {study}" if filter_string else study
     client = store.client(uri)
     try:
-        runs, names = fetch_runs(client, args.experiment, filter_string, args.all_states)
+        runs, names = fetch(args, client)
+        header = None
+        if args.study:
+            header, objective_metrics = study_header(client, runs, args.study)
+            metrics = args.metric or [*objective_metrics, "test/acc"]
         if not runs:
+            print(f"{header}\n" if header else "", end="")
             print("no runs match")
             return 0
         params = set().union(*(r.data.params for r in runs))
         group_key = resolve_group_key(args.group_by, params) if args.group_by else None
-    except ValueError as exc:
+    except ValueError as exc:  # ConfigError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # MLflow rejects a malformed --filter with its own message
@@ -198,22 +370,20 @@ def main(argv: Sequence[str]) -> int:
             raise
         print(f"error: --filter: {exc}", file=sys.stderr)
         return 2
-    rows = build_rows(runs, names, group_key, metrics)
+    if header:
+        print(header)
+    print_runs(build_rows(runs, names, group_key, metrics), metrics, args, group_key)
+    return 0
+
+
+def print_runs(rows: list[RunRow], metrics: list[str], args, group_key: str | None) -> None:
     first = metrics[0]
     rows.sort(key=lambda r: (first not in r.metrics, -r.metrics.get(first, 0.0)))
     shown = rows[: args.limit]
-    headers = ["run", "experiment", "status"]
-    if group_key:
-        headers.append(args.group_by)
-    headers += metrics
-    body = []
-    for row in shown:
-        line = [row.name, row.experiment, row.status]
-        if group_key:
-            line.append(row.group)
-        line += [f"{row.metrics[m]:.4f}" if m in row.metrics else "-" for m in metrics]
-        body.append(line)
-    print(table(headers, body))
+    columns, left_out = param_columns(shown, bool(args.study))
+    print(run_table(shown, metrics, args.group_by if group_key else None, columns))
+    if left_out:
+        print(f"(more params differ: {', '.join(left_out)})")
     if len(rows) > len(shown):
         print(f"... {len(rows) - len(shown)} more runs (--limit)")
     if group_key:
@@ -223,4 +393,3 @@ def main(argv: Sequence[str]) -> int:
     missing = sum(first not in r.metrics for r in rows)
     if missing:
         print(f"\n{missing} run(s) have no {first} and are left out of the statistics")
-    return 0

@@ -4,6 +4,7 @@
     python -m experiments compare-activations --activations all --seeds 5
     python -m experiments compare-activations --activations relu,selu --trainer.max_steps 200
     python -m experiments compare-activations --group-id act-... # finish an interrupted comparison
+    python -m experiments compare-activations --run-name act-demo --tag owner=ana  # summary name; tags on all
 
 Every (activation, seed) pair is a normal tracked run of the catalog experiment `s4-mlp`
 (through `experiments.training.config.parse` and `experiments.training.runner.run_experiment`), tagged
@@ -41,6 +42,7 @@ from pathlib import Path
 from experiments.reports.stats import mean_std
 from experiments.seed_tasks import S4_REPORTED_ACTIVATIONS
 from experiments.seed_tasks import S4_SUMMARY_KIND as SUMMARY_KIND
+from experiments.tracking import labels
 from experiments.tracking.store import metric_history
 
 EXPERIMENT = "s4-mlp"
@@ -391,6 +393,8 @@ def log_summary(
     seeds: int,
     overrides: list[str],
     children: list[ChildRun],
+    run_name: str | None = None,
+    user_tags: dict[str, str] | None = None,
 ) -> tuple[str, list[ActivationRow], str]:
     """Create the FINISHED summary run; returns (run id, table rows, markdown table)."""
     from experiments.tracking import store
@@ -404,8 +408,10 @@ def log_summary(
         "group_id": group_id,
         "source_experiment": EXPERIMENT,
         **store.environment_tags(),
+        **(user_tags or {}),
     }
-    run = client.create_run(experiment_id, run_name=f"activation-summary-{group_id}", tags=tags)
+    name = run_name or f"activation-summary-{group_id}"
+    run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
     try:
         _log_summary_contents(client, run, activations, seeds, overrides, children, rows, markdown)
@@ -452,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per activation (3)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    labels.add_label_flags(parser, "the summary run (default: activation-summary-GROUP)")
     parser.add_argument(
         "--group-id",
         help="group of a previous comparison to complete: its finished runs are reused",
@@ -512,7 +519,9 @@ def _interrupted(index: int, total: int, progress: _Progress, group_id: str) -> 
     return 128 + int(last_signal() or signal.SIGINT)
 
 
-def train_runs(client, uri: str, plan: list[tuple], done: dict, group_id: str) -> _Progress:
+def train_runs(
+    client, uri: str, plan: list[tuple], done: dict, group_id: str, user_tags: dict[str, str]
+) -> _Progress:
     """Train every planned pair not already `done`, one tracked run each, printing progress."""
     from experiments.training.config import ConfigError
     from experiments.training.runner import run_experiment
@@ -531,7 +540,7 @@ def train_runs(client, uri: str, plan: list[tuple], done: dict, group_id: str) -
             result = run_experiment(
                 cfg,
                 uri,
-                tags={"study": STUDY, "group_id": group_id, "activation": name},
+                tags={"study": STUDY, "group_id": group_id, "activation": name, **user_tags},
                 run_name=f"{EXPERIMENT}-{name}-seed{seed}",
             )
         except ConfigError as exc:  # data missing or malformed: found before any run exists
@@ -580,6 +589,7 @@ def main(argv: Sequence[str]) -> int:
     args, overrides = build_parser().parse_known_args(list(argv))
     try:
         activations = _check_args(args, overrides)
+        run_name, user_tags = labels.check_run_name(args.run_name), labels.parse_tags(args.tag)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -610,7 +620,7 @@ def main(argv: Sequence[str]) -> int:
         f"{len(plan)} runs of {EXPERIMENT}, group_id {group_id}, store {uri}",
         flush=True,
     )
-    progress = train_runs(client, uri, plan, done, group_id)
+    progress = train_runs(client, uri, plan, done, group_id, user_tags)
     if progress.exit_code is not None:
         return progress.exit_code
     if not progress.run_ids:
@@ -619,7 +629,16 @@ def main(argv: Sequence[str]) -> int:
     children = [read_child(client, run_id) for run_id in progress.run_ids]
     experiment_id = client.get_run(progress.run_ids[0]).info.experiment_id
     summary_id, _, markdown = log_summary(
-        client, uri, experiment_id, group_id, activations, args.seeds, overrides, children
+        client,
+        uri,
+        experiment_id,
+        group_id,
+        activations,
+        args.seeds,
+        overrides,
+        children,
+        run_name,
+        user_tags,
     )
     print()
     print(markdown)

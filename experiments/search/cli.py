@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from experiments.errors import Refused
 from experiments.search.plan import Plan, make_plan
-from experiments.search.storage import study_lock
+from experiments.search.storage import dashboard_command, study_lock
 from experiments.search.study import ensure_parent_run, open_study, quiet_libraries, work
 from experiments.tracking import store
 from experiments.training import preflight
@@ -189,6 +189,7 @@ def lead(plan: Plan, argv: list[str]) -> int:
         f"{store.redact(plan.storage_url)}; MLflow parent run {parent_run_id}",
         flush=True,
     )
+    print(f"live view: {dashboard_command(plan.storage_url, plan.tracking_uri)}", flush=True)
     procs = spawn_workers(argv, plan.workers - 1)
     code = 0
     try:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError
 from experiments.search.space import SearchSpace, load_space, study_names
 from experiments.search.storage import default_storage
-from experiments.tracking import store
+from experiments.tracking import labels, store
 from experiments.training import outputs
 from experiments.training.config import ResolvedConfig, fast_check, parse
 from experiments.training.outputs import TRIAL, RunOutputs
@@ -53,11 +53,19 @@ class Plan:
     outputs: RunOutputs = TRIAL
     #: `--check`: everything checked, nothing created
     check: bool = False
+    #: --run-name (the parent run's name; default: the study name) and --tag (every run)
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def prunes(self) -> bool:
         # Optuna cannot prune multi-objective studies (Trial.report is single-objective).
         return self.pruner != "none" and not self.space.multi_objective
+
+    def runnable_config(self, values: dict[str, Any]) -> ResolvedConfig:
+        """The base experiment with `values` as `run --config` trains it: the base's own
+        display settings (progress bar, model summary), not the trials' QUIET ones."""
+        return parse(self.base, self.overrides[len(QUIET) :]).with_values(values)
 
     def study_attrs(self) -> dict[str, Any]:
         """What a resumed study must match: the space, directions, base and overrides."""
@@ -95,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the study, base config, Trainer, data, store and storage; create nothing",
     )
     outputs.add_flags(parser)  # --register NAME: the best trial's model, once the study ends
+    labels.add_label_flags(parser, "the study's parent run (default: the study name)")
     return parser
 
 
@@ -141,6 +150,8 @@ def make_plan(argv: Sequence[str]) -> Plan:
         sampler_seed=args.sampler_seed,
         outputs=outputs.from_args(args, log_model=False),
         check=args.check,
+        run_name=labels.check_run_name(args.run_name),
+        tags=labels.parse_tags(args.tag),
     )
 
 

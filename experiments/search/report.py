@@ -155,7 +155,7 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
         rows = leaderboard_rows(plan, trials)
         client.log_text(parent_run_id, write_csv(rows), "leaderboard.csv")
         if best is not None:
-            cfg = plan.base_config.with_values(plan.space.config_values(best.params))
+            cfg = plan.runnable_config(plan.space.config_values(best.params))
             text = cfg.as_yaml()
             client.log_text(parent_run_id, text, "best_config.yaml")
             best_path = local_study_dir(plan) / "best_config.yaml"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.tracking.health import process_alive, process_start_time
-from experiments.tracking.store import redact
+from experiments.tracking.store import DEFAULT_TRACKING_URI, local_root, redact
 
 #: The trial user attribute that names the worker process running the trial.
 WORKER_ATTR = "worker"
@@ -39,6 +39,16 @@ GRACE_PERIOD = 120
 
 def default_storage(local_root: Path) -> str:
     return str(local_root / "optuna" / "journal.log")
+
+
+def dashboard_command(storage_url: str, tracking_uri: str) -> str:
+    """The command that opens the live dashboard on this storage (`python -m experiments
+    dashboard`, with --storage unless it is the default store's journal)."""
+    if storage_url == default_storage(local_root(DEFAULT_TRACKING_URI)):
+        return "python -m experiments dashboard"
+    if not is_rdb(storage_url) and storage_url == default_storage(local_root(tracking_uri)):
+        return f"python -m experiments dashboard --tracking-uri {redact(tracking_uri)}"
+    return f"python -m experiments dashboard --storage {redact(storage_url)}"
 
 
 def is_rdb(url: str) -> bool:

@@ -13,12 +13,14 @@ import json
 import os
 import sys
 import time
+import warnings
 
 from experiments.errors import ConfigError
 from experiments.search.plan import Plan
 from experiments.search.space import difference
 from experiments.search.storage import (
     WORKER_ATTR,
+    dashboard_command,
     open_storage,
     recover_dead_trials,
     study_lock,
@@ -74,6 +76,10 @@ def open_study(plan: Plan, *, create: bool, worker_index: int = 0):
         )
         for key, value in plan.study_attrs().items():
             study.set_user_attr(key, value)
+        # The dashboard names each objective by its metric (val/acc), not "Objective 0".
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([o.metric for o in plan.space.objectives])
     existing = len(study.get_trials(deepcopy=False))
     return optuna.load_study(
         study_name=plan.study_name,
@@ -108,7 +114,7 @@ def ensure_parent_run(plan: Plan, study, dataset_name: str) -> str:
     if run_id:
         with contextlib.suppress(MlflowException):
             client.get_run(run_id)
-            client.update_run(run_id, status="RUNNING")
+            _reopen_parent(client, run_id, plan)
             return run_id
     found = client.search_runs(
         [experiment_id],
@@ -117,7 +123,7 @@ def ensure_parent_run(plan: Plan, study, dataset_name: str) -> str:
     )
     if found:
         run_id = found[0].info.run_id
-        client.update_run(run_id, status="RUNNING")
+        _reopen_parent(client, run_id, plan)
     else:
         tags = {
             "study": plan.space.name,
@@ -126,10 +132,14 @@ def ensure_parent_run(plan: Plan, study, dataset_name: str) -> str:
             "experiment": plan.base,
             "task": plan.base_config.task,
             "optuna_storage": store.redact(plan.storage_url),
-            "mlflow.note.content": f"Optuna study {plan.study_name}: {plan.space.description}",
+            "mlflow.note.content": (
+                f"Optuna study {plan.study_name}: {plan.space.description}. Live view of its "
+                f"trials: {dashboard_command(plan.storage_url, plan.tracking_uri)}"
+            ),
             **store.environment_tags(),
+            **plan.tags,
         }
-        run = client.create_run(experiment_id, run_name=plan.study_name, tags=tags)
+        run = client.create_run(experiment_id, run_name=plan.run_name or plan.study_name, tags=tags)
         run_id = run.info.run_id
         store.log_params(
             client,
@@ -148,6 +158,13 @@ def ensure_parent_run(plan: Plan, study, dataset_name: str) -> str:
     client.set_tag(run_id, "study.pruner", plan.pruner if plan.prunes else "none")
     client.set_tag(run_id, "study.n_trials", str(plan.n_trials))
     return run_id
+
+
+def _reopen_parent(client, run_id: str, plan: Plan) -> None:
+    """A resumed study's parent: RUNNING again, with this command's --run-name and --tag."""
+    client.update_run(run_id, status="RUNNING", name=plan.run_name)
+    for key, value in plan.tags.items():
+        client.set_tag(run_id, key, value)
 
 
 def close_runs_of_dead_trials(plan: Plan, trial) -> None:
@@ -223,6 +240,7 @@ def work(plan: Plan, worker_index: int) -> int:
             study_name=plan.study_name,
             prune=plan.prunes,
             outputs=plan.outputs,
+            tags=plan.tags,
         )
         print(prefix + progress_line(plan, outcome), flush=True)
         failures = failures + 1 if outcome.state == TrialState.FAIL else 0

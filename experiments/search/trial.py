@@ -24,13 +24,17 @@ from experiments.training.config import ResolvedConfig
 from experiments.training.outputs import TRIAL, RunOutputs
 from experiments.training.runner import run_experiment
 
+#: the trial user attribute holding its MLflow run's page (shown by the dashboard)
+RUN_ADDRESS_ATTR = "mlflow_run"
+
 
 class TrialRecorder(Callback):
     """Keep the validation metrics of each epoch and the MLflow run id of the trial."""
 
-    def __init__(self, trial: optuna.Trial, metrics: list[str]) -> None:
+    def __init__(self, trial: optuna.Trial, metrics: list[str], tracking_uri: str) -> None:
         self.trial = trial
         self.metrics = metrics
+        self.tracking_uri = tracking_uri
         self.history: list[dict[str, float]] = []
         self.run_id: str | None = None
 
@@ -39,6 +43,10 @@ class TrialRecorder(Callback):
         if self.run_id:
             # Recorded at once: if this worker dies, the recovery closes this run KILLED.
             self.trial.set_user_attr("mlflow_run_id", self.run_id)
+            # The run's page, shown with the trial in the dashboard.
+            experiment_id = trainer.logger.experiment_id
+            address = store.run_address(self.tracking_uri, experiment_id, self.run_id)
+            self.trial.set_user_attr(RUN_ADDRESS_ATTR, address)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
@@ -86,14 +94,15 @@ def run_trial(
     study_name: str,
     prune: bool,
     outputs: RunOutputs = TRIAL,
+    tags: dict[str, str] | None = None,
 ) -> TrialOutcome:
     """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
     started = time.monotonic()
     params = space.suggest(trial)
-    recorder = TrialRecorder(trial, [o.metric for o in space.objectives])
-    callbacks = _callbacks(trial, recorder, prune)
+    recorder = TrialRecorder(trial, [o.metric for o in space.objectives], tracking_uri)
+    callbacks = _callbacks(trial, recorder, prune, space.multi_objective)
     retry_of = trial.user_attrs.get(RETRY_ATTR)
-    tags = _trial_tags(trial, space, parent_run_id, study_name, retry_of)
+    tags = {**_trial_tags(trial, space, parent_run_id, study_name, retry_of), **(tags or {})}
 
     def train() -> None:
         run_experiment(
@@ -140,13 +149,47 @@ def run_trial(
     )
 
 
-def _callbacks(trial: optuna.Trial, recorder: TrialRecorder, prune: bool) -> list[Any]:
-    """The recorder, and Optuna's pruning callback on the first objective when pruning."""
-    from optuna_integration import PyTorchLightningPruningCallback
+class EpochPruning(Callback):
+    """Report the monitored metric to Optuna after each validation (the dashboard's live
+    learning curves); with `prune`, stop a trial its pruner rejects, except after its last
+    epoch: a trial that trained all its epochs is COMPLETE.
 
+    (optuna-integration's PyTorchLightningPruningCallback asks the pruner after the last
+    epoch too, so in a 1-epoch study every trial below the median ended PRUNED although
+    it had trained as long as the others.) Studies refuse DDP, so this is one process.
+    """
+
+    def __init__(self, trial: optuna.Trial, monitor: str, prune: bool = True) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.prune = prune
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        epoch = trainer.current_epoch
+        self.trial.report(float(trainer.callback_metrics[self.monitor]), step=epoch)
+        if not self.prune or _last_epoch(trainer) or not self.trial.should_prune():
+            return
+        raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+
+
+def _last_epoch(trainer) -> bool:
+    """Whether this validation ends the training: its last epoch or its last step."""
+    max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+    if max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs:
+        return True
+    return max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps
+
+
+def _callbacks(
+    trial: optuna.Trial, recorder: TrialRecorder, prune: bool, multi_objective: bool
+) -> list[Any]:
+    """The recorder, and the reporting (and, when pruning, pruning) callback on the first
+    objective; Optuna takes no intermediate values from a multi-objective trial."""
     callbacks: list[Any] = [recorder]
-    if prune:
-        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=recorder.metrics[0]))
+    if not multi_objective:
+        callbacks.append(EpochPruning(trial, monitor=recorder.metrics[0], prune=prune))
     return callbacks
 
 

@@ -31,10 +31,10 @@ from urllib.parse import urlsplit
 
 from experiments.errors import ConfigError
 from experiments.services import auth
+from experiments.services.ports import LOOPBACK
 from experiments.tracking import servers
 from experiments.tracking.store import mlflow_command, redact
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 SQL_SCHEMES = ("postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql", "mssql", "sqlite")
 
 

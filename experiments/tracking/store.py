@@ -225,6 +225,17 @@ def mlflow_command() -> list[str]:
     return [mlflow] if mlflow else [sys.executable, "-m", "mlflow"]
 
 
+#: where `python -m experiments ui` serves a local store (its default --port)
+UI_ADDRESS = "http://127.0.0.1:5000"
+
+
+def run_address(uri: str, experiment_id: str, run_id: str) -> str:
+    """The run's page in the MLflow UI: on the tracking server, or where `python -m
+    experiments ui` serves a local store."""
+    site = uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else UI_ADDRESS
+    return f"{site}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def ui_command(uri: str) -> str:
     """The command that opens the MLflow UI on this store."""
     if urlparse(uri).scheme in ("http", "https"):

@@ -6,6 +6,7 @@
     python -m experiments run s1-mlp --check               # check everything, create nothing
     python -m experiments run --resume RUN_ID              # continue an interrupted run
     python -m experiments run s1-mlp --register fashion-mlp  # model registry: a new version
+    python -m experiments run s1-mlp --run-name baseline --tag owner=ana  # your name and tags
 
 Exit codes (experiments/errors.py): 0 finished, 2 refused before anything was created,
 1 the run failed after it started, 128 + signal when interrupted (130 Ctrl-C, 143 SIGTERM).
@@ -19,7 +20,7 @@ import sys
 from collections.abc import Sequence
 
 from experiments import errors
-from experiments.tracking import store
+from experiments.tracking import labels, store
 from experiments.training import distributed, outputs
 from experiments.training.interrupts import last_signal
 from experiments.training.runner import HEADLINE_METRICS, RunResult, run_experiment
@@ -69,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue an interrupted run from its last checkpoint, into the same MLflow run",
     )
     outputs.add_flags(parser)
+    labels.add_label_flags(parser)
     parser.add_argument("-h", "--help", action="store_true")
     return parser
 
@@ -92,6 +94,8 @@ def usage_error(args: argparse.Namespace, name: str | None, overrides: list[str]
             "--resume RUN_ID takes no experiment, --config or overrides: the run's "
             f"logged config.yaml is used (got {given})"
         )
+    if args.resume and (args.run_name or args.tag):
+        return "--resume RUN_ID continues a run: it keeps its name and tags (no --run-name/--tag)"
     if args.name and args.config:
         return "give either NAME or --config FILE, not both"
     return None
@@ -116,6 +120,8 @@ def print_experiment_help(name: str) -> None:
         "\n  --resume RUN_ID     continue an interrupted run, into the same MLflow run"
         "\n  --check             check config, Trainer, data, store and names; create nothing"
         "\n  --register NAME     register the trained model as a new version of NAME"
+        "\n  --run-name NAME     the MLflow run's name (default: EXPERIMENT-seedN)"
+        "\n  --tag KEY=VALUE     a tag of your own on the run, repeatable"
         "\n  --no-system-metrics           do not record CPU, memory, GPU use (system/*)"
         "\n  --system-metrics-interval S   seconds between system metrics samples (10)"
         "\n  -v, --verbose       the libraries' INFO lines and warnings on stderr"
@@ -158,13 +164,20 @@ def main(argv: Sequence[str]) -> int:
         if args.help:
             print_experiment_help(name)
             return 0
+        run_name = labels.check_run_name(args.run_name)
+        user_tags = labels.parse_tags(args.tag)
         if not args.resume:
             _fast_checks(args, name, overrides)
         cfg, point = _config(args, name, overrides)
         if args.check:
             return _check(cfg, args)
         result = run_experiment(
-            cfg, args.tracking_uri, resume=point, outputs=outputs.from_args(args)
+            cfg,
+            args.tracking_uri,
+            resume=point,
+            outputs=outputs.from_args(args),
+            tags=user_tags,
+            run_name=run_name,
         )
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,239 @@
+"""`python -m experiments dashboard`: Optuna Dashboard on the project's studies, live.
+
+    python -m experiments dashboard                           # http://127.0.0.1:8080/dashboard
+    python -m experiments dashboard --port 8081 --tracking-uri sqlite:///other/mlflow.db
+    python -m experiments dashboard --storage postgresql://team@127.0.0.1:5432/optuna
+
+It reads the studies `python -m experiments search` writes (the journal file
+mlruns/optuna/journal.log of the store by default, or --storage: a journal file or a
+PostgreSQL URL) while they run: trials, their values per epoch, plots, and per trial its
+MLflow run's address (user attribute `mlflow_run`). It needs the optional extra:
+`pip install -e '.[dashboard]'`.
+
+It serves on 127.0.0.1 only. The dashboard has no login and can change studies (notes,
+deleting a study): serving it beyond this machine needs `--host ADDRESS --allow-network`
+and prints that warning. The server is a child process that stops with this command
+however it stops (Ctrl-C, SIGTERM, even kill -9: it watches a pipe to this process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from experiments.errors import ConfigError
+from experiments.search.storage import default_storage, is_rdb
+from experiments.services.ports import LOOPBACK, port_problem
+from experiments.tracking import store
+
+INSTALL = "pip install -e '.[dashboard]'"
+#: the server process's end of the pipe whose EOF says this command has ended
+PARENT_PIPE_ENV = "EXPERIMENTS_DASHBOARD_PARENT_FD"
+#: the storage URL, passed in the environment so a password never shows in `ps`
+STORAGE_ENV = "EXPERIMENTS_DASHBOARD_STORAGE"
+START_TIMEOUT = 120  # seconds for the server to answer (imports on a busy machine)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments dashboard",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--storage", help="Optuna storage: journal file or postgresql:// (default: the store's)"
+    )
+    parser.add_argument(
+        "--tracking-uri", help="the store whose studies to show (default: embedded)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    parser.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="allow a --host other than loopback (the dashboard has no login)",
+    )
+    return parser
+
+
+def check(args) -> str:
+    """The storage to serve; ConfigError for what cannot work (nothing started yet)."""
+    try:
+        import optuna_dashboard  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"the dashboard needs the optional package optuna-dashboard: {INSTALL}"
+        ) from None
+    if args.host not in LOOPBACK and not args.allow_network:
+        raise ConfigError(
+            f"--host {args.host}: the dashboard has no login and can change studies; to serve "
+            "it beyond this machine add --allow-network (or keep the default 127.0.0.1)"
+        )
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"--port {args.port}: must be in 1..65535")
+    storage = args.storage or default_storage(
+        store.local_root(store.resolve_tracking_uri(args.tracking_uri))
+    )
+    if not is_rdb(storage) and not Path(storage).is_file():
+        raise ConfigError(
+            f"no Optuna study storage at {storage}: start a study first "
+            "(python -m experiments search lr) or name one with --storage"
+        )
+    problem = port_problem(args.host, args.port)
+    if problem:
+        raise ConfigError(problem)
+    return storage
+
+
+def studies(storage: str) -> list[tuple[str, int]]:
+    """(name, trials) of each study in the storage."""
+    import optuna
+
+    from experiments.search.storage import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    found = optuna.study.get_all_study_summaries(open_storage(storage), include_best_trial=False)
+    return [(s.study_name, s.n_trials) for s in found]
+
+
+def answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            json.loads(response.read())
+            return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def start_server(storage: str, host: str, port: int) -> subprocess.Popen:
+    """The server process; it stops when this process ends, however it ends."""
+    read_end, _write_end = os.pipe()  # the write end stays open, unused, until we exit
+    env = {**os.environ, PARENT_PIPE_ENV: str(read_end), STORAGE_ENV: storage}
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "experiments.services.dashboard", host, str(port)],
+            env=env,
+            pass_fds=(read_end,),
+        )
+    finally:
+        os.close(read_end)
+
+
+def wait_until_up(proc: subprocess.Popen, url: str) -> bool:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if answers(url):
+            return True
+        time.sleep(0.5)
+    return False
+
+
+def _raise_exit(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        storage = check(args)
+        try:
+            found = studies(storage)
+        except Exception as exc:  # an unreachable database, a journal of another format
+            raise ConfigError(
+                f"--storage {store.redact(storage)}: cannot be read "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.host not in LOOPBACK:
+        print(
+            f"warning: serving on {args.host}: anyone who can reach this port can read and "
+            "change the studies (no login)",
+            file=sys.stderr,
+        )
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    site = f"http://{url_host}:{args.port}"
+    previous = signal.signal(signal.SIGTERM, _raise_exit)
+    proc = start_server(storage, args.host, args.port)
+    try:
+        if not wait_until_up(proc, f"{site}/api/studies"):
+            print(f"error: the dashboard did not start on {site}", file=sys.stderr)
+            return 1
+        print(f"Optuna Dashboard for {store.redact(storage)} at {site}/dashboard")
+        for name, trials in found:
+            print(f"  {name}: {trials} trials")
+        print("Stop with Ctrl-C.", flush=True)
+        return proc.wait()
+    except (KeyboardInterrupt, SystemExit) as exc:
+        return 130 if isinstance(exc, KeyboardInterrupt) else int(exc.code or 143)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if proc.poll() is None:
+            proc.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
+# --- the server process (`python -m experiments.services.dashboard HOST PORT`) -----------
+
+
+def _stop_with_parent() -> None:
+    """Exit when the parent command ends: the kernel closes the pipe's write end then."""
+    fd = os.environ.get(PARENT_PIPE_ENV)
+    if not fd:
+        return
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(int(fd), 1):  # nothing is ever written: b"" means EOF
+                pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def serve(host: str, port: int) -> None:
+    """Optuna Dashboard's WSGI app (its public `wsgi`) on a threaded stdlib server."""
+    import socketserver
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    import optuna
+    from optuna_dashboard import wsgi
+
+    from experiments.search.storage import open_storage
+
+    class Server(socketserver.ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format, *args) -> None:  # one line per request: noise
+            pass
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    app = wsgi(open_storage(os.environ[STORAGE_ENV]))
+    with make_server(host, port, app, server_class=Server, handler_class=QuietHandler) as httpd:
+        httpd.serve_forever()
+
+
+if __name__ == "__main__":
+    _stop_with_parent()
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole group: quietly
+        serve(sys.argv[1], int(sys.argv[2]))
