@@ -13,7 +13,7 @@ MLflow run's address (user attribute `mlflow_run`). It needs the optional extra:
 It serves on 127.0.0.1 only. The dashboard has no login and can change studies (notes,
 deleting a study): serving it beyond this machine needs `--host ADDRESS --allow-network`
 and prints that warning. The server is a child process that stops with this command
-however it stops (Ctrl-C, SIGTERM, even kill -9: it watches a pipe to this process).
+however it stops (Ctrl-C, SIGTERM, even kill -9: a watchdog, tracking/servers.py).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,12 +33,10 @@ from pathlib import Path
 
 from experiments.errors import ConfigError
 from experiments.search.storage import default_storage, is_rdb
-from experiments.services.ports import LOOPBACK, port_problem
-from experiments.tracking import store
+from experiments.tracking import servers, store
+from experiments.tracking.servers import LOOPBACK
 
 INSTALL = "pip install -e '.[dashboard]'"
-#: the server process's end of the pipe whose EOF says this command has ended
-PARENT_PIPE_ENV = "EXPERIMENTS_DASHBOARD_PARENT_FD"
 #: the storage URL, passed in the environment so a password never shows in `ps`
 STORAGE_ENV = "EXPERIMENTS_DASHBOARD_STORAGE"
 START_TIMEOUT = 120  # seconds for the server to answer (imports on a busy machine)
@@ -80,8 +77,6 @@ def check(args) -> str:
             f"--host {args.host}: the dashboard has no login and can change studies; to serve "
             "it beyond this machine add --allow-network (or keep the default 127.0.0.1)"
         )
-    if not 0 < args.port < 65536:
-        raise ConfigError(f"--port {args.port}: must be in 1..65535")
     storage = args.storage or default_storage(
         store.local_root(store.resolve_tracking_uri(args.tracking_uri))
     )
@@ -90,9 +85,7 @@ def check(args) -> str:
             f"no Optuna study storage at {storage}: start a study first "
             "(python -m experiments search lr) or name one with --storage"
         )
-    problem = port_problem(args.host, args.port)
-    if problem:
-        raise ConfigError(problem)
+    servers.check_port(args.host, args.port)
     return storage
 
 
@@ -117,17 +110,11 @@ def answers(url: str) -> bool:
 
 
 def start_server(storage: str, host: str, port: int) -> subprocess.Popen:
-    """The server process; it stops when this process ends, however it ends."""
-    read_end, _write_end = os.pipe()  # the write end stays open, unused, until we exit
-    env = {**os.environ, PARENT_PIPE_ENV: str(read_end), STORAGE_ENV: storage}
-    try:
-        return subprocess.Popen(
-            [sys.executable, "-m", "experiments.services.dashboard", host, str(port)],
-            env=env,
-            pass_fds=(read_end,),
-        )
-    finally:
-        os.close(read_end)
+    """The server process, tied to this one (tracking/servers.py): it stops when this
+    process ends, however it ends."""
+    env = {**os.environ, STORAGE_ENV: storage}
+    command = [sys.executable, "-m", "experiments.services.dashboard", host, str(port)]
+    return servers.start_tied(command, env)
 
 
 def wait_until_up(proc: subprocess.Popen, url: str) -> bool:
@@ -183,30 +170,11 @@ def main(argv: Sequence[str]) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         if proc.poll() is None:
-            proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            servers.stop_group(proc.pid)
+            proc.wait()
 
 
 # --- the server process (`python -m experiments.services.dashboard HOST PORT`) -----------
-
-
-def _stop_with_parent() -> None:
-    """Exit when the parent command ends: the kernel closes the pipe's write end then."""
-    fd = os.environ.get(PARENT_PIPE_ENV)
-    if not fd:
-        return
-
-    def watch() -> None:
-        with contextlib.suppress(OSError):
-            while os.read(int(fd), 1):  # nothing is ever written: b"" means EOF
-                pass
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def serve(host: str, port: int) -> None:
@@ -233,7 +201,6 @@ def serve(host: str, port: int) -> None:
 
 
 if __name__ == "__main__":
-    _stop_with_parent()
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole group: quietly
         serve(sys.argv[1], int(sys.argv[2]))

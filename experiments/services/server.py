@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 from experiments.errors import ConfigError
 from experiments.services import auth
-from experiments.services.ports import LOOPBACK
 from experiments.tracking import servers
+from experiments.tracking.servers import LOOPBACK
 from experiments.tracking.store import mlflow_command, redact
 
 SQL_SCHEMES = ("postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql", "mssql", "sqlite")

@@ -1,4 +1,4 @@
-"""The MLflow servers the project starts (`ui`, `server`, `serve`): a port checked first, and a
+"""The servers the project starts (`ui`, `server`, `serve`, `dashboard`): a port checked first, and a
 child that stops when its parent stops, however the parent stops.
 
 `run_tied` starts the server in its own process group and, beside it, a watchdog process
@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 
 from experiments.errors import ConfigError
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 GRACE_S = 10  # seconds a server's process group gets between SIGTERM and SIGKILL
 
 
