@@ -31,9 +31,9 @@ from tests.helpers import tiny
     ids=lambda c: c[0],
 )
 def test_a_protected_tag_is_refused_by_name_and_nothing_is_created(
-    command, key, store, tmp_path, capsys
+    command, key, no_store, tmp_path, capsys
 ):
-    assert cli([*command, "--tracking-uri", store, "--tag", f"{key}=mine"]) == 2
+    assert cli([*command, "--tracking-uri", no_store, "--tag", f"{key}=mine"]) == 2
     err = capsys.readouterr().err
     assert f"--tag {key}=mine: {key!r} is a tag the project (or MLflow) writes" in err
     assert not (tmp_path / "mlruns").exists()  # no store, no study, no run
