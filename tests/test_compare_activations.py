@@ -19,6 +19,9 @@ from experiments.reports.compare_activations import main as compare
 from tests.helpers import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The summary table (without run ids) of relu,swish x 2 seeds on the tiny data, saved from
+#: compare-activations before it became a study: the port must reproduce it exactly.
+SAVED_SUMMARY = Path(__file__).parent / "fixtures" / "activation_summary_tiny.csv"
 
 
 @pytest.fixture
@@ -47,6 +50,8 @@ def _tiny(fashion_dir) -> list[str]:
         "false",
         "--model.hidden_size",
         "16",
+        "--threads",  # pinned: the summary table below is compared with a saved one exactly
+        "1",
     ]
 
 
@@ -94,6 +99,8 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
     table = client.download_artifacts(summary_id, "activation_summary.csv")
     rows = {row["activation"]: row for row in csv.DictReader(io.StringIO(Path(table).read_text()))}
     assert list(rows) == ["relu", "swish"]
+    saved = list(csv.DictReader(io.StringIO(SAVED_SUMMARY.read_text())))
+    assert [{k: v for k, v in row.items() if k != "run_ids"} for row in rows.values()] == saved
     for name, row in rows.items():
         mine = [r for r in children if r.data.tags["activation"] == name]
         losses = [_final(client, r.info.run_id, "train/loss") for r in mine]
