@@ -68,19 +68,30 @@ def _final(client: MlflowClient, run_id: str, key: str) -> float:
 def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
     args = ["--activations", "relu,swish", "--seeds", "2", "--tracking-uri", store]
     assert compare([*args, *_tiny(fashion_dir)]) == 0
-    out = capsys.readouterr().out
-    for i in range(1, 5):
-        assert f"[{i}/4] activation=" in out  # progress: which run of how many
+    captured = capsys.readouterr()
+    out = captured.out
+    # A grid study: each pair once, in order, and no Lightning INFO lines on any run.
+    trials = re.findall(r"trial +(\d+) COMPLETE .*\[model.activation=(\w+), seed=(\d)\]", out)
+    assert trials == [
+        ("0", "relu", "0"),
+        ("1", "relu", "1"),
+        ("2", "swish", "0"),
+        ("3", "swish", "1"),
+    ]
+    for noise in ("GPU available", "litlogger", "Restoring states", "INFO"):
+        assert noise not in out + captured.err, noise
 
     client = MlflowClient(store)
     runs = _all_runs(client)
     summaries = [r for r in runs if r.data.tags.get("kind") == "activation-summary"]
-    children = [r for r in runs if r.data.tags.get("kind") != "activation-summary"]
-    assert len(summaries) == 1 and len(children) == 4
+    parents = [r for r in runs if r.data.tags.get("study_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("study_role") == "trial"]
+    assert len(runs) == 6 and len(summaries) == 1 and len(parents) == 1 and len(children) == 4
     summary = summaries[0]
     group_id = summary.data.tags["group_id"]
     assert summary.info.status == "FINISHED" and summary.data.tags["task"] == "S4"
-    assert {(r.data.tags["activation"], r.data.tags["seed"]) for r in children} == {
+    assert parents[0].info.status == "FINISHED" and parents[0].info.run_name == group_id
+    assert {(r.data.params["model.activation"], r.data.tags["seed"]) for r in children} == {
         ("relu", "0"),
         ("relu", "1"),
         ("swish", "0"),
@@ -90,9 +101,12 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
         tags = run.data.tags
         assert run.info.status == "FINISHED"
         assert tags["study"] == "compare-activations" and tags["group_id"] == group_id
+        assert tags["study_name"] == group_id
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert tags["experiment"] == "s4-mlp" and tags["task"] == "S4"
-        assert run.data.params["model.activation"] == tags["activation"]
         assert run.data.params["trainer.max_steps"] == "20"
+        # Each run's own figures (the W1 tiles among them) are part of the answer.
+        assert client.list_artifacts(run.info.run_id, "figures"), run.info.run_name
 
     # The summary table against the child runs' own metric histories.
     summary_id = summary.info.run_id
@@ -102,7 +116,7 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
     saved = list(csv.DictReader(io.StringIO(SAVED_SUMMARY.read_text())))
     assert [{k: v for k, v in row.items() if k != "run_ids"} for row in rows.values()] == saved
     for name, row in rows.items():
-        mine = [r for r in children if r.data.tags["activation"] == name]
+        mine = [r for r in children if r.data.params["model.activation"] == name]
         losses = [_final(client, r.info.run_id, "train/loss") for r in mine]
         accs = [_final(client, r.info.run_id, "val/acc") for r in mine]
         assert int(row["runs"]) == 2
@@ -124,11 +138,11 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
         data = Path(client.download_artifacts(summary_id, f"figures/{name}")).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000, name
 
-    # Completing the same group again reuses the four finished runs: only a new summary.
+    # Completing the same group again resumes its study: no trial runs, only a new summary.
     assert compare([*args, "--group-id", group_id, *_tiny(fashion_dir)]) == 0
-    assert "already finished in this group" in capsys.readouterr().out
+    assert "COMPLETE" not in capsys.readouterr().out
     runs = _all_runs(client)
-    assert len(runs) == 6
+    assert len(runs) == 7
     assert sum(r.data.tags.get("kind") == "activation-summary" for r in runs) == 2
 
 

@@ -5,6 +5,10 @@
     python -m experiments compare --study activation-s1-mlp --group-by model.net.activation
     python -m experiments compare --group-by tag.experiment --metric test/acc --metric test/f1
     python -m experiments compare --filter "params.model.optimizer = 'sgd'" --all-states
+    python -m experiments compare --study s3-one-factor-s1-scratch --metric val/acc
+
+A one-factor study (`search s3`) shows one more table per factor: its values in order,
+the other factors at the base point (whose run is a row of every table).
 
 `--group-by` takes a param key (`model.net.activation`), a unique suffix of one
 (`activation`) or `tag.NAME`. The standard deviation is the sample one (n - 1); a group of
@@ -14,6 +18,7 @@ one run shows no spread. Runs without the metric are listed but left out of the 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections import defaultdict
@@ -147,6 +152,43 @@ def group_table(rows: list[RunRow], metrics: list[str]) -> str:
     return table(headers, body)
 
 
+def factor_tables(client, runs, study: str, metrics: list[str]) -> str:
+    """One table per factor of a one-factor study (its parent run's `study.at` tag)."""
+    parents = client.search_runs(
+        list({r.info.experiment_id for r in runs}),
+        filter_string=f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
+        max_results=1,
+    )
+    if not parents or "study.at" not in parents[0].data.tags:
+        return ""
+    at = {k: str(v) for k, v in json.loads(parents[0].data.tags["study.at"]).items()}
+    out = []
+    for factor in at:
+        others = {k: v for k, v in at.items() if k != factor}
+        mine = [
+            r
+            for r in runs
+            if all(r.data.params.get(f"trial.{k}") == v for k, v in others.items())
+            and f"trial.{factor}" in r.data.params
+        ]
+        mine.sort(key=lambda r: _sortable(r.data.params[f"trial.{factor}"]))
+        body = [
+            [r.data.params[f"trial.{factor}"], r.info.run_name or r.info.run_id[:8]]
+            + [f"{r.data.metrics[m]:.4f}" if m in r.data.metrics else "-" for m in metrics]
+            for r in mine
+        ]
+        where = ", ".join(f"{k}={v}" for k, v in others.items())
+        out.append(f"factor {factor} ({where}):\n" + table([factor, "run", *metrics], body))
+    return "\n\n".join(out)
+
+
+def _sortable(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
 def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments compare",
@@ -212,6 +254,10 @@ def main(argv: Sequence[str]) -> int:
         print()
         print(f"grouped by {args.group_by} ({group_key.replace(':', ' ')}):")
         print(group_table(rows, metrics))
+    factors = factor_tables(client, runs, args.study, metrics) if args.study else ""
+    if factors:
+        print()
+        print(factors)
     missing = sum(first not in r.metrics for r in rows)
     if missing:
         print(f"\n{missing} run(s) have no {first} and are left out of the statistics")

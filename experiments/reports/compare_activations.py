@@ -4,6 +4,7 @@
     python -m experiments compare-activations --activations all --seeds 5
     python -m experiments compare-activations --activations relu,selu --trainer.max_steps 200
     python -m experiments compare-activations --group-id act-... # finish an interrupted comparison
+    python -m experiments compare-activations --workers 2            # two worker processes
 
 Every (activation, seed) pair is a normal tracked run of the catalog experiment `s4-mlp`
 (through `experiments.training.config.parse` and `experiments.training.runner.run_experiment`), tagged
@@ -19,8 +20,12 @@ done, a summary run (tags `kind=activation-summary`, `task=S4`) holds:
   metric history (`train/loss`, `val/acc`);
 - `figures/activation_bars.png`: final validation accuracy with std error bars.
 
+The comparison is a grid study (`python -m experiments search`, experiments/search/) over
+activation x seed on `s4-mlp`, named by its group id, without pruning: every pair runs
+exactly once, also with `--workers N`, and each run logs its own figures (the W1 tiles).
 An interrupted comparison loses nothing: each finished run is already in MLflow, and
-re-running with the printed `--group-id` trains only the missing pairs, then summarizes.
+re-running with the printed `--group-id` resumes the study: only the missing pairs are
+trained, then a new summary run is logged.
 """
 
 from __future__ import annotations
@@ -48,7 +53,11 @@ STUDY = "compare-activations"
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "swish", "selu")
 
 # Overrides this command sets itself for every run.
-_OWNED_FLAGS = {"--model.activation": "--activations", "--seed": "--seeds"}
+_OWNED_FLAGS = {
+    "--model.activation": "--activations",
+    "--seed": "--seeds",
+    **{flag: "nothing: the comparison sets it" for flag in ("--grid", "--sampler", "--study-name")},
+}
 
 
 @dataclass
@@ -417,27 +426,6 @@ def log_summary(
     return run_id, rows, markdown
 
 
-def finished_in_group(client, group_id: str) -> dict[tuple[str, int], str]:
-    """(activation, seed) -> run id of the FINISHED child runs already in a group."""
-    found: dict[tuple[str, int], str] = {}
-    experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    if not experiment_ids:
-        return found
-    runs = client.search_runs(
-        experiment_ids,
-        filter_string=f"tags.group_id = '{group_id}' and tags.study = '{STUDY}' "
-        "and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"],
-        max_results=5000,
-    )
-    for run in runs:
-        tags = run.data.tags
-        if tags.get("kind") == SUMMARY_KIND or "activation" not in tags:
-            continue
-        found[(tags["activation"], int(tags.get("seed", "0")))] = run.info.run_id
-    return found
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments compare-activations",
@@ -456,6 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--group-id",
         help="group of a previous comparison to complete: its finished runs are reused",
     )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this host")
     return parser
 
 
@@ -464,6 +453,8 @@ def _check_args(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     activations = parse_activations(args.activations)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     for flag in overrides:
         key = flag.split("=", 1)[0]
         if key in _OWNED_FLAGS:
@@ -471,132 +462,102 @@ def _check_args(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return activations
 
 
-def plan_runs(activations: list[str], seeds: int, overrides: list[str]) -> list[tuple]:
-    """(activation, seed, resolved config) of every run; ConfigError on a bad override."""
-    from experiments.training.config import parse
+def study_plan(args: argparse.Namespace, activations: list[str], overrides: list[str]):
+    """The grid study activation x seed on s4-mlp: no pruning, no study report (the summary
+    run is the comparison's report); ConfigError on a bad override."""
+    import dataclasses
 
-    base = parse(EXPERIMENT, overrides)
-    return [
-        (name, seed, base.with_values({"model.activation": name, "seed": seed}))
-        for name in activations
-        for seed in range(seeds)
+    from experiments.search.plan import make_plan
+
+    argv = [
+        "--grid",
+        f"model.activation={','.join(activations)}",
+        "--grid",
+        f"seed={','.join(str(seed) for seed in range(args.seeds))}",
+        "--base",
+        EXPERIMENT,
+        "--study-name",
+        args.group_id,
+        "--pruner",
+        "none",
+        "--workers",
+        str(args.workers),
+        *(["--tracking-uri", args.tracking_uri] if args.tracking_uri else []),
+        *overrides,
     ]
+    plan = make_plan(argv)
+    space = dataclasses.replace(plan.space, name=STUDY, description="S4 activation x seed")
+    tags = {"group_id": args.group_id, "task": "S4"}
+    return dataclasses.replace(plan, space=space, report=False, tags=tags)
 
 
-@dataclass
-class _Progress:
-    """What the training loop leaves: finished run ids, failures, or why it stopped."""
+def study_children(plan, client) -> list[ChildRun]:
+    """The finished trials' runs, by activation then seed, read back from MLflow."""
+    from optuna.trial import TrialState
 
-    run_ids: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    #: set when the whole command must stop with this exit code
-    exit_code: int | None = None
+    from experiments.search.study import open_study
 
-
-def _interrupted(index: int, total: int, progress: _Progress, group_id: str) -> int:
-    """Ctrl-C or SIGTERM during a run: say how to complete the group; the exit code."""
-    from experiments.training.interrupts import last_signal
-
-    print(
-        f"\ninterrupted at run {index} of {total}; the {len(progress.run_ids)} finished run(s) "
-        f"are in MLflow. Complete the comparison (the interrupted pair is trained "
-        f"again) with: python -m experiments compare-activations --group-id "
-        f"{group_id} and the same flags",
-        file=sys.stderr,
-    )
-    return 128 + int(last_signal() or signal.SIGINT)
-
-
-def train_runs(client, uri: str, plan: list[tuple], done: dict, group_id: str) -> _Progress:
-    """Train every planned pair not already `done`, one tracked run each, printing progress."""
-    from experiments.training.config import ConfigError
-    from experiments.training.runner import run_experiment
-
-    progress = _Progress()
-    total = len(plan)
-    for index, (name, seed, cfg) in enumerate(plan, start=1):
-        head = f"[{index}/{total}] activation={name} seed={seed}"
-        if (name, seed) in done:
-            progress.run_ids.append(done[(name, seed)])
-            print(f"{head}: already finished in this group (run {done[(name, seed)]})", flush=True)
-            continue
-        print(f"{head}: training ...", flush=True)
-        started = time.monotonic()
-        try:
-            result = run_experiment(
-                cfg,
-                uri,
-                tags={"study": STUDY, "group_id": group_id, "activation": name},
-                run_name=f"{EXPERIMENT}-{name}-seed{seed}",
-            )
-        except ConfigError as exc:  # data missing or malformed: found before any run exists
-            print(f"error: {exc}", file=sys.stderr)
-            progress.exit_code = 2
-            return progress
-        except (KeyboardInterrupt, SystemExit):
-            # Ctrl-C or SIGTERM: the runner marked this run KILLED (Lightning turns the
-            # signal into SystemExit). The finished runs stay; the group can be completed.
-            progress.exit_code = _interrupted(index, total, progress, group_id)
-            return progress
-        except Exception as exc:  # one failed run (marked FAILED by the runner) is not all
-            progress.failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
-            print(f"{head}: FAILED ({type(exc).__name__}: {exc}); continuing", flush=True)
-            continue
-        progress.run_ids.append(result.run_id)
-        child = read_child(client, result.run_id)
-        print(
-            f"{head}: done in {time.monotonic() - started:.1f} s: final train loss "
-            f"{child.final_train_loss:.4f}, final val acc {child.final_val_acc:.4f} "
-            f"(run {result.run_id})",
-            flush=True,
-        )
-    return progress
+    study = open_study(plan, create=False)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done.sort(key=lambda t: (t.params["model.activation"], t.params["seed"]))
+    return [read_child(client, t.user_attrs["mlflow_run_id"]) for t in done]
 
 
 def main(argv: Sequence[str]) -> int:
-    args, overrides = build_parser().parse_known_args(list(argv))
-    try:
-        activations = _check_args(args, overrides)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    import os
 
+    from experiments.search.launch import WORKER_ENV, run_plan
     from experiments.tracking import store
     from experiments.training.config import ConfigError
 
-    # Every config is resolved before the first run: a bad override stops here, with no run.
+    argv = list(argv)
+    args, overrides = build_parser().parse_known_args(argv)
+    if args.group_id is None:  # this process leads: the workers get the same group
+        args.group_id = f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        argv += ["--group-id", args.group_id]
     try:
-        plan = plan_runs(activations, args.seeds, overrides)
-    except ConfigError as exc:
+        activations = _check_args(args, overrides)
+        # Every config is resolved before the first run: a bad override stops here, no run.
+        plan = study_plan(args, activations, overrides)
+    except (ValueError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    uri = store.resolve_tracking_uri(args.tracking_uri)
-    client = store.client(uri)
-    group_id = args.group_id or f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    done = finished_in_group(client, group_id) if args.group_id else {}
+    if os.environ.get(WORKER_ENV):  # an extra worker process of this comparison
+        return run_plan(plan, argv, "compare-activations")
+    uri = plan.tracking_uri
     print(
         f"compare-activations: {len(activations)} activation(s) x {args.seeds} seed(s) = "
-        f"{len(plan)} runs of {EXPERIMENT}, group_id {group_id}, store {uri}",
+        f"{len(plan.points)} runs of {EXPERIMENT}, group_id {args.group_id}, store {uri}",
         flush=True,
     )
-    progress = train_runs(client, uri, plan, done, group_id)
-    if progress.exit_code is not None:
-        return progress.exit_code
-    if not progress.run_ids:
+    try:
+        code = run_plan(plan, argv, "compare-activations")
+    except (KeyboardInterrupt, SystemExit):
+        from experiments.training.interrupts import last_signal
+
+        print(
+            "\ninterrupted; the finished runs are in MLflow. Complete the comparison (the "
+            "interrupted pairs are trained again) with: python -m experiments "
+            f"compare-activations --group-id {args.group_id} and the same flags",
+            file=sys.stderr,
+        )
+        return 128 + int(last_signal() or signal.SIGINT)
+    if code == 2:
+        return code
+    client = store.client(uri)
+    children = study_children(plan, client)
+    if not children:
         print("error: no run finished; nothing to summarize", file=sys.stderr)
         return 1
-    children = [read_child(client, run_id) for run_id in progress.run_ids]
-    experiment_id = client.get_run(progress.run_ids[0]).info.experiment_id
+    experiment_id = client.get_run(children[0].run_id).info.experiment_id
     summary_id, _, markdown = log_summary(
-        client, uri, experiment_id, group_id, activations, args.seeds, overrides, children
+        client, uri, experiment_id, args.group_id, activations, args.seeds, overrides, children
     )
     print()
     print(markdown)
-    print(f"Summary run {summary_id} (FINISHED, kind={SUMMARY_KIND}, group_id {group_id}) at {uri}")
+    print(f"Summary run {summary_id} (FINISHED, kind={SUMMARY_KIND}, group_id {args.group_id})")
     print(f"Open the UI: {store.ui_command(uri)}")
-    if progress.failed:
-        failed = progress.failed
-        print(f"{len(failed)} run(s) failed:\n  " + "\n  ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+    missing = len(plan.points) - len(children)
+    if missing:
+        print(f"{missing} run(s) failed: see the study's trials", file=sys.stderr)
+    return 1 if missing else code

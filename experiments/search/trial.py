@@ -86,6 +86,7 @@ def run_trial(
     study_name: str,
     prune: bool,
     outputs: RunOutputs = TRIAL,
+    tags: dict[str, str] | None = None,
 ) -> TrialOutcome:
     """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
     started = time.monotonic()
@@ -93,7 +94,7 @@ def run_trial(
     recorder = TrialRecorder(trial, [o.metric for o in space.objectives])
     callbacks = _callbacks(trial, recorder, prune)
     retry_of = trial.user_attrs.get(RETRY_ATTR)
-    tags = _trial_tags(trial, space, parent_run_id, study_name, retry_of)
+    tags = {**(tags or {}), **_trial_tags(trial, space, parent_run_id, study_name, retry_of)}
 
     def train() -> None:
         run_experiment(
