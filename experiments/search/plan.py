@@ -260,11 +260,19 @@ def grid_values(grids: list[str], base: str, overrides: list[str]) -> dict[str, 
             raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2 (e.g. model.lr=0.1,0.01)")
         if key in out:
             raise ConfigError(f"--grid {key} is given twice; list all its values in one flag")
-        converted = [parse(base, [*overrides, f"--{key}", item]).get(key) for item in items]
+        converted = [_converted(base, overrides, key, item) for item in items]
         if len(set(map(repr, converted))) != len(converted):
             raise ConfigError(f"--grid {text!r} repeats a value")
         out[key] = converted
     return out
+
+
+def _converted(base: str, overrides: list[str], key: str, item: str) -> Any:
+    """`item` as the override `--KEY ITEM` sets it; ConfigError naming the flag."""
+    try:
+        return parse(base, [*overrides, f"--{key}", item]).get(key)
+    except ConfigError as exc:
+        raise ConfigError(f"--grid {key}={item}: {exc}") from None
 
 
 def enqueue_point(text: str, space: SearchSpace, base_config: ResolvedConfig) -> dict[str, Any]:
