@@ -102,6 +102,7 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
         assert run.info.status == "FINISHED"
         assert tags["study"] == "compare-activations" and tags["group_id"] == group_id
         assert tags["study_name"] == group_id
+        assert tags["activation"] == run.data.params["model.activation"]
         assert tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert tags["experiment"] == "s4-mlp" and tags["task"] == "S4"
         assert run.data.params["trainer.max_steps"] == "20"

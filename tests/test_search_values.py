@@ -204,3 +204,20 @@ def test_grid_of_four_lrs_with_two_workers_runs_each_once_after_a_kill(
     # Finished trials of the first run were kept, not run again.
     kept = {t.number: t.params for t in before if t.state == TrialState.COMPLETE}
     assert {t.number: t.params for t in after if t.number in kept} == kept
+
+
+def test_optunas_grid_sampler_alone_skips_a_failed_point_and_stops_ask_and_tell():
+    # Why study.next_trial queues each grid point itself (every parameter fixed, so the
+    # GridSampler never picks one): GridSampler counts a FAILED point as visited, and once
+    # every point is visited it calls Study.stop(), which raises outside study.optimize.
+    import optuna
+
+    sampler = optuna.samplers.GridSampler({"x": [1, 2]}, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    first = study.ask()
+    failed = first.suggest_categorical("x", [1, 2])
+    study.tell(first, state=TrialState.FAIL)
+    second = study.ask()
+    assert second.suggest_categorical("x", [1, 2]) != failed  # the failed one is "visited"
+    with pytest.raises(RuntimeError, match=r"Study\.stop"):
+        study.tell(second, 1.0)

@@ -488,7 +488,9 @@ def study_plan(args: argparse.Namespace, activations: list[str], overrides: list
     plan = make_plan(argv)
     space = dataclasses.replace(plan.space, name=STUDY, description="S4 activation x seed")
     tags = {"group_id": args.group_id, "task": "S4"}
-    return dataclasses.replace(plan, space=space, report=False, tags=tags)
+    return dataclasses.replace(
+        plan, space=space, report=False, tags=tags, param_tags={"model.activation": "activation"}
+    )
 
 
 def study_children(plan, client) -> list[ChildRun]:

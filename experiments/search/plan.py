@@ -69,6 +69,8 @@ class Plan:
     report: bool = True
     #: more tags of every trial's run and of the parent run
     tags: dict[str, str] = field(default_factory=dict)
+    #: a tag on each trial's run from its parameter values: {param name: tag name}
+    param_tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def prunes(self) -> bool:

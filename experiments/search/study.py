@@ -281,6 +281,7 @@ def work(plan: Plan, worker_index: int) -> int:
             prune=plan.prunes,
             outputs=plan.outputs,
             tags=plan.tags,
+            param_tags=plan.param_tags,
         )
         print(prefix + progress_line(plan, outcome), flush=True)
         failures = failures + 1 if outcome.state == TrialState.FAIL else 0

@@ -87,6 +87,7 @@ def run_trial(
     prune: bool,
     outputs: RunOutputs = TRIAL,
     tags: dict[str, str] | None = None,
+    param_tags: dict[str, str] | None = None,
 ) -> TrialOutcome:
     """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
     started = time.monotonic()
@@ -95,6 +96,7 @@ def run_trial(
     callbacks = _callbacks(trial, recorder, prune)
     retry_of = trial.user_attrs.get(RETRY_ATTR)
     tags = {**(tags or {}), **_trial_tags(trial, space, parent_run_id, study_name, retry_of)}
+    tags.update({tag: str(params[name]) for name, tag in (param_tags or {}).items()})
 
     def train() -> None:
         run_experiment(
