@@ -19,6 +19,9 @@ from experiments.reports.compare_activations import main as compare
 from tests.helpers import REPO
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: The summary table (without run ids) of relu,swish x 2 seeds on the tiny data, saved from
+#: compare-activations before it became a study: the port must reproduce it exactly.
+SAVED_SUMMARY = Path(__file__).parent / "fixtures" / "activation_summary_tiny.csv"
 
 
 @pytest.fixture
@@ -47,6 +50,8 @@ def _tiny(fashion_dir) -> list[str]:
         "false",
         "--model.hidden_size",
         "16",
+        "--threads",  # pinned: the summary table below is compared with a saved one exactly
+        "1",
     ]
 
 
@@ -64,22 +69,33 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
     args = ["--activations", "relu,swish", "--seeds", "2", "--tracking-uri", store]
     labelled = ["--run-name", "act-demo", "--tag", "owner=ana"]
     assert compare([*args, *labelled, *_tiny(fashion_dir)]) == 0
-    out = capsys.readouterr().out
-    for i in range(1, 5):
-        assert f"[{i}/4] activation=" in out  # progress: which run of how many
+    captured = capsys.readouterr()
+    out = captured.out
+    # A grid study: each pair once, in order, and no Lightning INFO lines on any run.
+    trials = re.findall(r"trial +(\d+) COMPLETE .*\[model.activation=(\w+), seed=(\d)\]", out)
+    assert trials == [
+        ("0", "relu", "0"),
+        ("1", "relu", "1"),
+        ("2", "swish", "0"),
+        ("3", "swish", "1"),
+    ]
+    for noise in ("GPU available", "litlogger", "Restoring states", "INFO"):
+        assert noise not in out + captured.err, noise
 
     client = MlflowClient(store)
     runs = _all_runs(client)
     summaries = [r for r in runs if r.data.tags.get("kind") == "activation-summary"]
-    children = [r for r in runs if r.data.tags.get("kind") != "activation-summary"]
-    assert len(summaries) == 1 and len(children) == 4
+    parents = [r for r in runs if r.data.tags.get("study_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("study_role") == "trial"]
+    assert len(runs) == 6 and len(summaries) == 1 and len(parents) == 1 and len(children) == 4
     summary = summaries[0]
     group_id = summary.data.tags["group_id"]
     assert summary.info.status == "FINISHED" and summary.data.tags["task"] == "S4"
+    assert parents[0].info.status == "FINISHED" and parents[0].info.run_name == group_id
     # --run-name names the summary run; --tag lands on it and on every run of the group.
     assert summary.info.run_name == "act-demo"
-    assert [r.data.tags.get("owner") for r in runs] == ["ana"] * 5
-    assert {(r.data.tags["activation"], r.data.tags["seed"]) for r in children} == {
+    assert [r.data.tags.get("owner") for r in runs] == ["ana"] * 6
+    assert {(r.data.params["model.activation"], r.data.tags["seed"]) for r in children} == {
         ("relu", "0"),
         ("relu", "1"),
         ("swish", "0"),
@@ -89,17 +105,23 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
         tags = run.data.tags
         assert run.info.status == "FINISHED"
         assert tags["study"] == "compare-activations" and tags["group_id"] == group_id
+        assert tags["study_name"] == group_id
+        assert tags["activation"] == run.data.params["model.activation"]
+        assert tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert tags["experiment"] == "s4-mlp" and tags["task"] == "S4"
-        assert run.data.params["model.activation"] == tags["activation"]
         assert run.data.params["trainer.max_steps"] == "20"
+        # Each run's own figures (the W1 tiles among them) are part of the answer.
+        assert client.list_artifacts(run.info.run_id, "figures"), run.info.run_name
 
     # The summary table against the child runs' own metric histories.
     summary_id = summary.info.run_id
     table = client.download_artifacts(summary_id, "activation_summary.csv")
     rows = {row["activation"]: row for row in csv.DictReader(io.StringIO(Path(table).read_text()))}
     assert list(rows) == ["relu", "swish"]
+    saved = list(csv.DictReader(io.StringIO(SAVED_SUMMARY.read_text())))
+    assert [{k: v for k, v in row.items() if k != "run_ids"} for row in rows.values()] == saved
     for name, row in rows.items():
-        mine = [r for r in children if r.data.tags["activation"] == name]
+        mine = [r for r in children if r.data.params["model.activation"] == name]
         losses = [_final(client, r.info.run_id, "train/loss") for r in mine]
         accs = [_final(client, r.info.run_id, "val/acc") for r in mine]
         assert int(row["runs"]) == 2
@@ -121,11 +143,11 @@ def test_two_activations_two_seeds_then_a_summary(store, fashion_dir, capsys):
         data = Path(client.download_artifacts(summary_id, f"figures/{name}")).read_bytes()
         assert data.startswith(PNG_SIGNATURE) and len(data) > 5_000, name
 
-    # Completing the same group again reuses the four finished runs: only a new summary.
+    # Completing the same group again resumes its study: no trial runs, only a new summary.
     assert compare([*args, "--group-id", group_id, *_tiny(fashion_dir)]) == 0
-    assert "already finished in this group" in capsys.readouterr().out
+    assert "COMPLETE" not in capsys.readouterr().out
     runs = _all_runs(client)
-    assert len(runs) == 6
+    assert len(runs) == 7
     assert sum(r.data.tags.get("kind") == "activation-summary" for r in runs) == 2
 
 
@@ -161,7 +183,7 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes_later(store, f
             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.monotonic() + 300
-        while "[2/2] activation=relu seed=1: training" not in log.read_text():
+        while "trial   0 COMPLETE" not in log.read_text():  # the second run starts at once
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
@@ -171,7 +193,8 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes_later(store, f
 
     client = MlflowClient(store)
     runs = _all_runs(client)
-    assert [r.data.tags["seed"] for r in runs if r.info.status == "FINISHED"] == ["0"]
+    trials = [r for r in runs if r.data.tags.get("study_role") == "trial"]
+    assert [r.data.tags["seed"] for r in trials if r.info.status == "FINISHED"] == ["0"]
     statuses = [
         (r.data.tags.get("seed"), r.info.status, r.data.tags.get("end_reason")) for r in runs
     ]
@@ -181,7 +204,8 @@ def test_interrupted_comparison_keeps_finished_runs_and_completes_later(store, f
     # Completing the group trains only seed 1 again, then writes the summary of both.
     assert compare([*argv, "--group-id", group_id]) == 0
     runs = _all_runs(client)
-    finished = [r for r in runs if r.info.status == "FINISHED" and "kind" not in r.data.tags]
+    trials = [r for r in runs if r.data.tags.get("study_role") == "trial"]
+    finished = [r for r in trials if r.info.status == "FINISHED"]
     assert sorted(r.data.tags["seed"] for r in finished) == ["0", "1"]
     summary = next(r for r in runs if r.data.tags.get("kind") == "activation-summary")
     table = client.download_artifacts(summary.info.run_id, "activation_summary.csv")

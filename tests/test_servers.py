@@ -29,7 +29,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from experiments.__main__ import main as cli
-from experiments.search import cli as search_cli
+from experiments.search import launch as search_launch
 from experiments.services import auth
 from tests.helpers import child_env, free_port, run_cli, stop_group, tiny
 from tests.test_search import study_trials
@@ -90,9 +90,9 @@ def test_the_auth_folder_is_created_once_private_and_reused(tmp_path):
 
 def test_more_workers_than_cores_are_accepted_with_the_measured_cost(capsys):
     cores = len(os.sched_getaffinity(0))
-    search_cli.warn_about_workers(cores)
+    search_launch.warn_about_workers(cores)
     assert capsys.readouterr().err == ""
-    search_cli.warn_about_workers(cores + 1)
+    search_launch.warn_about_workers(cores + 1)
     err = capsys.readouterr().err
     assert f"warning: --workers {cores + 1} on {cores} CPU core(s)" in err
     assert "8 workers ran 16 trials/min against 54 with one worker" in err

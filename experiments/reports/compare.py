@@ -7,6 +7,10 @@
     python -m experiments compare --filter "params.model.optimizer = 'sgd'" --all-states
     python -m experiments compare --tag owner=ana --since 2d --status FINISHED,KILLED
     python -m experiments compare --kind evaluation          # evaluation runs only
+    python -m experiments compare --study s3-one-factor-s1-scratch --metric val/acc
+
+A one-factor study (`search s3`) shows one more table per factor: its values in order,
+the other factors at the base point (whose run is a row of every table).
 
 Each row names a run by its short id, name, start time (UTC) and status, followed by the
 params whose values differ between the listed runs, then the metrics. Training runs only,
@@ -20,6 +24,7 @@ left out of the groups.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections import defaultdict
@@ -162,6 +167,43 @@ def group_table(rows: list[RunRow], metrics: list[str]) -> str:
     for metric in metrics:
         headers += [f"{metric} mean +- std", "min..max"]
     return table(headers, body)
+
+
+def factor_tables(client, runs, study: str, metrics: list[str]) -> str:
+    """One table per factor of a one-factor study (its parent run's `study.at` tag)."""
+    parents = client.search_runs(
+        list({r.info.experiment_id for r in runs}),
+        filter_string=f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
+        max_results=1,
+    )
+    if not parents or "study.at" not in parents[0].data.tags:
+        return ""
+    at = {k: str(v) for k, v in json.loads(parents[0].data.tags["study.at"]).items()}
+    out = []
+    for factor in at:
+        others = {k: v for k, v in at.items() if k != factor}
+        mine = [
+            r
+            for r in runs
+            if all(r.data.params.get(f"trial.{k}") == v for k, v in others.items())
+            and f"trial.{factor}" in r.data.params
+        ]
+        mine.sort(key=lambda r: _sortable(r.data.params[f"trial.{factor}"]))
+        body = [
+            [r.data.params[f"trial.{factor}"], r.info.run_name or r.info.run_id[:8]]
+            + [f"{r.data.metrics[m]:.4f}" if m in r.data.metrics else "-" for m in metrics]
+            for r in mine
+        ]
+        where = ", ".join(f"{k}={v}" for k, v in others.items())
+        out.append(f"factor {factor} ({where}):\n" + table([factor, "run", *metrics], body))
+    return "\n\n".join(out)
+
+
+def _sortable(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -373,6 +415,10 @@ def main(argv: Sequence[str]) -> int:
     if header:
         print(header)
     print_runs(build_rows(runs, names, group_key, metrics), metrics, args, group_key)
+    factors = factor_tables(client, runs, args.study, metrics) if args.study else ""
+    if factors:
+        print()
+        print(factors)
     return 0
 
 

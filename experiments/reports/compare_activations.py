@@ -5,6 +5,7 @@
     python -m experiments compare-activations --activations relu,selu --trainer.max_steps 200
     python -m experiments compare-activations --group-id act-... # finish an interrupted comparison
     python -m experiments compare-activations --run-name act-demo --tag owner=ana  # summary name; tags on all
+    python -m experiments compare-activations --workers 2            # two worker processes
 
 Every (activation, seed) pair is a normal tracked run of the catalog experiment `s4-mlp`
 (through `experiments.training.config.parse` and `experiments.training.runner.run_experiment`), tagged
@@ -20,8 +21,12 @@ done, a summary run (tags `kind=activation-summary`, `task=S4`) holds:
   metric history (`train/loss`, `val/acc`);
 - `figures/activation_bars.png`: final validation accuracy with std error bars.
 
+The comparison is a grid study (`python -m experiments search`, experiments/search/) over
+activation x seed on `s4-mlp`, named by its group id, without pruning: every pair runs
+exactly once, also with `--workers N`, and each run logs its own figures (the W1 tiles).
 An interrupted comparison loses nothing: each finished run is already in MLflow, and
-re-running with the printed `--group-id` trains only the missing pairs, then summarizes.
+re-running with the printed `--group-id` resumes the study: only the missing pairs are
+trained, then a new summary run is logged.
 """
 
 from __future__ import annotations
@@ -30,7 +35,6 @@ import argparse
 import csv
 import io
 import math
-import signal
 import sys
 import tempfile
 import time
@@ -50,7 +54,11 @@ STUDY = "compare-activations"
 DEFAULT_ACTIVATIONS = ("relu", "leaky_relu", "swish", "selu")
 
 # Overrides this command sets itself for every run.
-_OWNED_FLAGS = {"--model.activation": "--activations", "--seed": "--seeds"}
+_OWNED_FLAGS = {
+    "--model.activation": "--activations",
+    "--seed": "--seeds",
+    **{flag: "nothing: the comparison sets it" for flag in ("--grid", "--sampler", "--study-name")},
+}
 
 
 @dataclass
@@ -423,27 +431,6 @@ def log_summary(
     return run_id, rows, markdown
 
 
-def finished_in_group(client, group_id: str) -> dict[tuple[str, int], str]:
-    """(activation, seed) -> run id of the FINISHED child runs already in a group."""
-    found: dict[tuple[str, int], str] = {}
-    experiment_ids = [e.experiment_id for e in client.search_experiments()]
-    if not experiment_ids:
-        return found
-    runs = client.search_runs(
-        experiment_ids,
-        filter_string=f"tags.group_id = '{group_id}' and tags.study = '{STUDY}' "
-        "and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time ASC"],
-        max_results=5000,
-    )
-    for run in runs:
-        tags = run.data.tags
-        if tags.get("kind") == SUMMARY_KIND or "activation" not in tags:
-            continue
-        found[(tags["activation"], int(tags.get("seed", "0")))] = run.info.run_id
-    return found
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments compare-activations",
@@ -458,16 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per activation (3)")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
-    labels.add_label_flags(parser, "the summary run (default: activation-summary-GROUP)")
     parser.add_argument(
         "--group-id",
         help="group of a previous comparison to complete: its finished runs are reused",
     )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this host")
     parser.add_argument(
         "--check",
         action="store_true",
         help="check every run's config, the Trainer, data and store; train nothing",
     )
+    labels.add_label_flags(parser, "the summary run (default: activation-summary-GROUP)")
     return parser
 
 
@@ -476,6 +464,8 @@ def _check_args(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     activations = parse_activations(args.activations)
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
     for flag in overrides:
         key = flag.split("=", 1)[0]
         if key in _OWNED_FLAGS:
@@ -483,156 +473,114 @@ def _check_args(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return activations
 
 
-def plan_runs(activations: list[str], seeds: int, overrides: list[str]) -> list[tuple]:
-    """(activation, seed, resolved config) of every run; ConfigError on a bad override."""
-    from experiments.training.config import parse
+def study_plan(
+    args: argparse.Namespace,
+    activations: list[str],
+    overrides: list[str],
+    user_tags: dict[str, str],
+):
+    """The grid study activation x seed on s4-mlp: no pruning, no study report (the summary
+    run is the comparison's report); ConfigError on a bad override."""
+    import dataclasses
 
-    base = parse(EXPERIMENT, overrides)
-    return [
-        (name, seed, base.with_values({"model.activation": name, "seed": seed}))
-        for name in activations
-        for seed in range(seeds)
+    from experiments.search.plan import make_plan
+
+    argv = [
+        "--grid",
+        f"model.activation={','.join(activations)}",
+        "--grid",
+        f"seed={','.join(str(seed) for seed in range(args.seeds))}",
+        "--base",
+        EXPERIMENT,
+        "--study-name",
+        args.group_id,
+        "--pruner",
+        "none",
+        "--workers",
+        str(args.workers),
+        *(["--tracking-uri", args.tracking_uri] if args.tracking_uri else []),
+        *overrides,
     ]
-
-
-@dataclass
-class _Progress:
-    """What the training loop leaves: finished run ids, failures, or why it stopped."""
-
-    run_ids: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    #: set when the whole command must stop with this exit code
-    exit_code: int | None = None
-
-
-def _interrupted(index: int, total: int, progress: _Progress, group_id: str) -> int:
-    """Ctrl-C or SIGTERM during a run: say how to complete the group; the exit code."""
-    from experiments.training.interrupts import last_signal
-
-    print(
-        f"\ninterrupted at run {index} of {total}; the {len(progress.run_ids)} finished run(s) "
-        f"are in MLflow. Complete the comparison (the interrupted pair is trained "
-        f"again) with: python -m experiments compare-activations --group-id "
-        f"{group_id} and the same flags",
-        file=sys.stderr,
+    plan = make_plan(argv)
+    space = dataclasses.replace(plan.space, name=STUDY, description="S4 activation x seed")
+    tags = {**user_tags, "group_id": args.group_id, "task": "S4"}
+    return dataclasses.replace(
+        plan, space=space, report=False, tags=tags, param_tags={"model.activation": "activation"}
     )
-    return 128 + int(last_signal() or signal.SIGINT)
 
 
-def train_runs(
-    client, uri: str, plan: list[tuple], done: dict, group_id: str, user_tags: dict[str, str]
-) -> _Progress:
-    """Train every planned pair not already `done`, one tracked run each, printing progress."""
-    from experiments.training.config import ConfigError
-    from experiments.training.runner import run_experiment
-
-    progress = _Progress()
-    total = len(plan)
-    for index, (name, seed, cfg) in enumerate(plan, start=1):
-        head = f"[{index}/{total}] activation={name} seed={seed}"
-        if (name, seed) in done:
-            progress.run_ids.append(done[(name, seed)])
-            print(f"{head}: already finished in this group (run {done[(name, seed)]})", flush=True)
-            continue
-        print(f"{head}: training ...", flush=True)
-        started = time.monotonic()
-        try:
-            result = run_experiment(
-                cfg,
-                uri,
-                tags={"study": STUDY, "group_id": group_id, "activation": name, **user_tags},
-                run_name=f"{EXPERIMENT}-{name}-seed{seed}",
-            )
-        except ConfigError as exc:  # data missing or malformed: found before any run exists
-            print(f"error: {exc}", file=sys.stderr)
-            progress.exit_code = 2
-            return progress
-        except (KeyboardInterrupt, SystemExit):
-            # Ctrl-C or SIGTERM: the runner marked this run KILLED (Lightning turns the
-            # signal into SystemExit). The finished runs stay; the group can be completed.
-            progress.exit_code = _interrupted(index, total, progress, group_id)
-            return progress
-        except Exception as exc:  # one failed run (marked FAILED by the runner) is not all
-            progress.failed.append(f"{name} seed {seed}: {type(exc).__name__}: {exc}")
-            print(f"{head}: FAILED ({type(exc).__name__}: {exc}); continuing", flush=True)
-            continue
-        progress.run_ids.append(result.run_id)
-        child = read_child(client, result.run_id)
-        print(
-            f"{head}: done in {time.monotonic() - started:.1f} s: final train loss "
-            f"{child.final_train_loss:.4f}, final val acc {child.final_val_acc:.4f} "
-            f"(run {result.run_id})",
-            flush=True,
-        )
-    return progress
-
-
-def _check(plan: list[tuple], uri: str) -> int:
+def _check(plan) -> int:
     """`--check`: every run's config resolved (done), and a run's checks; nothing created."""
     from experiments.training import console, preflight
-    from experiments.training.config import ConfigError
 
     console.quiet_libraries(console.echo_warnings)
-    try:
-        found = preflight.check_run(plan[0][2], uri)
-    except (ConfigError, preflight.StoreError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"ok: {len(plan)} runs of {EXPERIMENT} checked")
+    found = preflight.check_run(plan.base_config, plan.tracking_uri)
+    print(f"ok: {len(plan.points)} runs of {EXPERIMENT} checked")
     for line in found:
         print(f"  {line}")
     print("nothing was created (--check)")
     return 0
 
 
+def study_children(plan, client) -> list[ChildRun]:
+    """The finished trials' runs, by activation then seed, read back from MLflow."""
+    from optuna.trial import TrialState
+
+    from experiments.search.study import open_study
+
+    study = open_study(plan, create=False)
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    done.sort(key=lambda t: (t.params["model.activation"], t.params["seed"]))
+    return [read_child(client, t.user_attrs["mlflow_run_id"]) for t in done]
+
+
 def main(argv: Sequence[str]) -> int:
-    args, overrides = build_parser().parse_known_args(list(argv))
+    import os
+
+    from experiments.errors import Refused
+    from experiments.search.launch import WORKER_ENV, run_plan
+    from experiments.tracking import store
+
+    argv = list(argv)
+    args, overrides = build_parser().parse_known_args(argv)
+    if args.group_id is None:  # this process leads: the workers get the same group
+        args.group_id = f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        argv += ["--group-id", args.group_id]
     try:
         activations = _check_args(args, overrides)
         run_name, user_tags = labels.check_run_name(args.run_name), labels.parse_tags(args.tag)
-    except ValueError as exc:
+        # Every config is resolved before the first run: a bad override stops here, no run.
+        plan = study_plan(args, activations, overrides, user_tags)
+        if args.check:
+            return _check(plan)
+    except (ValueError, Refused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-    from experiments.tracking import store
-    from experiments.training.config import ConfigError
-
-    # Every config is resolved before the first run: a bad override stops here, with no run.
-    try:
-        plan = plan_runs(activations, args.seeds, overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-    uri = store.resolve_tracking_uri(args.tracking_uri)
-    try:
-        store.check_kind(uri)
-    except store.StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    if args.check:
-        return _check(plan, uri)
-    client = store.client(uri)
-    group_id = args.group_id or f"act-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    done = finished_in_group(client, group_id) if args.group_id else {}
+    if os.environ.get(WORKER_ENV):  # an extra worker process of this comparison
+        return run_plan(plan, argv, "compare-activations")
+    uri = plan.tracking_uri
     print(
         f"compare-activations: {len(activations)} activation(s) x {args.seeds} seed(s) = "
-        f"{len(plan)} runs of {EXPERIMENT}, group_id {group_id}, store {uri}",
+        f"{len(plan.points)} runs of {EXPERIMENT}, group_id {args.group_id}, store {uri}",
         flush=True,
     )
-    progress = train_runs(client, uri, plan, done, group_id, user_tags)
-    if progress.exit_code is not None:
-        return progress.exit_code
-    if not progress.run_ids:
+    # Interrupted, run_plan prints how to complete the comparison (the same command with its
+    # --group-id: finished pairs are kept, interrupted ones trained again) and returns
+    # 128 + the signal.
+    code = run_plan(plan, argv, "compare-activations")
+    if code == 2 or code > 128:
+        return code
+    client = store.client(uri)
+    children = study_children(plan, client)
+    if not children:
         print("error: no run finished; nothing to summarize", file=sys.stderr)
         return 1
-    children = [read_child(client, run_id) for run_id in progress.run_ids]
-    experiment_id = client.get_run(progress.run_ids[0]).info.experiment_id
+    experiment_id = client.get_run(children[0].run_id).info.experiment_id
     summary_id, _, markdown = log_summary(
         client,
         uri,
         experiment_id,
-        group_id,
+        args.group_id,
         activations,
         args.seeds,
         overrides,
@@ -642,10 +590,9 @@ def main(argv: Sequence[str]) -> int:
     )
     print()
     print(markdown)
-    print(f"Summary run {summary_id} (FINISHED, kind={SUMMARY_KIND}, group_id {group_id}) at {uri}")
+    print(f"Summary run {summary_id} (FINISHED, kind={SUMMARY_KIND}, group_id {args.group_id})")
     print(f"Open the UI: {store.ui_command(uri)}")
-    if progress.failed:
-        failed = progress.failed
-        print(f"{len(failed)} run(s) failed:\n  " + "\n  ".join(failed), file=sys.stderr)
-        return 1
-    return 0
+    missing = len(plan.points) - len(children)
+    if missing:
+        print(f"{missing} run(s) failed: see the study's trials", file=sys.stderr)
+    return 1 if missing else code

@@ -15,7 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError
-from experiments.search.space import SearchSpace, load_space, study_names
+from experiments.search.space import (
+    SAMPLERS,
+    SearchSpace,
+    grid_space,
+    load_space,
+    space_base,
+    study_names,
+)
 from experiments.search.storage import default_storage
 from experiments.tracking import labels, store
 from experiments.training import outputs
@@ -53,9 +60,21 @@ class Plan:
     outputs: RunOutputs = TRIAL
     #: `--check`: everything checked, nothing created
     check: bool = False
-    #: --run-name (the parent run's name; default: the study name) and --tag (every run)
+    #: --run-name (the parent run's name; default: the study name)
     run_name: str | None = None
+    #: tpe | random | grid | one_factor
+    sampler: str = "tpe"
+    #: grid and one_factor: every point the study runs, in order, each once
+    points: list[dict[str, Any]] | None = None
+    #: --enqueue: points run first (parameter name -> value)
+    enqueue: list[dict[str, Any]] = field(default_factory=list)
+    #: plots, leaderboard, best config and best model on the parent run once the study ends
+    #: (compare-activations logs its own summary instead)
+    report: bool = True
+    #: more tags of every trial's run and of the parent run
     tags: dict[str, str] = field(default_factory=dict)
+    #: a tag on each trial's run from its parameter values: {param name: tag name}
+    param_tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def prunes(self) -> bool:
@@ -69,22 +88,36 @@ class Plan:
 
     def study_attrs(self) -> dict[str, Any]:
         """What a resumed study must match: the space, directions, base and overrides."""
-        return {
+        attrs = {
             "search_space": self.space.as_dict(),
             "base": self.base,
             "overrides": self.overrides,
         }
+        if self.sampler != "tpe":  # TPE studies made before --sampler resume as they were
+            attrs["sampler"] = self.sampler
+        if self.points is not None:
+            attrs["points"] = self.points
+        return attrs
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(study: bool = True) -> argparse.ArgumentParser:
+    """`study`: the command line names a study first (without one, --grid builds the space;
+    the positional is left out then, so an override's value is never taken for it)."""
     parser = argparse.ArgumentParser(
         prog="python -m experiments search",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("study", help=f"built-in study ({', '.join(study_names())}) or YAML file")
-    parser.add_argument("--base", default=DEFAULT_BASE, help="base experiment (default: s1-mlp)")
-    parser.add_argument("--trials", type=int, default=20, help="COMPLETE+PRUNED trials wanted")
+    if study:
+        parser.add_argument(
+            "study", help=f"built-in study ({', '.join(study_names())}) or YAML file"
+        )
+    else:
+        parser.set_defaults(study=None)
+    parser.add_argument("--base", help="base experiment (default: the space's base:, or s1-mlp)")
+    parser.add_argument(
+        "--trials", type=int, help="COMPLETE+PRUNED trials wanted (default 20; a grid's size)"
+    )
     parser.add_argument("--timeout", type=float, help="stop starting trials after S seconds")
     parser.add_argument("--workers", type=int, default=1, help="worker processes on this host")
     parser.add_argument("--storage", help="Optuna storage: journal file path or postgresql://")
@@ -92,10 +125,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--pruner",
         choices=("median", "hyperband", "none"),
-        default="median",
-        help="prune on the first objective (val/acc) after each epoch (default: median)",
+        help="prune on the first objective (val/acc) after each epoch "
+        "(default: median; none for grid and one-factor studies)",
     )
-    parser.add_argument("--sampler-seed", type=int, default=0, help="TPE sampler seed")
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="tpe (default), random, or grid: every point of a finite space once",
+    )
+    parser.add_argument(
+        "--grid",
+        action="append",
+        metavar="KEY=V1,V2",
+        help="grid over a config key's values, repeatable (no space file): the product runs",
+    )
+    parser.add_argument(
+        "--enqueue",
+        action="append",
+        metavar="NAME=VALUE[,NAME=VALUE]",
+        help="a point to run first, repeatable (names: the space's parameters or their keys)",
+    )
+    parser.add_argument("--sampler-seed", type=int, default=0, help="TPE/random sampler seed")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
     parser.add_argument(
         "--check",
@@ -107,20 +157,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def make_plan(argv: Sequence[str]) -> Plan:
-    """Parse and validate everything before any study, run or process is created."""
-    args, overrides = build_parser().parse_known_args(argv)
+def _check_flags(args: argparse.Namespace, overrides: list[str]) -> None:
     for flag, value, least in (("--trials", args.trials, 1), ("--workers", args.workers, 1)):
-        if value < least:
+        if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
     if args.timeout is not None and args.timeout <= 0:
         raise ConfigError(f"--timeout must be positive seconds, got {args.timeout}")
-    fast_check(args.base, overrides)  # a mistyped key or value, before the libraries load
+    if args.grid and args.study:
+        raise ConfigError(
+            f"--grid and a study ({args.study}) do not go together: --grid builds its own space"
+        )
+    if not args.grid and not args.study:
+        raise ConfigError(f"name a study ({', '.join(study_names())}) or give --grid KEY=V1,V2")
+    if args.grid and args.sampler not in (None, "grid"):
+        raise ConfigError(f"--grid runs a grid; --sampler {args.sampler} does not apply")
+    if args.enqueue and (args.grid or args.sampler == "grid"):
+        raise ConfigError("--enqueue does not go with a grid: a grid runs every point once anyway")
     check_study_name(args.study_name)
     if args.storage is not None:
         check_storage(args.storage)
+
+
+def make_plan(argv: Sequence[str]) -> Plan:
+    """Parse and validate everything before any study, run or process is created."""
+    argv = list(argv)
+    named = (bool(argv) and not argv[0].startswith("-")) or "-h" in argv or "--help" in argv
+    args, overrides = build_parser(study=named).parse_known_args(argv)
+    _check_flags(args, overrides)
+    base = args.base or (space_base(args.study) if args.study else None) or DEFAULT_BASE
+    fast_check(base, overrides)  # a mistyped key or value, before the libraries load
     overrides = [*QUIET, *overrides]
-    base_config = parse(args.base, overrides)
+    base_config = parse(base, overrides)
     strategy = str(base_config.trainer.get("strategy") or "auto")
     if strategy.startswith("ddp"):
         # Lightning's DDP launcher would re-run this whole `search` command per rank.
@@ -128,31 +195,123 @@ def make_plan(argv: Sequence[str]) -> Plan:
             f"trainer.strategy={strategy!r} is not supported inside a study; allowed: "
             "auto or a single-process strategy. Scale a study with --workers N instead."
         )
-    space = load_space(args.study, base_config.classes())
+    if args.grid:
+        space = grid_space(grid_values(args.grid, base, overrides), _grid_name(args.grid))
+    else:
+        space = load_space(args.study, base_config.classes())
     # The targets and ranges meet the experiment's parser before the study exists, so
     # `target: model.l2` or a type mismatch is refused with the parser's own message.
     base_config.with_values(space.example_values())
+    sampler, points = _sampler_and_points(args, space)
+    enqueue = [enqueue_point(text, space, base_config) for text in args.enqueue or []]
+    n_trials = _trial_count(args.trials, points, len(enqueue))
     uri = store.resolve_tracking_uri(args.tracking_uri)
     store.check_kind(uri)
     storage = args.storage or default_storage(store.local_root(uri))
+    kind = "" if sampler == "tpe" or args.grid else f"-{sampler.replace('_', '-')}"
     return Plan(
         space=space,
-        base=args.base,
+        base=base,
         overrides=overrides,
         base_config=base_config,
-        study_name=args.study_name or f"{space.name}-{base_config.name}",
+        study_name=args.study_name or f"{space.name}{kind}-{base_config.name}",
         storage_url=storage,
         tracking_uri=uri,
-        n_trials=args.trials,
+        n_trials=n_trials,
         timeout=args.timeout,
         workers=args.workers,
-        pruner=args.pruner,
+        pruner=args.pruner or ("none" if points is not None else "median"),
         sampler_seed=args.sampler_seed,
         outputs=outputs.from_args(args, log_model=False),
+        sampler=sampler,
+        points=points,
+        enqueue=enqueue,
         check=args.check,
         run_name=labels.check_run_name(args.run_name),
         tags=labels.parse_tags(args.tag),
     )
+
+
+def _sampler_and_points(args, space: SearchSpace) -> tuple[str, list[dict[str, Any]] | None]:
+    """The sampler, and for a grid or one-factor study every point it runs."""
+    if space.sampler == "one_factor":
+        if args.sampler:
+            raise ConfigError(
+                f"study {space.name!r} runs one factor at a time (sampler: one_factor in "
+                f"{space.source}); --sampler {args.sampler} does not apply"
+            )
+        if args.enqueue:
+            raise ConfigError("--enqueue does not go with a one-factor study: it runs every point")
+        return "one_factor", space.one_factor_points()
+    sampler = args.sampler or space.sampler or "tpe"
+    return sampler, space.grid() if sampler == "grid" else None
+
+
+def _trial_count(trials: int | None, points: list | None, queued: int) -> int:
+    if points is None:
+        n_trials = 20 if trials is None else trials
+    elif trials is None:
+        n_trials = len(points)
+    elif trials > len(points):
+        raise ConfigError(
+            f"--trials {trials} is more than the {len(points)} points of this study, each "
+            f"run once; allowed: 1..{len(points)} (default: all {len(points)})"
+        )
+    else:
+        n_trials = trials
+    if queued > n_trials:
+        raise ConfigError(f"--enqueue gives {queued} points, more than --trials {n_trials}")
+    return n_trials
+
+
+def _grid_name(grids: list[str]) -> str:
+    """`grid-lr-activation` from `--grid model.lr=... --grid model.net.activation=...`."""
+    keys = [g.split("=", 1)[0].rsplit(".", 1)[-1] for g in grids]
+    return "grid-" + "-".join(re.sub(r"[^A-Za-z0-9_]+", "_", k) for k in keys)
+
+
+def grid_values(grids: list[str], base: str, overrides: list[str]) -> dict[str, list[Any]]:
+    """{config key: values} of --grid flags, each value converted as the override
+    `--KEY VALUE` would be (so checked by the experiment's parser)."""
+    out: dict[str, list[Any]] = {}
+    for text in grids:
+        key, sep, values = text.partition("=")
+        key = key.strip().removeprefix("--")
+        items = [v.strip() for v in values.split(",")]
+        if not sep or not key or not all(items):
+            raise ConfigError(f"--grid {text!r}: expected KEY=V1,V2 (e.g. model.lr=0.1,0.01)")
+        if key in out:
+            raise ConfigError(f"--grid {key} is given twice; list all its values in one flag")
+        converted = [_converted(base, overrides, key, item) for item in items]
+        if len(set(map(repr, converted))) != len(converted):
+            raise ConfigError(f"--grid {text!r} repeats a value")
+        out[key] = converted
+    return out
+
+
+def _converted(base: str, overrides: list[str], key: str, item: str) -> Any:
+    """`item` as the override `--KEY ITEM` sets it; ConfigError naming the flag."""
+    try:
+        return parse(base, [*overrides, f"--{key}", item]).get(key)
+    except ConfigError as exc:
+        raise ConfigError(f"--grid {key}={item}: {exc}") from None
+
+
+def enqueue_point(text: str, space: SearchSpace, base_config: ResolvedConfig) -> dict[str, Any]:
+    """`lr=0.01,dropout=0.1` -> {"lr": 0.01, "dropout": 0.1}, checked against the space."""
+    import yaml
+
+    point: dict[str, Any] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"--enqueue {text!r}: expected NAME=VALUE[,NAME=VALUE]")
+        param = space.param(name.strip())
+        if param.name in point:
+            raise ConfigError(f"--enqueue {text!r} gives {param.name} twice")
+        point[param.name] = param.check(yaml.safe_load(value.strip()), f"--enqueue {text!r}")
+    base_config.with_values({space.param(k).target: v for k, v in point.items()})
+    return point
 
 
 #: A study name is a plain name: it names a folder under the store (studies/NAME).

@@ -5,6 +5,8 @@
   multi-objective study), drawn by optuna.visualization.matplotlib;
 * `leaderboard.csv`: every trial, best first (rank, trial, state, objective values,
   epochs_trained, seconds, param.NAME..., mlflow_run_id, retry_of, note);
+* one factor at a time: `leaderboard_FACTOR.csv` per factor, the factor's values in order
+  with the others at the base point (the base point is a row of every table), printed too;
 * `best_config.yaml`: the best trial's resolved config, runnable with
   `python -m experiments run --config best_config.yaml` (a copy is written under
   `<store folder>/studies/<study name>/`).
@@ -66,6 +68,35 @@ def leaderboard_rows(plan, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
         row["note"] = t.user_attrs.get("error") or t.user_attrs.get("failed_because", "")
         rows.append(row)
     return rows
+
+
+def factor_tables(plan, trials: list[FrozenTrial]) -> dict[str, list[dict[str, Any]]]:
+    """One-factor study: {factor: leaderboard rows of its points, by the factor's value}."""
+    rows = leaderboard_rows(plan, trials)
+    by_number = {t.number: t for t in trials}
+    tables = {}
+    for param in plan.space.params:
+        order = {repr(v): i for i, v in enumerate(param.grid_values())}
+        mine = [
+            row
+            for row in rows
+            if row["state"] in ("COMPLETE", "PRUNED")
+            and param.name in plan.space.factor_of(by_number[row["trial"]].params)
+        ]
+        mine.sort(key=lambda row: order.get(repr(row[f"param.{param.name}"]), len(order)))
+        tables[param.name] = mine
+    return tables
+
+
+def print_factor_tables(plan, tables: dict[str, list[dict[str, Any]]]) -> None:
+    metrics = [o.metric for o in plan.space.objectives]
+    for name, rows in tables.items():
+        others = ", ".join(f"{k}={v}" for k, v in plan.space.at.items() if k != name)
+        print(f"\nfactor {name} ({others}):")
+        print("  " + "  ".join([f"{name:>10}", *(f"{m:>10}" for m in metrics), "trial"]))
+        for row in rows:
+            cells = [f"{row[m]:>10.4f}" if row[m] != "" else f"{'-':>10}" for m in metrics]
+            print("  " + "  ".join([f"{row[f'param.{name}']!s:>10}", *cells, str(row["trial"])]))
 
 
 def write_csv(rows: list[dict[str, Any]]) -> str:
@@ -154,6 +185,9 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
             client.log_artifacts(parent_run_id, str(folder / "plots"), "plots")
         rows = leaderboard_rows(plan, trials)
         client.log_text(parent_run_id, write_csv(rows), "leaderboard.csv")
+        tables = factor_tables(plan, trials) if plan.space.at else {}
+        for name, table in tables.items():
+            client.log_text(parent_run_id, write_csv(table), f"leaderboard_{name}.csv")
         if best is not None:
             cfg = plan.runnable_config(plan.space.config_values(best.params))
             text = cfg.as_yaml()
@@ -181,6 +215,7 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
         f"{counts[TrialState.PRUNED]} pruned, {counts[TrialState.FAIL]} failed; "
         f"{metrics['trials/epochs']} epochs"
     )
+    print_factor_tables(plan, tables)
     if best is None:
         print("no COMPLETE trial yet: no best config")
     else:

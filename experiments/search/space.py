@@ -16,6 +16,23 @@ A space file names what the study scores and which config keys it varies:
         log: true                    # log-uniform (float/int; needs low > 0)
         target: model.lr             # the dotted config key the value overrides
 
+A numeric parameter may list its `values` instead of a range (`lr: {type: float,
+values: [0.1, 0.01, 0.001], target: model.lr}`): the study tries only those. Such a
+list, a categorical's `choices` and an int (or stepped float) range are finite, so
+`--sampler grid` can run every point of the product once. `values` beside `low`/`high`
+are the points of a grid only; TPE and random search the range.
+
+One factor at a time (S3): `sampler: one_factor`, a `base:` experiment, the base point
+`at:` and per factor its `values` (`type` optional: inferred from the values). The study
+runs the base point once, then each factor's other values with the rest at the base:
+
+    sampler: one_factor
+    base: s1-scratch
+    at: {epochs: 10, lr: 0.1}
+    factors:
+      epochs: {values: [1, 2, 5, 10, 20], target: trainer.max_epochs}
+      lr: {values: [0.001, 0.01, 0.1, 1.0], target: model.lr}
+
 `target` may also map class names to keys, for spaces that fit several bases
 (`{ImageClassifier: model.weight_decay, ScratchClassifier: model.l2_lambda}`, or by
 network: `{MLP: model.net.dropout, LeNet: null}`); the first class on the network's MRO,
@@ -26,8 +43,10 @@ Whether a target key exists is checked by the experiment's config parser (it nam
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +60,11 @@ from experiments.training.config import (
 
 STUDIES_DIR = CONFIGS_DIR / "studies"
 TYPES = ("float", "int", "categorical")
-PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "target"}
+PARAM_KEYS = {"type", "low", "high", "log", "step", "choices", "values", "target"}
+TOP_KEYS = ("description", "objectives", "params", "sampler", "base", "at", "factors")
+#: `--sampler` choices; `one_factor` is declared by a space file (its `factors`)
+SAMPLERS = ("tpe", "random", "grid")
+FILE_SAMPLERS = (*SAMPLERS, "one_factor")
 OBJECTIVE_METRICS = ("val/acc", "val/f1", "val/precision", "val/recall", "val/loss")
 
 
@@ -57,8 +80,14 @@ class Param:
     log: bool = False
     step: float | int | None = None
     choices: tuple[Any, ...] = ()
+    #: a numeric parameter's listed values (instead of a range); suggested as categorical
+    values: tuple[Any, ...] = ()
+    #: a range's own grid points (`values` given beside low/high): used by a grid only
+    grid: tuple[Any, ...] = ()
 
     def suggest(self, trial) -> Any:
+        if self.values:
+            return trial.suggest_categorical(self.name, list(self.values))
         if self.type == "float":
             return trial.suggest_float(self.name, self.low, self.high, log=self.log, step=self.step)
         if self.type == "int":
@@ -71,12 +100,52 @@ class Param:
         """A value inside the range, used to check the target before any trial runs."""
         if self.type == "categorical":
             return self.choices[0]
+        if self.values:
+            return self.values[0]
         return self.low
+
+    def grid_values(self) -> list[Any] | None:
+        """Every value this parameter can take, or None when that is not a finite list."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.values or self.grid:
+            return list(self.values or self.grid)
+        if self.type == "int":
+            return list(range(self.low, self.high + 1, self.step or 1))
+        if self.step is None:
+            return None
+        # Decimal steps: 0.1 + 2 * 0.1 is 0.3 here, not 0.30000000000000004.
+        low, step = Decimal(str(self.low)), Decimal(str(self.step))
+        count = int((Decimal(str(self.high)) - low) / step) + 1
+        return [float(low + k * step) for k in range(count)]
+
+    def check(self, value: Any, where: str) -> Any:
+        """`value` (a YAML scalar) if this parameter can take it; else ConfigError."""
+        if self.type == "categorical" or self.values:
+            allowed = list(self.choices or self.values)
+            for choice in allowed:
+                if value == choice or str(choice) == str(value):
+                    return choice
+            raise ConfigError(
+                f"{where}: {value!r} is not one of {self.name}'s values "
+                f"{allowed}{did_you_mean(str(value), [str(c) for c in allowed])}"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {self.name} needs a number, got {value!r}")
+        if self.type == "int" and not float(value).is_integer():
+            raise ConfigError(f"{where}: {self.name} is an int, got {value!r}")
+        if not self.low <= value <= self.high:
+            raise ConfigError(
+                f"{where}: {self.name}={value!r} is outside its range [{self.low}, {self.high}]"
+            )
+        return int(value) if self.type == "int" else float(value)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type, "target": self.target}
         if self.type == "categorical":
             out["choices"] = list(self.choices)
+        elif self.values:
+            out["values"] = list(self.values)
         else:
             out.update(low=self.low, high=self.high, log=self.log)
             if self.step is not None:
@@ -99,6 +168,11 @@ class SearchSpace:
     description: str
     objectives: tuple[Objective, ...]
     params: tuple[Param, ...]
+    #: the space file's own sampler (`one_factor`, or a default for --sampler) and base
+    sampler: str | None = None
+    base: str | None = None
+    #: one factor at a time: the base point, {param name: value}
+    at: dict[str, Any] = field(default_factory=dict)
 
     @property
     def directions(self) -> list[str]:
@@ -118,12 +192,54 @@ class SearchSpace:
     def example_values(self) -> dict[str, Any]:
         return self.config_values({p.name: p.example() for p in self.params})
 
+    def param(self, name: str) -> Param:
+        """The parameter called `name`, or the one whose target is the config key `name`."""
+        for p in self.params:
+            if name in (p.name, p.target):
+                return p
+        names = [p.name for p in self.params] + [p.target for p in self.params]
+        raise ConfigError(
+            f"{name!r} is not a parameter of study {self.name!r}{did_you_mean(name, names)}; "
+            f"its parameters: {', '.join(f'{p.name} ({p.target})' for p in self.params)}"
+        )
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every point of the product of the parameters' values, in file order."""
+        lists = []
+        for p in self.params:
+            values = p.grid_values()
+            if values is None:
+                raise ConfigError(
+                    f"{self.source}: param {p.name!r} is a float range without 'step', so "
+                    "--sampler grid cannot enumerate it; give it 'values: [...]' or a 'step'"
+                )
+            lists.append(values)
+        names = [p.name for p in self.params]
+        return [dict(zip(names, combo, strict=True)) for combo in itertools.product(*lists)]
+
+    def one_factor_points(self) -> list[dict[str, Any]]:
+        """The base point, then each factor's other values with the rest at the base."""
+        points = [dict(self.at)]
+        for p in self.params:
+            points += [{**self.at, p.name: v} for v in p.grid_values() if v != self.at[p.name]]
+        return points
+
+    def factor_of(self, values: dict[str, Any]) -> list[str]:
+        """The factors whose table a one-factor point belongs to (all of them for the base)."""
+        moved = [p.name for p in self.params if values.get(p.name) != self.at.get(p.name)]
+        if not moved:
+            return [p.name for p in self.params]
+        return moved if len(moved) == 1 else []
+
     def as_dict(self) -> dict[str, Any]:
         """Canonical form, stored with the study so a resume can be checked against it."""
-        return {
+        out = {
             "objectives": [{"metric": o.metric, "direction": o.direction} for o in self.objectives],
             "params": {p.name: p.as_dict() for p in self.params},
         }
+        if self.at:
+            out["at"] = dict(self.at)
+        return out
 
 
 def study_names() -> list[str]:
@@ -208,9 +324,11 @@ def _param(name: str, spec: Any, classes: list[type], source: Path) -> Param | N
         if len(set(map(repr, choices))) != len(choices):
             raise ConfigError(f"{where}: choices {choices!r} repeat a value")
         return Param(name, kind, target, choices=tuple(choices))
+    if "values" in spec and not {"low", "high"} & set(spec):
+        return _listed(name, kind, target, spec, where)
     for key in ("low", "high"):
         if key not in spec:
-            raise ConfigError(f"{where}: {kind} needs '{key}'")
+            raise ConfigError(f"{where}: {kind} needs '{key}' (or 'values: [...]')")
     low = _number(spec["low"], f"{where}: low")
     high = _number(spec["high"], f"{where}: high")
     if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
@@ -234,7 +352,75 @@ def _param(name: str, spec: Any, classes: list[type], source: Path) -> Param | N
         step = int(step) if step is not None else None
     else:
         low, high = float(low), float(high)
-    return Param(name, kind, target, low=low, high=high, log=log, step=step)
+    param = Param(name, kind, target, low=low, high=high, log=log, step=step)
+    if "values" in spec:  # a range AND values: TPE/random search the range, a grid the values
+        listed = _listed(name, kind, target, {"values": spec["values"]}, where)
+        for value in listed.values:
+            param.check(value, f"{where}: values")
+        param = Param(
+            name, kind, target, low=low, high=high, log=log, step=step, grid=listed.values
+        )
+    return param
+
+
+def _listed(name: str, kind: str, target: str, spec: dict, where: str) -> Param:
+    """A numeric parameter given by its `values` list instead of a range."""
+    extra = sorted(set(spec) & {"low", "high", "log", "step", "choices"})
+    if extra:
+        raise ConfigError(f"{where}: 'values' replaces a range; drop {extra}")
+    values = spec["values"]
+    if not isinstance(values, list) or not values:
+        raise ConfigError(f"{where}: 'values' must be a non-empty list, got {values!r}")
+    values = [_number(v, f"{where}: values") for v in values]
+    if kind == "int":
+        if not all(float(v).is_integer() for v in values):
+            raise ConfigError(f"{where}: int values must be whole numbers, got {values}")
+        values = [int(v) for v in values]
+    else:
+        values = [float(v) for v in values]
+    if len(set(values)) != len(values):
+        raise ConfigError(f"{where}: values {values!r} repeat a value")
+    return Param(name, kind, target, low=min(values), high=max(values), values=tuple(values))
+
+
+def _factor_spec(name: str, spec: Any, source: Path) -> dict:
+    """A one-factor `factors:` entry as a param spec: its type inferred from its values."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("values"), list):
+        raise ConfigError(
+            f"{source}: factor {name!r} needs 'values: [...]' and 'target', got {spec!r}"
+        )
+    if "type" in spec:
+        kind = spec["type"]
+    elif all(isinstance(v, int) and not isinstance(v, bool) for v in spec["values"]):
+        kind = "int"
+    elif all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec["values"]):
+        kind = "float"
+    else:
+        kind = "categorical"
+    if kind == "categorical":
+        return {"type": kind, "choices": spec["values"], "target": spec.get("target")}
+    return {**spec, "type": kind}
+
+
+def _base_point(raw: dict, params: list[Param], source: Path) -> dict[str, Any]:
+    """The `at:` point of a one-factor space: one listed value per factor."""
+    at = raw.get("at")
+    names = [p.name for p in params]
+    if not isinstance(at, dict):
+        raise ConfigError(f"{source}: a one-factor space needs 'at': the base value of {names}")
+    missing = [n for n in names if n not in at]
+    if missing:
+        raise ConfigError(f"{source}: 'at' gives no base value for {missing}")
+    point = {}
+    for p in params:
+        value = p.check(at[p.name], f"{source}: at")
+        if value not in p.grid_values():
+            raise ConfigError(
+                f"{source}: at: {p.name}={value!r} is not among its values {p.grid_values()}; "
+                "the base point is a row of every factor's table, so list it there"
+            )
+        point[p.name] = value
+    return point
 
 
 def _objectives(raw: Any, source: Path) -> tuple[Objective, ...]:
@@ -270,16 +456,14 @@ def load_space(name: str, classes: list[type]) -> SearchSpace:
 
     (`ResolvedConfig.classes()`: the network's MRO, then the model's)."""
     source = resolve_study(name)
-    raw = load_yaml(source)
-    unknown = set(raw) - {"description", "objectives", "params"}
-    if unknown:
-        raise ConfigError(
-            f"{source}: unknown top-level keys {sorted(unknown)}; "
-            "allowed: description, objectives, params"
-        )
-    params_raw = raw.get("params")
+    raw = _raw_space(source)
+    one_factor = raw.get("sampler") == "one_factor"
+    key = "factors" if one_factor else "params"
+    params_raw = raw.get(key)
     if not isinstance(params_raw, dict) or not params_raw:
-        raise ConfigError(f"{source}: 'params' must map parameter names to their ranges")
+        raise ConfigError(f"{source}: '{key}' must map parameter names to their values")
+    if one_factor:
+        params_raw = {k: _factor_spec(str(k), v, source) for k, v in params_raw.items()}
     params, skipped = [], []
     for pname, spec in params_raw.items():
         param = _param(str(pname), spec, classes, source)
@@ -301,6 +485,52 @@ def load_space(name: str, classes: list[type]) -> SearchSpace:
         description=str(raw.get("description", "")),
         objectives=_objectives(raw.get("objectives"), source),
         params=tuple(params),
+        sampler=raw.get("sampler"),
+        base=raw.get("base"),
+        at=_base_point(raw, params, source) if one_factor else {},
+    )
+
+
+def _raw_space(source: Path) -> dict[str, Any]:
+    raw = load_yaml(source)
+    unknown = set(raw) - set(TOP_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown top-level keys {sorted(unknown)}; allowed: {', '.join(TOP_KEYS)}"
+        )
+    sampler = raw.get("sampler")
+    if sampler is not None and sampler not in FILE_SAMPLERS:
+        raise ConfigError(
+            f"{source}: sampler {sampler!r} is not one of {', '.join(FILE_SAMPLERS)}"
+            f"{did_you_mean(str(sampler), list(FILE_SAMPLERS))}"
+        )
+    one_factor = sampler == "one_factor"
+    if ("params" in raw) if one_factor else ("at" in raw or "factors" in raw):
+        raise ConfigError(
+            f"{source}: 'at' and 'factors' go with 'sampler: one_factor', 'params' with the "
+            "other samplers"
+        )
+    base = raw.get("base")
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{source}: 'base' must name an experiment, got {base!r}")
+    return raw
+
+
+def space_base(name: str) -> str | None:
+    """The base experiment a space file names (`base:`), if any."""
+    return _raw_space(resolve_study(name)).get("base")
+
+
+def grid_space(values: dict[str, list[Any]], name: str) -> SearchSpace:
+    """The space of `search --grid KEY=V1,V2 ...`: one categorical parameter per config key."""
+    params = tuple(Param(k, "categorical", k, choices=tuple(v)) for k, v in values.items())
+    return SearchSpace(
+        name=name,
+        source=Path("--grid"),
+        description="grid over " + " x ".join(values),
+        objectives=(Objective("val/acc", "maximize"),),
+        params=params,
+        sampler="grid",
     )
 
 

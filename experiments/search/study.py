@@ -46,17 +46,73 @@ def make_pruner(plan: Plan):
 
 
 def make_sampler(plan: Plan, worker_index: int, existing_trials: int):
-    """Seeded TPE. The seed also depends on the worker and on the trials already in the
-    study, so parallel workers and a resumed study do not replay the same suggestions;
-    a fresh single-worker study is reproducible from --sampler-seed."""
+    """Seeded TPE or random; Optuna's GridSampler for a grid or one-factor study.
+
+    The seed also depends on the worker and on the trials already in the study, so
+    parallel workers and a resumed study do not replay the same suggestions; a fresh
+    single-worker study is reproducible from --sampler-seed. A grid's points are queued
+    one at a time by `next_trial` (every parameter fixed), so the grid sampler never picks
+    one itself: it would choose among the points not yet visited, and a failed point
+    counts as visited there."""
     import optuna
 
     key = f"{plan.sampler_seed}:{worker_index}:{existing_trials}".encode()
     seed = int.from_bytes(hashlib.sha256(key).digest()[:4], "big")
     if worker_index == 0 and existing_trials == 0:
         seed = plan.sampler_seed
+    if plan.points is not None:
+        values = {p.name: p.grid_values() for p in plan.space.params}
+        return optuna.samplers.GridSampler(values, seed=seed)
+    if plan.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
     startup = max(2, min(10, plan.n_trials // 3))
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+
+
+def sampler_description(plan: Plan) -> str:
+    if plan.sampler == "tpe":
+        return f"TPE(seed={plan.sampler_seed})"
+    if plan.sampler == "random":
+        return f"random(seed={plan.sampler_seed})"
+    return f"{plan.sampler} ({len(plan.points or [])} points, each once)"
+
+
+def point_key(values: dict) -> tuple:
+    return tuple(sorted((k, repr(v)) for k, v in values.items()))
+
+
+def next_trial(plan: Plan, study):
+    """Under the study lock: the next trial to run, or None when the study is complete.
+
+    A grid's (or one-factor study's) next point not yet COMPLETE, PRUNED or RUNNING is
+    queued first (`enqueue_trial`), unless a retry of a killed trial is already waiting;
+    so every point runs exactly once, however many workers share the study and after a
+    resume. A point whose training failed is queued again."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    if done + running >= plan.n_trials:
+        return None
+    if plan.points is not None and not any(t.state == TrialState.WAITING for t in trials):
+        live = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        taken = {point_key(t.params) for t in trials if t.state in live}
+        todo = [p for p in plan.points if point_key(p) not in taken]
+        if not todo:
+            return None
+        study.enqueue_trial(todo[0])
+    trial = study.ask()
+    if plan.points is not None:
+        # Its values set now, inside the lock: the next worker sees this point taken.
+        plan.space.suggest(trial)
+    return trial
+
+
+def enqueue_points(plan: Plan, study) -> None:
+    """--enqueue: queue each point unless the study already has a trial with its values."""
+    for point in plan.enqueue:
+        study.enqueue_trial(point, skip_if_exists=True)
 
 
 def open_study(plan: Plan, *, create: bool, worker_index: int = 0):
@@ -151,11 +207,14 @@ def ensure_parent_run(plan: Plan, study, dataset_name: str) -> str:
                     f"{o.direction} {o.metric}" for o in plan.space.objectives
                 ),
                 "study.overrides": " ".join(plan.overrides),
-                "study.sampler": f"TPE(seed={plan.sampler_seed})",
+                "study.sampler": sampler_description(plan),
             },
         )
+        if plan.space.at:  # one factor at a time: compare --study shows a table per factor
+            client.set_tag(run_id, "study.at", json.dumps(plan.space.at))
     study.set_user_attr("mlflow_parent_run_id", run_id)
     client.set_tag(run_id, "study.pruner", plan.pruner if plan.prunes else "none")
+    client.set_tag(run_id, "study.kind", plan.sampler)
     client.set_tag(run_id, "study.n_trials", str(plan.n_trials))
     return run_id
 
@@ -222,12 +281,9 @@ def work(plan: Plan, worker_index: int) -> int:
             recover_dead_trials(
                 study, plan.storage_url, lambda t: close_runs_of_dead_trials(plan, t)
             )
-            states = [t.state for t in study.get_trials(deepcopy=False)]
-            done = sum(s in (TrialState.COMPLETE, TrialState.PRUNED) for s in states)
-            running = states.count(TrialState.RUNNING)
-            if done + running >= plan.n_trials:
+            trial = next_trial(plan, study)
+            if trial is None:
                 return 0
-            trial = study.ask()
             trial.set_user_attr(WORKER_ATTR, me)
         outcome = run_trial(
             study,
@@ -241,6 +297,7 @@ def work(plan: Plan, worker_index: int) -> int:
             prune=plan.prunes,
             outputs=plan.outputs,
             tags=plan.tags,
+            param_tags=plan.param_tags,
         )
         print(prefix + progress_line(plan, outcome), flush=True)
         failures = failures + 1 if outcome.state == TrialState.FAIL else 0

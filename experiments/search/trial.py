@@ -95,6 +95,7 @@ def run_trial(
     prune: bool,
     outputs: RunOutputs = TRIAL,
     tags: dict[str, str] | None = None,
+    param_tags: dict[str, str] | None = None,
 ) -> TrialOutcome:
     """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
     started = time.monotonic()
@@ -102,7 +103,8 @@ def run_trial(
     recorder = TrialRecorder(trial, [o.metric for o in space.objectives], tracking_uri)
     callbacks = _callbacks(trial, recorder, prune, space.multi_objective)
     retry_of = trial.user_attrs.get(RETRY_ATTR)
-    tags = {**_trial_tags(trial, space, parent_run_id, study_name, retry_of), **(tags or {})}
+    tags = {**(tags or {}), **_trial_tags(trial, space, parent_run_id, study_name, retry_of)}
+    tags.update({tag: str(params[name]) for name, tag in (param_tags or {}).items()})
 
     def train() -> None:
         run_experiment(
