@@ -75,4 +75,4 @@ def test_bad_thread_count_names_the_key_and_the_value():
     with pytest.raises(ConfigError) as info:
         parse("s1-mlp", ["--threads", "0"])
     message = str(info.value)
-    assert "--threads 0: must be above 0 (or null)" in message
+    assert "--threads 0: must be above 0; allowed: a whole number above 0, or null" in message
