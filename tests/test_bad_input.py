@@ -190,7 +190,7 @@ def test_quoted_bad_input_is_refused_in_words_with_nothing_created(
     assert _files(tmp_path.parent) == around  # nothing beside the test's folder either
 
 
-def test_check_creates_nothing_not_even_the_store(store, tmp_path, capsys):
+def test_check_creates_nothing_not_even_the_store(no_store, tmp_path, capsys):
     # `--check` on every command that trains or records: exit 0 and no mlruns/ at all.
     for argv in (
         ["run", "s4-mlp", "--trainer.max_steps", "5"],

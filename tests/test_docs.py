@@ -219,7 +219,8 @@ def resolve_config(name: str, overrides: tuple[str, ...]) -> None:
 def resolve_run(argv: list[str]) -> None:
     from experiments.training import cli
 
-    args, overrides = cli.build_parser().parse_known_args(argv)
+    args, extras = cli.build_parser().parse_known_args(argv)
+    args.name, overrides = cli.split_name(extras)
     name = args.config or args.name
     problem = cli.usage_error(args, name, overrides)
     if problem:
@@ -251,11 +252,12 @@ def resolve_compare_activations(argv: list[str]) -> None:
     from experiments.reports import compare_activations as ca
 
     args, overrides = ca.build_parser().parse_known_args(argv)
+    args.group_id = args.group_id or "act-docs"
     try:
         activations = ca._check_args(args, overrides)
     except ValueError as exc:
         raise Refusal(str(exc)) from exc
-    ca.plan_runs(activations, args.seeds, overrides)
+    ca.study_plan(args, activations, overrides, {})  # every run's config, resolved
 
 
 def resolve_evaluate(argv: list[str]) -> None:

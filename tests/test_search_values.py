@@ -86,8 +86,8 @@ def test_enqueued_points_run_first(migrated_store, fashion_dir, tmp_path):
         (["s3", "--sampler", "grid"], "runs one factor at a time"),
     ],
 )
-def test_a_refused_value_creates_nothing(store, tmp_path, capsys, argv, message):
-    assert search.main([*argv, "--tracking-uri", store]) == 2
+def test_a_refused_value_creates_nothing(no_store, tmp_path, capsys, argv, message):
+    assert search.main([*argv, "--tracking-uri", no_store]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "mlruns").exists()
 
