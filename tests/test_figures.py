@@ -45,7 +45,11 @@ def assert_readable_png(path: Path) -> None:
     height, width = image.shape[:2]
     assert width > 200 and height > 200, (path, image.shape)
     pixels = image.reshape(-1, image.shape[-1]) if image.ndim == 3 else image.reshape(-1, 1)
-    assert np.unique(pixels, axis=0).shape[0] > 10, f"{path} is (nearly) one colour"
+    # Each colour as one integer (matplotlib reads 8-bit PNG channels as k / 255): a 1-D
+    # np.unique, seconds faster per figure than np.unique(pixels, axis=0), the same count.
+    levels = np.rint(pixels * 255).astype(np.int64)
+    colours = levels @ (256 ** np.arange(levels.shape[1], dtype=np.int64))
+    assert np.unique(colours).shape[0] > 10, f"{path} is (nearly) one colour"
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
