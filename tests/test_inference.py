@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -317,16 +316,15 @@ class PicklePayload(torch.nn.Module):
 
 
 @pytest.fixture(scope="module")
-def planted(registered, tmp_path_factory):
+def planted(registered_model, test_split, tmp_path_factory):
     """A copy of the `registered` store where `fashion-mlp` gains version 2, a pickle-format
     model whose unpickling writes a marker file, and version 3, the run's network logged
     (pt2) with its last layer zeroed; (store URI, marker path, version 3's expected acc)."""
     from experiments.tracking import logged_model
 
-    uri, result, data = registered
+    result, data = registered_model.result, test_split
     root = tmp_path_factory.mktemp("planted")
-    shutil.copytree(Path(uri.removeprefix("sqlite:///")).parent, root / "mlruns")
-    copy = f"sqlite:///{root}/mlruns/mlflow.db"
+    copy = copy_store(registered_model.uri, root)
     marker = root / "MARKER"
     mlflow.set_tracking_uri(copy)
     with mlflow.start_run(

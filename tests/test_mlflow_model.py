@@ -150,12 +150,20 @@ def test_an_experiment_of_an_older_store_gets_the_kind_tag(migrated_store):
 
 
 def test_run_flags_turn_system_metrics_off_and_refuse_a_bad_interval(store, fashion_dir, capsys):
+    # An explicit store: MLflow caches a store per URI string in the process, so the relative
+    # default (sqlite:///mlruns/mlflow.db) may still point at another test's working directory.
     code, out, err = run_main(
-        "run", "s1-mlp", *tiny(fashion_dir), "--no-system-metrics", capsys=capsys
+        "run",
+        "s1-mlp",
+        *tiny(fashion_dir),
+        "--no-system-metrics",
+        "--tracking-uri",
+        store,
+        capsys=capsys,
     )
     assert code == 0, err
     assert "Model: models:/m-" in out
-    client = MlflowClient(store)  # the default store, mlruns/mlflow.db in the working directory
+    client = MlflowClient(store)
     (run,) = client.search_runs([client.get_experiment_by_name("fashion-mnist").experiment_id])
     assert not [k for k in run.data.metrics if k.startswith("system/")]
 
