@@ -594,8 +594,9 @@ def test_run_if_looks_for_the_real_fashion_mnist_files() -> None:
 
 @pytest.mark.slow
 @RunIf(fashion_mnist=True)
-def test_real_fashion_mnist_from_system_copy(tmp_path: Path) -> None:
-    dm = FashionMNISTDataModule(data_dir=str(tmp_path), download=False)
+def test_real_fashion_mnist_from_system_copy(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./data here: without --data.data_dir the system copy is used
+    dm = FashionMNISTDataModule(download=False)
     dm.setup()
     assert (len(dm.train_x), len(dm.val_x), len(dm.test_x)) == (50000, 10000, 10000)
     assert dm.num_classes == 10
