@@ -351,6 +351,7 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
     server = start_server(tmp_path, port)
     epochs = 6
     args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", url]
+    args += ["--system-metrics-interval", "1"]
     try:
         wait_listening(port, server)
         run = subprocess.Popen(
@@ -375,6 +376,8 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
         kill_listeners(port)
         time.sleep(15)
         server = start_server(tmp_path, port)  # the same store, back on the same port
+        wait_listening(port, server)
+        back_ms = time.time() * 1000
         _, err = run.communicate(timeout=600)
         assert run.returncode == 0, err
         assert err.count(f"warning: the tracking store {url} does not answer") == 1, err
@@ -384,6 +387,12 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
         assert finished.info.status == "FINISHED"
         history = client.get_metric_history(run_id, "val/acc")
         assert len({m.step for m in history}) == epochs
+        # the system metrics went on after the outage, their steps continuing
+        system = client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+        after = [m for m in system if m.timestamp > back_ms]
+        assert after, f"no system metrics sample after the store came back: {system}"
+        steps = sorted(m.step for m in system)
+        assert steps == list(range(len(steps))), steps
     finally:
         stop_group(server, timeout=30)
         kill_listeners(port)
