@@ -396,3 +396,103 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
     finally:
         stop_group(server, timeout=30)
         kill_listeners(port)
+
+
+@pytest.mark.slow
+def test_a_sqlite_lock_held_longer_than_the_client_waits_ends_the_run_cleanly(
+    tmp_path, fashion_dir
+):
+    """MLflow's SQLite store waits 20 s for a lock (`PRAGMA busy_timeout = 20000`, fixed in
+    MLflow); another process holding an exclusive lock longer ends the run like an outage."""
+    import sqlite3
+
+    from experiments.tracking import store
+    from tests.test_faults import assert_continuous_history
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    epochs = 6
+    args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", uri]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = None
+    try:
+        deadline = time.monotonic() + 300
+        run_id = None
+        while run_id is None or not MlflowClient(uri).get_metric_history(run_id, "val/acc"):
+            if run.poll() is not None or time.monotonic() > deadline:
+                run.kill()
+                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
+            if db.is_file():
+                client = MlflowClient(uri)
+                found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+                run_id = found[0].info.run_id if found else None
+            time.sleep(0.5)
+        lock = sqlite3.connect(db, timeout=60, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # held until the run has given up
+        _, err = run.communicate(timeout=180)
+    finally:
+        if lock is not None:
+            lock.rollback()
+            lock.close()
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, err
+    assert f"error: the tracking store {uri} stopped answering during run {run_id}" in err
+    assert "database is locked" in err
+    assert f"resume it with: python -m experiments run --resume {run_id}" in err
+    assert len(err.strip().splitlines()) <= 3, err  # the data line, the paragraph
+    assert "Traceback" not in err
+    assert (store.checkpoint_dir(uri, run_id) / "last.ckpt").is_file()
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "RUNNING"  # the store could not be told
+
+    resumed = run_cli(*("run", "--resume", run_id, "--tracking-uri", uri), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert "orphaned" in finished.data.tags["resume.1"]
+    assert_continuous_history(uri, run_id, epochs)
+
+
+@pytest.mark.slow
+def test_system_metrics_go_on_after_the_store_failed_their_requests(tmp_path):
+    """MLflow's monitor loop quits at a failed request; a SQLite lock held longer than the
+    store waits (20 s, fixed in MLflow) fails its requests, and the samples go on after."""
+    import sqlite3
+
+    from experiments.tracking.system_metrics import KeptSystemMetrics
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("monitor")).info.run_id
+    key = "system/cpu_utilization_percentage"
+    monitor = KeptSystemMetrics(run_id, sampling_interval=0.5, tracking_uri=uri)
+    monitor.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not client.get_metric_history(run_id, key):
+            assert time.monotonic() < deadline, "no system metrics sample in 60 s"
+            time.sleep(0.5)
+        lock = sqlite3.connect(db, timeout=60, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        time.sleep(25)  # longer than the store's 20 s busy timeout: the monitor's requests fail
+        lock.rollback()
+        lock.close()
+        released_ms = time.time() * 1000
+        deadline = time.monotonic() + 60
+        while not [m for m in client.get_metric_history(run_id, key) if m.timestamp > released_ms]:
+            assert time.monotonic() < deadline, "no system metrics sample after the lock"
+            time.sleep(0.5)
+        assert monitor.restarts >= 1  # MLflow's loop had quit and was run again
+    finally:
+        monitor.finish()
+    steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+    assert steps == list(range(len(steps))), steps
