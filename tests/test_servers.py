@@ -24,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import optuna
 import psutil
 import pytest
 from mlflow import MlflowClient
@@ -502,3 +503,66 @@ def test_system_metrics_go_on_after_the_store_failed_their_requests(tmp_path):
         monitor.finish()
     steps = sorted(m.step for m in client.get_metric_history(run_id, key))
     assert steps == list(range(len(steps))), steps
+
+
+# --- slow: load, 4 workers x 12 trials, runs through a real mlflow server ----------------
+
+LOAD_WORKERS, LOAD_TRIALS = 4, 12
+
+
+def run_load(tmp_path: Path, fashion_dir: Path, url: str, storage: str) -> optuna.Study:
+    """`search lr --workers 4 --trials 12` of one-epoch tiny trials into `storage`, runs
+    logged to the server at `url`; checks the study and its MLflow runs; returns the study."""
+    name = "load"
+    args = [
+        *("search", "lr", "--workers", str(LOAD_WORKERS), "--trials", str(LOAD_TRIALS)),
+        *("--storage", storage, "--study-name", name, "--tracking-uri", url),
+        *tiny(fashion_dir, 1),
+        *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"),
+    ]
+    done = run_cli(*args, cwd=tmp_path, env=child_env(), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    study = optuna.load_study(study_name=name, storage=search_storage(storage))
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == LOAD_TRIALS, [t.state for t in study.trials]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert len({t.number for t in finished}) == LOAD_TRIALS
+
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("fashion-mnist")
+    runs = client.search_runs([experiment.experiment_id], f"tags.study_name = '{name}'")
+    parents = [r for r in runs if r.data.tags.get("study_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("study_role") == "trial"]
+    assert len(parents) == 1
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    by_trial = {int(r.data.tags["trial_number"]): r for r in children}
+    assert len(children) == LOAD_TRIALS  # one run per trial
+    assert sorted(by_trial) == sorted(t.number for t in finished)
+    for trial in finished:
+        run = by_trial[trial.number]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        keys = [k for k in run.data.metrics if not k.startswith("system/")]
+        assert "val/acc" in keys and "train/loss" in keys, keys
+        for key in keys:  # one epoch: one point per metric, none lost, none doubled
+            history = client.get_metric_history(run.info.run_id, key)
+            assert len(history) == 1, (trial.number, key, history)
+    return study
+
+
+def search_storage(storage: str):
+    if storage.startswith("postgresql"):
+        return storage
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+
+
+@pytest.mark.slow
+def test_four_workers_count_twelve_trials_once_on_the_journal_file(tmp_path, fashion_dir):
+    port = free_port(PORTS)
+    server = start_server(tmp_path, port)
+    try:
+        wait_listening(port, server)
+        run_load(tmp_path, fashion_dir, f"http://127.0.0.1:{port}", str(tmp_path / "j.log"))
+    finally:
+        stop_group(server, timeout=30)
+        kill_listeners(port)
