@@ -167,3 +167,34 @@ def test_mlflow_gc_command_takes_the_options_clean_passes():
 
     names = {option.name for option in gc.params}
     assert {"backend_store_uri", "tracking_uri", "run_ids", "logged_model_ids"} <= names
+
+
+def test_system_metrics_monitor_runs_its_overridable_loop_and_quits_at_a_failed_request(
+    monkeypatch,
+):
+    """`KeptSystemMetrics` (tracking/system_metrics.py) overrides `monitor`, which `start()`
+    runs in its thread, and runs it again because it returns at the first failed request."""
+    import threading
+
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    from tests.helpers import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    port = free_port(range(5660, 5700))  # nothing listens: every request fails at once
+
+    class Probe(SystemMetricsMonitor):
+        entered, returned = threading.Event(), threading.Event()
+
+        def monitor(self):
+            self.entered.set()
+            super().monitor()
+            self.returned.set()
+
+    probe = Probe("0" * 32, sampling_interval=0.1, tracking_uri=f"http://127.0.0.1:{port}")
+    probe.start()
+    try:
+        assert probe.entered.wait(30), "start() no longer runs the overridable monitor()"
+        assert probe.returned.wait(60), "monitor() no longer returns at a failed request"
+    finally:
+        probe.finish()

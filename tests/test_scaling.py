@@ -509,3 +509,16 @@ def test_server_reports_a_port_in_use(tmp_path, capsys):
         )
     assert code == 2
     assert f"--port {port}: cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@NEEDS_POSTGRESQL
+def test_four_workers_count_twelve_trials_once_on_postgresql(
+    mlflow_server, postgres, fashion_dir, tmp_path
+):
+    """The load test of tests/test_servers.py on a PostgreSQL study, runs through the
+    PostgreSQL-backed `mlflow server`."""
+    from tests.test_servers import run_load
+
+    postgres.create_database("optuna_load")
+    run_load(tmp_path, fashion_dir, mlflow_server.url, postgres.url("optuna_load"))

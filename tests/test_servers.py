@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import optuna
 import psutil
 import pytest
 from mlflow import MlflowClient
@@ -111,7 +113,8 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 300) -> N
     deadline = time.monotonic() + timeout
     while not listening(port):
         if proc.poll() is not None:
-            pytest.fail(f"exited with {proc.returncode}: {proc.stdout.read()[-3000:]}")
+            output = proc.stdout.read() if proc.stdout else proc.log.read_text()
+            pytest.fail(f"exited with {proc.returncode}: {output[-3000:]}")
         if time.monotonic() > deadline:
             pytest.fail(f"nothing listened on port {port} within {timeout} s")
         time.sleep(0.5)
@@ -272,15 +275,20 @@ def start_server(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
         *("--backend-store-uri", f"sqlite:///{tmp_path}/runs.db", "--workers", "1"),
         *("--artifacts-destination", str(tmp_path / "artifacts"), *extra),
     ]
-    return subprocess.Popen(
-        command,
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # Its output goes to a file: a pipe nobody reads fills up with the access log (64 KB,
+    # a few hundred requests) and the server then hangs writing to it.
+    log = tmp_path / f"server-{port}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=child_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    proc.log = log
+    return proc
 
 
 @pytest.mark.slow
@@ -351,6 +359,7 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
     server = start_server(tmp_path, port)
     epochs = 6
     args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", url]
+    args += ["--system-metrics-interval", "1"]
     try:
         wait_listening(port, server)
         run = subprocess.Popen(
@@ -375,6 +384,8 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
         kill_listeners(port)
         time.sleep(15)
         server = start_server(tmp_path, port)  # the same store, back on the same port
+        wait_listening(port, server)
+        back_ms = time.time() * 1000
         _, err = run.communicate(timeout=600)
         assert run.returncode == 0, err
         assert err.count(f"warning: the tracking store {url} does not answer") == 1, err
@@ -384,6 +395,181 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
         assert finished.info.status == "FINISHED"
         history = client.get_metric_history(run_id, "val/acc")
         assert len({m.step for m in history}) == epochs
+        # the system metrics went on after the outage, their steps continuing
+        system = client.get_metric_history(run_id, "system/cpu_utilization_percentage")
+        after = [m for m in system if m.timestamp > back_ms]
+        assert after, f"no system metrics sample after the store came back: {system}"
+        steps = sorted(m.step for m in system)
+        assert steps == list(range(len(steps))), steps
+    finally:
+        stop_group(server, timeout=30)
+        kill_listeners(port)
+
+
+def first_run_with_an_epoch(db: Path) -> str | None:
+    """The id of a run in SQLite store `db` with a `val/acc` point, read with sqlite3."""
+    if not db.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            row = con.execute("SELECT run_uuid FROM metrics WHERE key = 'val/acc'").fetchone()
+    except sqlite3.OperationalError:  # tables not created yet, or busy
+        return None
+    return row[0] if row else None
+
+
+@pytest.mark.slow
+def test_a_sqlite_lock_held_longer_than_the_client_waits_ends_the_run_cleanly(
+    tmp_path, fashion_dir
+):
+    """MLflow's SQLite store waits 20 s for a lock (`PRAGMA busy_timeout = 20000`, fixed in
+    MLflow); another process holding an exclusive lock longer ends the run like an outage."""
+    from experiments.tracking import store
+    from tests.test_faults import assert_continuous_history
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    epochs = 6
+    args = [*tiny(fashion_dir, epochs), "--data.batch_size", "8", "--tracking-uri", uri]
+    run = subprocess.Popen(
+        [sys.executable, "-m", "experiments", "run", "s1-mlp", *args],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock = None
+    try:
+        deadline = time.monotonic() + 300
+        run_id = None
+        while run_id is None:  # read with sqlite3: an MLflow client would migrate the db too
+            if run.poll() is not None or time.monotonic() > deadline:
+                run.kill()
+                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
+            run_id = first_run_with_an_epoch(db)
+            time.sleep(0.5)
+        lock = sqlite3.connect(db, timeout=60, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # held until the run has given up
+        _, err = run.communicate(timeout=180)
+    finally:
+        if lock is not None:
+            lock.rollback()
+            lock.close()
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 1, err
+    assert f"error: the tracking store {uri} stopped answering during run {run_id}" in err
+    assert "database is locked" in err
+    assert f"resume it with: python -m experiments run --resume {run_id}" in err
+    assert len(err.strip().splitlines()) <= 3, err[:5000]  # the data line, the paragraph
+    assert "Traceback" not in err
+    assert (store.checkpoint_dir(uri, run_id) / "last.ckpt").is_file()
+    client = MlflowClient(uri)
+    assert client.get_run(run_id).info.status == "RUNNING"  # the store could not be told
+
+    resumed = run_cli(*("run", "--resume", run_id, "--tracking-uri", uri), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    finished = client.get_run(run_id)
+    assert finished.info.status == "FINISHED"
+    assert "orphaned" in finished.data.tags["resume.1"]
+    assert_continuous_history(uri, run_id, epochs)
+
+
+@pytest.mark.slow
+def test_system_metrics_go_on_after_the_store_failed_their_requests(tmp_path):
+    """MLflow's monitor loop quits at a failed request; a SQLite lock held longer than the
+    store waits (20 s, fixed in MLflow) fails its requests, and the samples go on after."""
+    from experiments.tracking.system_metrics import KeptSystemMetrics
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("monitor")).info.run_id
+    key = "system/cpu_utilization_percentage"
+    monitor = KeptSystemMetrics(run_id, sampling_interval=0.5, tracking_uri=uri)
+    monitor.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not client.get_metric_history(run_id, key):
+            assert time.monotonic() < deadline, "no system metrics sample in 60 s"
+            time.sleep(0.5)
+        lock = sqlite3.connect(db, timeout=60, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        time.sleep(25)  # longer than the store's 20 s busy timeout: the monitor's requests fail
+        lock.rollback()
+        lock.close()
+        released_ms = time.time() * 1000
+        deadline = time.monotonic() + 60
+        while not [m for m in client.get_metric_history(run_id, key) if m.timestamp > released_ms]:
+            assert time.monotonic() < deadline, "no system metrics sample after the lock"
+            time.sleep(0.5)
+        assert monitor.restarts >= 1  # MLflow's loop had quit and was run again
+    finally:
+        monitor.finish()
+    steps = sorted(m.step for m in client.get_metric_history(run_id, key))
+    assert steps == list(range(len(steps))), steps
+
+
+# --- slow: load, 4 workers x 12 trials, runs through a real mlflow server ----------------
+
+LOAD_WORKERS, LOAD_TRIALS = 4, 12
+
+
+def run_load(tmp_path: Path, fashion_dir: Path, url: str, storage: str) -> optuna.Study:
+    """`search lr --workers 4 --trials 12` of one-epoch tiny trials into `storage`, runs
+    logged to the server at `url`; checks the study and its MLflow runs; returns the study."""
+    name = "load"
+    args = [
+        *("search", "lr", "--workers", str(LOAD_WORKERS), "--trials", str(LOAD_TRIALS)),
+        *("--storage", storage, "--study-name", name, "--tracking-uri", url),
+        *tiny(fashion_dir, 1),
+        *("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2"),
+    ]
+    done = run_cli(*args, cwd=tmp_path, env=child_env(), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    study = optuna.load_study(study_name=name, storage=search_storage(storage))
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == LOAD_TRIALS, [t.state for t in study.trials]
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert len({t.number for t in finished}) == LOAD_TRIALS
+
+    client = MlflowClient(url)
+    experiment = client.get_experiment_by_name("fashion-mnist")
+    runs = client.search_runs([experiment.experiment_id], f"tags.study_name = '{name}'")
+    parents = [r for r in runs if r.data.tags.get("study_role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("study_role") == "trial"]
+    assert len(parents) == 1
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    by_trial = {int(r.data.tags["trial_number"]): r for r in children}
+    assert len(children) == LOAD_TRIALS  # one run per trial
+    assert sorted(by_trial) == sorted(t.number for t in finished)
+    for trial in finished:
+        run = by_trial[trial.number]
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        # `epoch` is Lightning's own key, logged beside every logging step (fit and test)
+        keys = [k for k in run.data.metrics if not k.startswith("system/") and k != "epoch"]
+        assert "val/acc" in keys and "train/loss" in keys, keys
+        for key in keys:  # one epoch: one point per metric, none lost, none doubled
+            history = client.get_metric_history(run.info.run_id, key)
+            assert len(history) == 1, (trial.number, key, history)
+    return study
+
+
+def search_storage(storage: str):
+    if storage.startswith("postgresql"):
+        return storage
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+
+
+@pytest.mark.slow
+def test_four_workers_count_twelve_trials_once_on_the_journal_file(tmp_path, fashion_dir):
+    port = free_port(PORTS)
+    server = start_server(tmp_path, port)
+    try:
+        wait_listening(port, server)
+        run_load(tmp_path, fashion_dir, f"http://127.0.0.1:{port}", str(tmp_path / "j.log"))
     finally:
         stop_group(server, timeout=30)
         kill_listeners(port)

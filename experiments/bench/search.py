@@ -2,6 +2,8 @@
 
     python -m experiments bench search            # full measurement (tens of minutes)
     python -m experiments bench search --quick    # CI: proves the benchmark works
+    python -m experiments bench search --load --postgres postgresql://USER@HOST/DB
+                                                  # 8 workers x 40 trials, journal and PostgreSQL
 
 Everything runs the real command (`python -m experiments search lr ...`) in fresh
 temporary stores, on a real Fashion-MNIST subset (the Debian dataset; the synthetic
@@ -14,6 +16,11 @@ writer's data when it is missing), base s1-mlp:
 2. Pruning: the same study (same sampler seed, same trials) without and with the pruner.
    Epochs spent and best val/acc of each. Target: the pruned study's best val/acc within
    0.3 points (0.003) of the unpruned one's, with <= 40% of its epochs.
+
+`--load` measures instead the full load of issue 22: 8 workers x 40 one-epoch trials on the
+journal file and (with `--postgres URL`, an empty database) on PostgreSQL, trials per
+minute beside 1 worker's, and checks that exactly 40 trials ended COMPLETE or PRUNED, each
+number once. `--load-workers` and `--load-trials` shrink it.
 
 Figures on a shared or busy machine are noisy: the load average is printed beside them.
 """
@@ -68,14 +75,22 @@ def data_overrides(root: Path) -> tuple[list[str], str]:
 
 
 def run_study(
-    folder: Path, overrides: list[str], *, trials: int, epochs: int, workers: int, pruner: str
+    folder: Path,
+    overrides: list[str],
+    *,
+    trials: int,
+    epochs: int,
+    workers: int,
+    pruner: str,
+    storage: str | None = None,
+    name: str = "bench",
 ) -> StudyFigures:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
     from optuna.trial import TrialState
 
     folder.mkdir(parents=True)
-    journal = folder / "journal.log"
+    journal = storage or str(folder / "journal.log")
     cmd = [
         sys.executable,
         "-m",
@@ -89,9 +104,9 @@ def run_study(
         "--pruner",
         pruner,
         "--study-name",
-        "bench",
+        name,
         "--storage",
-        str(journal),
+        journal,
         "--tracking-uri",
         f"sqlite:///{folder}/mlflow.db",
         "--trainer.max_epochs",
@@ -107,10 +122,11 @@ def run_study(
     wall = time.monotonic() - started
     if done.returncode != 0:
         raise RuntimeError(f"search failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    study = optuna.load_study(
-        study_name="bench", storage=JournalStorage(JournalFileBackend(str(journal)))
-    )
+    opened = journal if "://" in journal else JournalStorage(JournalFileBackend(journal))
+    study = optuna.load_study(study_name=name, storage=opened)
     finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    if len(finished) != trials or len({t.number for t in finished}) != trials:
+        raise RuntimeError(f"{name}: {len(finished)} trials finished, {trials} asked for")
     span = (
         max(t.datetime_complete for t in finished) - min(t.datetime_start for t in finished)
     ).total_seconds()
@@ -135,7 +151,13 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments bench search", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small studies (CI)")
     parser.add_argument("--pruner", choices=("median", "hyperband"), default="median")
+    parser.add_argument("--load", action="store_true", help="8 workers x 40 trials (issue 22)")
+    parser.add_argument("--postgres", help="--load on this empty PostgreSQL database too")
+    parser.add_argument("--load-workers", type=int, default=8)
+    parser.add_argument("--load-trials", type=int, default=40)
     args = parser.parse_args(argv)
+    if args.load:
+        return load(args)
     speed_trials, speed_epochs = (4, 1) if args.quick else (12, 3)
     prune_trials, prune_epochs = (6, 3) if args.quick else (20, 8)
 
@@ -202,4 +224,40 @@ def main(argv: Sequence[str]) -> int:
             f"{points:+.2f} points (unpruned - pruned; target <= 0.3)"
         )
         print(f"\nload average after: {load_average()}")
+    return 0
+
+
+def load(args) -> int:
+    """The full load: `--load-workers` x `--load-trials` one-epoch trials per storage, beside
+    1 worker on a quarter of the trials; trials per minute from the studies' own times."""
+    storages = {"journal": None}
+    if args.postgres:
+        storages["postgresql"] = args.postgres
+    with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
+        root = Path(tmp)
+        overrides, data_label = data_overrides(root)
+        print(f"search load benchmark: lr study on s1-mlp, 1 epoch per trial, {data_label}")
+        print(f"machine: {os.cpu_count()} cores; load average before: {load_average()}")
+        for label, storage in storages.items():
+            for workers, trials in (
+                (1, max(1, args.load_trials // 4)),
+                (args.load_workers, args.load_trials),
+            ):
+                name = f"load-{workers}w"
+                f = run_study(
+                    root / f"{label}-{workers}",
+                    overrides,
+                    trials=trials,
+                    epochs=1,
+                    workers=workers,
+                    pruner="median",
+                    storage=storage,
+                    name=name,
+                )
+                print(
+                    f"   {label}, {workers} worker(s): {f.trials} trials, each number once, "
+                    f"in {f.span_s:.1f} s = {f.per_minute:.2f} trials/min (command wall time "
+                    f"{f.wall_s:.1f} s; load {load_average()})",
+                    flush=True,
+                )
     return 0

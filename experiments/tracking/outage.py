@@ -79,7 +79,7 @@ def outage_message(uri: str, run_id: str, exc: BaseException, checkpoint, resume
     kept, what happens to the run, and the command that resumes it."""
     from experiments.tracking.store import redact
 
-    detail = " ".join(str(exc).split())
+    detail = " ".join(str(exc).split("[SQL:")[0].split())  # not the SQL statement
     detail = detail[:200] + ("..." if len(detail) > 200 else "")
     kept = (
         f"its checkpoint is kept at {checkpoint}"
@@ -103,7 +103,9 @@ class OutageNotice(logging.Filter):
     training thread say the store stopped answering; they are swallowed, and the first one
     prints one line. The training thread's logging calls block until the store answers, so
     the next `back_if_down` call from it (a Lightning hook) means it answered again. Other
-    threads' retries (the system-metrics monitor) are swallowed silently.
+    threads' retries (the system-metrics monitor) are swallowed silently. So is the
+    traceback MLflow's SQL store logs when a SQLite lock outlasts its 20 s busy timeout:
+    the run then ends with the runner's one paragraph.
     """
 
     def __init__(self, uri: str) -> None:
@@ -112,6 +114,8 @@ class OutageNotice(logging.Filter):
         self.down_since: float | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == SQL_STORE:  # a SQLite lock the client waited out: the runner says it
+            return not any(word in record.getMessage() for word in OUTAGE_WORDS)
         if not record.getMessage().startswith("Retrying"):
             return True
         if record.threadName == threading.main_thread().name and self.down_since is None:
@@ -136,11 +140,15 @@ class OutageNotice(logging.Filter):
             )
 
     def __enter__(self) -> OutageNotice:
-        logging.getLogger(URLLIB3_POOL).addFilter(self)
+        for name in (URLLIB3_POOL, SQL_STORE):
+            logging.getLogger(name).addFilter(self)
         return self
 
     def __exit__(self, *exc) -> None:
-        logging.getLogger(URLLIB3_POOL).removeFilter(self)
+        for name in (URLLIB3_POOL, SQL_STORE):
+            logging.getLogger(name).removeFilter(self)
 
 
 URLLIB3_POOL = "urllib3.connectionpool"
+#: MLflow's SQL store logs an OperationalError with its traceback before raising it
+SQL_STORE = "mlflow.store.db.utils"

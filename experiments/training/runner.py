@@ -284,12 +284,13 @@ def _log_model(cfg: ResolvedConfig, model, data, client, result: RunResult, regi
 
 def _system_metrics(uri: str, run_id: str, interval: float | None, *, resumed: bool):
     """MLflow's system metrics monitor on the run (`system/cpu_utilization_percentage`, ...),
-    started; None when off. A resumed run continues its steps (`resume_logging`)."""
+    started, and run again after a store outage (tracking/system_metrics.py); None when off.
+    A resumed run continues its steps (`resume_logging`)."""
     if interval is None:
         return None
-    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+    from experiments.tracking.system_metrics import KeptSystemMetrics
 
-    monitor = SystemMetricsMonitor(
+    monitor = KeptSystemMetrics(
         run_id, sampling_interval=interval, resume_logging=resumed, tracking_uri=uri
     )
     monitor.start()
