@@ -25,7 +25,7 @@ import pytest
 
 from experiments.search.storage import open_storage
 from experiments.services import dashboard
-from tests.helpers import RunIf, child_env, free_port, stop_group
+from tests.helpers import RunIf, free_port, start_cli, stop_group
 
 PORTS = range(5650, 5680)  # this file's share of the project's test port range
 
@@ -80,24 +80,7 @@ def test_refusals_name_the_problem(tmp_path, capsys, monkeypatch):
 
 
 def start(journal: str, port: int, tmp_path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "experiments",
-            "dashboard",
-            "--storage",
-            journal,
-            "--port",
-            str(port),
-        ],
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    return start_cli("dashboard", "--storage", journal, "--port", str(port), cwd=tmp_path)
 
 
 def wait_for(predicate, timeout: float, what: str):

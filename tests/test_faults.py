@@ -37,7 +37,16 @@ from experiments.training import checkpoints
 from experiments.training.config import parse
 from experiments.training.outputs import RunOutputs
 from experiments.training.runner import run_experiment
-from tests.helpers import REPO, child_env, data_overrides, run_cli, stop_group, tiny, write_space
+from tests.helpers import (
+    REPO,
+    child_env,
+    data_overrides,
+    run_cli,
+    start_cli,
+    stop_group,
+    tiny,
+    write_space,
+)
 
 EXPERIMENT = "fashion-mnist"
 
@@ -679,15 +688,7 @@ def listening_addresses(port: int) -> set[str]:
 @pytest.mark.slow
 def test_ui_binds_loopback_unless_told_otherwise_and_says_so(tmp_path):
     port = closed_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "ui", "--port", str(port)],
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # the UI's mlflow server and workers form one group
-    )
+    proc = start_cli("ui", "--port", str(port), cwd=tmp_path)  # one group with its server
     try:
         banner = proc.stdout.readline()
         assert f"at http://127.0.0.1:{port} (bound to 127.0.0.1: loopback only)" in banner

@@ -33,7 +33,7 @@ from PIL import Image
 from datamodules.synthetic import write_fashion_mnist
 from experiments.__main__ import main as cli
 from experiments.training.trained import load_run_model
-from tests.helpers import child_env, copy_store, free_port, stop_group
+from tests.helpers import child_env, copy_store, free_port, start_cli, stop_group
 
 PORTS = range(5560, 5590)  # this file's share of the project's test port range
 
@@ -416,20 +416,11 @@ def test_images_above_the_pixel_limit_are_refused_before_decoding(registered, hu
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_model_server_stops_when_serve_is_killed(registered, tmp_path, signum):
-    from tests.test_servers import assert_port_closes_when_killed
+    from tests.helpers.servers import assert_port_closes_when_killed
 
     uri, _, _ = registered
     port = free_port(PORTS)
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "experiments", "serve", "models:/fashion-mlp/1"),
-            *("--port", str(port), "--tracking-uri", uri),
-        ],
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    proc = start_cli(
+        "serve", "models:/fashion-mlp/1", "--port", str(port), "--tracking-uri", uri, cwd=tmp_path
     )
     assert_port_closes_when_killed(proc, port, signum)

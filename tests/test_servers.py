@@ -33,7 +33,12 @@ from optuna.trial import TrialState
 from experiments.__main__ import main as cli
 from experiments.search import launch as search_launch
 from experiments.services import auth
-from tests.helpers import child_env, free_port, run_cli, stop_group, tiny
+from tests.helpers import child_env, free_port, run_cli, start_cli, stop_group, tiny
+from tests.helpers.servers import (
+    assert_port_closes_when_killed,
+    kill_listeners,
+    wait_listening,
+)
 from tests.test_search import study_trials
 
 PORTS = range(5660, 5700)  # this file's share of the project's test port range
@@ -103,65 +108,11 @@ def test_more_workers_than_cores_are_accepted_with_the_measured_cost(capsys):
 # --- slow: the child server stops with its parent ---------------------------------------
 
 
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not listening(port):
-        if proc.poll() is not None:
-            output = proc.stdout.read() if proc.stdout else proc.log.read_text()
-            pytest.fail(f"exited with {proc.returncode}: {output[-3000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"nothing listened on port {port} within {timeout} s")
-        time.sleep(0.5)
-
-
-def seconds_until_closed(port: int, limit: float = 60) -> float:
-    start = time.monotonic()
-    while listening(port) and time.monotonic() - start < limit:
-        time.sleep(0.2)
-    return time.monotonic() - start
-
-
-def kill_listeners(port: int) -> None:
-    """Cleanup after a failure: whatever still listens on `port`, with its process group."""
-    for conn in psutil.net_connections("tcp"):
-        if conn.laddr and conn.laddr.port == port and conn.status == "LISTEN" and conn.pid:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(os.getpgid(conn.pid), signal.SIGKILL)
-
-
-def assert_port_closes_when_killed(proc: subprocess.Popen, port: int, signum: int) -> None:
-    """Send `signum` to the command's own process (not its group); its server must go."""
-    try:
-        wait_listening(port, proc)
-        proc.send_signal(signum)
-        proc.wait(timeout=60)
-        waited = seconds_until_closed(port)
-        assert waited <= 30, f"port {port} still open {waited:.0f} s after {signum.name}"
-        assert not listening(port)
-    finally:
-        stop_group(proc)
-        kill_listeners(port)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_ui_server_stops_when_ui_is_killed(tmp_path, signum):
     port = free_port(PORTS)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "ui", "--port", str(port)],
-        cwd=tmp_path,
-        env=child_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    proc = start_cli("ui", "--port", str(port), cwd=tmp_path)
     assert_port_closes_when_killed(proc, port, signum)
 
 

@@ -1,5 +1,5 @@
 """The repository root, environments for child processes, the CLI in a fresh process (or in
-this one), ports, and stopping a process group a test started."""
+this one, or started and left running), ports, and stopping a process group a test started."""
 
 from __future__ import annotations
 
@@ -63,6 +63,20 @@ def run_main(*args: str, capsys) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def start_cli(*args: str, cwd: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen:
+    """`python -m experiments ARGS` started in its own process group (so `stop_group` ends it
+    with the servers it starts), its stdout and stderr together on `proc.stdout`, as text."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        env=dict(env) if env is not None else child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def free_port(ports: range, exclude: tuple[int, ...] = ()) -> int:
