@@ -33,7 +33,7 @@ from optuna.trial import TrialState
 from experiments.__main__ import main as cli
 from experiments.search import launch as search_launch
 from experiments.services import auth
-from tests.helpers import child_env, free_port, run_cli, start_cli, stop_group, tiny
+from tests.helpers import RunIf, child_env, free_port, run_cli, start_cli, stop_group, tiny
 from tests.helpers.servers import (
     assert_port_closes_when_killed,
     kill_listeners,
@@ -132,6 +132,7 @@ def status_of(url: str, user: str | None = None, password: str | None = None) ->
 
 
 @pytest.mark.slow
+@RunIf(modules=["flask_wtf"])  # MLflow's `auth` extra: pip install -e ".[auth]"
 def test_server_with_auth_refuses_strangers_and_logs_a_run_with_the_printed_password(
     tmp_path, fashion_dir, monkeypatch
 ):
