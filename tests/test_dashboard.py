@@ -58,7 +58,8 @@ def get_json(url: str):
         return json.loads(response.read())
 
 
-def test_refusals_name_the_problem(tmp_path, capsys, monkeypatch):
+@RunIf(modules=["optuna_dashboard"])  # with the extra absent every command says only that
+def test_refusals_name_the_problem(tmp_path, capsys):
     journal = make_study(tmp_path / "journal.log")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -74,6 +75,9 @@ def test_refusals_name_the_problem(tmp_path, capsys, monkeypatch):
     assert dashboard.main(["--storage", str(tmp_path / "none.log")]) == 2
     assert "no Optuna study storage at" in capsys.readouterr().err
 
+
+def test_a_missing_extra_is_named_with_its_install_command(tmp_path, capsys, monkeypatch):
+    journal = make_study(tmp_path / "journal.log")
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if the extra were absent
     assert dashboard.main(["--storage", journal]) == 2
     assert "pip install -e '.[dashboard]'" in capsys.readouterr().err
