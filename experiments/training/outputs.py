@@ -7,7 +7,7 @@ run once it is tested; a failure inside one is a warning and a tag, never a fail
 |-----------------|-----------------------------------------------------|----------------------|
 | `warnings_log`  | `warnings.log`: the Python warnings of fit and test | `warnings_log_error` |
 | `checkpoint`    | `checkpoints/best.ckpt`: the tested checkpoint      | `checkpoint_error`   |
-| `judgement`     | tags `fit_judgement`, `fit_judgement_reason`        | `fit_judgement_error`|
+| `judgement`     | tags `fit_judgement`, `fit_judgement_reason`        | `judgement_error`    |
 | `figures`       | `figures/*.png`, `confusion_matrix.csv`             | `figures_error`      |
 | `model_summary` | `model_summary.txt`, `model_summary.csv`            | `model_summary_error`|
 | `model`         | the LoggedModel (and a registry version: register=) | `model_error`        |
