@@ -1,10 +1,6 @@
-"""The outputs of a run as Lightning callbacks (the table in experiments/training/outputs.py).
-
-Each writes into the Trainer's MLflow run once the run is tested (`on_test_end`: Lightning
-has logged the test metrics and the model holds the tested weights). A failure inside one
-is printed as a warning and kept in its tag, `NAME_error`; it never turns a finished run
-into a failed one (an unreachable store is the run's own failure).
-"""
+"""A run's outputs as Lightning callbacks, written once it is tested (`on_test_end`: the test
+metrics are logged, the model holds the tested weights). A failure is a warning and the tag
+`NAME_error`, never a failed run (an unreachable store is the run's own failure)."""
 
 from __future__ import annotations
 
@@ -20,10 +16,8 @@ from experiments.tracking import outage
 
 
 class RunOutput(Callback):
-    """One output of a run, written at `on_test_end` by `write`; see the module's table.
-
-    `run`: (tracking URI, run id) of the run to write into; default: the Trainer's logger's.
-    `found`: what the output adds to the run's `RunResult` (judgement, model id)."""
+    """One output, written by `write` into `run` (URI, run id; default: the Trainer's logger's);
+    `found`: what it adds to the run's `RunResult` (judgement, model id)."""
 
     name = ""
     what = ""
@@ -33,12 +27,7 @@ class RunOutput(Callback):
         self.uri = ""
         self.found: dict[str, Any] = {}
 
-    @property
-    def error_tag(self) -> str:
-        return f"{self.name}_error"
-
     def target(self, trainer) -> tuple[Any, str]:
-        """(MlflowClient, run id) of the run this output writes into."""
         from experiments.tracking import store
 
         self.uri, run_id = self.run or (trainer.logger.uri, trainer.logger.run_id)
@@ -56,7 +45,7 @@ class RunOutput(Callback):
                 raise
             message = f"{type(exc).__name__}: {exc}"[:5000]
             print(f"warning: run {run_id}: {self.what} not logged: {message}", file=sys.stderr)
-            client.set_tag(run_id, self.error_tag, message)
+            client.set_tag(run_id, f"{self.name}_error", message)
 
     def write(self, client, run_id: str, trainer, pl_module) -> None:
         raise NotImplementedError

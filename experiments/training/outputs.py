@@ -1,25 +1,11 @@
-"""What a run records besides its params and metrics: Lightning callbacks chosen by its purpose.
+"""What a run records besides its params and metrics: output callbacks chosen by its purpose
+(experiments/training/output_callbacks.py; their names and tags: docs/tracking.md).
 
-Each output is a callback (experiments/training/output_callbacks.py) that writes into the
-run once it is tested; a failure inside one is a warning and a tag, never a failed run.
-
-| name            | what the run gets                                   | tag on failure       |
-|-----------------|-----------------------------------------------------|----------------------|
-| `warnings_log`  | `warnings.log`: the Python warnings of fit and test | `warnings_log_error` |
-| `checkpoint`    | `checkpoints/best.ckpt`: the tested checkpoint      | `checkpoint_error`   |
-| `judgement`     | tags `fit_judgement`, `fit_judgement_reason`        | `judgement_error`    |
-| `figures`       | `figures/*.png`, `confusion_matrix.csv`             | `figures_error`      |
-| `model_summary` | `model_summary.txt`, `model_summary.csv`            | `model_summary_error`|
-| `model`         | the LoggedModel (and a registry version: register=) | `model_error`        |
-
-A plain run has them all (`RUN`); a study trial has what the study needs (`TRIAL`: the
-warnings kept off the terminal and the checkpoint of a complete trial), and the study logs
-its best trial's figures, judgement, summary and model once it ends; `search
---trial-figures` gives every trial all but the model (`TRIAL_FIGURES`):
+A plain run has them all (`RUN`); a study trial its warnings and checkpoint (`TRIAL`), its
+study logs the best trial's others once it ends; `search --trial-figures` gives trials all
+but the model:
 
     python -m experiments run s1-mlp --register fashion-mlp        # a registry version
-    python -m experiments run s1-mlp --system-metrics-interval 2   # system/* every 2 s
-    python -m experiments search lr --register fashion-mlp         # the best trial's model
     python -m experiments search lr --trial-figures                # every trial's figures
 """
 
@@ -31,7 +17,6 @@ from typing import Any
 
 from experiments.errors import ConfigError
 
-#: the outputs by name, in the order they are written (output_callbacks.OUTPUTS)
 OUTPUTS = ("warnings_log", "checkpoint", "judgement", "figures", "model_summary", "model")
 
 
@@ -110,15 +95,9 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
-#: a plain run: every output
 RUN = RunOutputs()
-#: a study trial: its warnings and the checkpoint of a complete trial; no system metrics
-TRIAL_NAMES = ("warnings_log", "checkpoint")
+TRIAL_NAMES = ("warnings_log", "checkpoint")  # a study trial's; no system metrics either
 TRIAL = RunOutputs(names=TRIAL_NAMES, system_metrics_s=None)
-#: `search --trial-figures` (and compare-activations): all but the model, which the study
-#: logs for its best trial
-TRIAL_FIGURES = tuple(n for n in OUTPUTS if n != "model")
-#: `evaluate`: the warnings, judgement, figures and summary of the test
+TRIAL_FIGURES = OUTPUTS[:-1]  # search --trial-figures: all but the model
 EVALUATION = RunOutputs(names=("warnings_log", "judgement", "figures", "model_summary"))
-#: what the best trial gets once its study ends (it has its checkpoint and warnings)
-BEST_TRIAL = ("judgement", "figures", "model_summary", "model")
+BEST_TRIAL = OUTPUTS[2:]  # the best trial's, once its study ends
