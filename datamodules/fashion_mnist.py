@@ -60,8 +60,16 @@ def read_idx(path: str | Path, ndim: int) -> tuple[np.ndarray, str]:
 
     Returns the array and the md5 of the decompressed bytes (stable across gzip/raw copies,
     unlike the md5 of a ``.gz`` file). Raises DataFormatError naming the file otherwise.
+    An unchanged file is read once per process: a study's trials all read the same files.
     """
-    path = Path(path)
+    stat = Path(path).stat()
+    array, md5 = _read_idx(str(path), ndim, stat.st_size, stat.st_mtime_ns)
+    return array.copy(), md5
+
+
+@functools.lru_cache(maxsize=8)
+def _read_idx(name: str, ndim: int, size: int, mtime_ns: int) -> tuple[np.ndarray, str]:
+    path = Path(name)
     data = path.read_bytes()
     # Detect compression by content, not by name: a mis-named file should still work.
     if data[:2] == _GZIP_MAGIC:

@@ -2,6 +2,7 @@
 
     python -m experiments bench search            # full measurement (tens of minutes)
     python -m experiments bench search --quick    # CI: proves the benchmark works
+    python -m experiments bench search --quick --json   # one JSON object with the figures
     python -m experiments bench search --load --postgres postgresql://USER@HOST/DB
                                                   # 8 workers x 40 trials, journal and PostgreSQL
 
@@ -16,6 +17,10 @@ writer's data when it is missing), base s1-mlp:
 2. Pruning: the same study (same sampler seed, same trials) without and with the pruner.
    Epochs spent and best val/acc of each. Target: the pruned study's best val/acc within
    0.3 points (0.003) of the unpruned one's, with <= 40% of its epochs.
+3. Fixed cost per trial: a trial's wall time from Optuna's ask to its tell, minus the
+   seconds of its training and validation epochs (the trial's `epochs_s`, from the
+   Trainer's epoch hooks), median over the trials of the 1-worker studies: what every
+   trial pays besides its epochs (run set-up, test, outputs). Target: <= 0.5 s.
 
 `--load` measures instead the full load of issue 22: 8 workers x 40 one-epoch trials on the
 journal file and (with `--postgres URL`, an empty database) on PostgreSQL, trials per
@@ -28,7 +33,10 @@ Figures on a shared or busy machine are noisy: the load average is printed besid
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,6 +57,8 @@ class StudyFigures:
     epochs: int
     best: float
     pruned: int
+    #: per finished trial: ask -> tell seconds minus its epochs' seconds
+    fixed_costs: list[float]
 
     @property
     def per_minute(self) -> float:
@@ -137,7 +147,14 @@ def run_study(
         epochs=sum(int(t.user_attrs.get("epochs", 0)) for t in finished),
         best=study.best_value,
         pruned=sum(t.state == TrialState.PRUNED for t in finished),
+        fixed_costs=[fixed_cost(t) for t in finished],
     )
+
+
+def fixed_cost(trial) -> float:
+    """Seconds from the trial's ask (its start) to its tell (its end) outside its epochs."""
+    span = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    return span - float(trial.user_attrs.get("epochs_s", 0.0))
 
 
 def load_average() -> str:
@@ -155,9 +172,21 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--postgres", help="--load on this empty PostgreSQL database too")
     parser.add_argument("--load-workers", type=int, default=8)
     parser.add_argument("--load-trials", type=int, default=40)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.load:
         return load(args)
+    if not args.json:
+        measure(args)
+        return 0
+    with contextlib.redirect_stdout(sys.stderr):  # stdout holds only the JSON object
+        figures = measure(args)
+    print(json.dumps(figures))
+    return 0
+
+
+def measure(args) -> dict:
+    """Run the studies, print the figures as they come; the headline figures."""
     speed_trials, speed_epochs = (4, 1) if args.quick else (12, 3)
     prune_trials, prune_epochs = (6, 3) if args.quick else (20, 8)
 
@@ -223,8 +252,24 @@ def main(argv: Sequence[str]) -> int:
             f"   pruned/unpruned epochs: {share:.0%} (target <= 40%); best val/acc difference: "
             f"{points:+.2f} points (unpruned - pruned; target <= 0.3)"
         )
+        costs = [c for f in (speed[1], full, pruned) for c in f.fixed_costs]
+        fixed = statistics.median(costs)
+        print(
+            f"\n3. fixed cost per trial (ask -> tell minus its epochs), median of the "
+            f"{len(costs)} trials of the 1-worker studies: {fixed:.2f} s (target <= 0.5 s)"
+        )
         print(f"\nload average after: {load_average()}")
-    return 0
+    return {
+        "fixed_cost_per_trial_s": round(fixed, 3),
+        "trials_per_min_1_worker": round(speed[1].per_minute, 2),
+        "trials_per_min_2_workers": round(speed[2].per_minute, 2),
+        "workers_ratio": round(ratio, 2),
+        "pruned_epoch_share": round(share, 3),
+        "best_val_acc_unpruned_minus_pruned_points": round(points, 2),
+        "quick": args.quick,
+        "load_average_after": load_average(),
+        "fixed_costs_s": [round(c, 3) for c in costs],
+    }
 
 
 def load(args) -> int:

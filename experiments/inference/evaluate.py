@@ -21,7 +21,6 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from experiments import errors
 from experiments.inference.reference import TrainedModel, add_model_arguments, resolve
@@ -84,9 +83,11 @@ def _test(trained: TrainedModel, uri: str, run_id: str, folder: str) -> list[dic
     """Lightning's test loop on one device, logging into the evaluation run."""
     import lightning as L
 
+    from experiments.training.outputs import EVALUATION
     from experiments.training.runner import run_logger
 
     trainer = L.Trainer(
+        callbacks=EVALUATION.callbacks(),
         accelerator=trained.cfg.trainer.get("accelerator") or "auto",
         devices=1,
         precision=trained.cfg.trainer.get("precision"),
@@ -106,22 +107,15 @@ def evaluate(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, float]]:
-    """Test `trained` on its datamodule's test split in a new evaluation run; (run id, metrics)."""
-    from experiments.tracking.artifacts import log_run_artifacts
-    from experiments.training import console
-
+    """Test `trained` on its datamodule's test split in a new evaluation run; (run id, metrics).
+    The run gets a plain run's outputs but the checkpoint and the model (training/outputs.py)."""
     health.check_local_storage(uri)
     client = store.client(uri)
     run_id = _open_evaluation_run(client, uri, trained, run_name, tags or {})
     try:
         with tempfile.TemporaryDirectory() as folder:
-            log = Path(folder) / "warnings.log"  # the libraries' warnings, kept with the run
-            with console.warnings_to(log):
-                results = _test(trained, uri, run_id, folder)
-            if log.stat().st_size:
-                client.log_artifact(run_id, str(log))
+            results = _test(trained, uri, run_id, folder)
         metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-        log_run_artifacts(client, run_id, trained.model, trained.data)
     except BaseException as exc:
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")

@@ -496,6 +496,7 @@ def study_plan(
         args.group_id,
         "--pruner",
         "none",
+        "--trial-figures",  # each run's own figures (the W1 tiles) are part of the answer
         "--workers",
         str(args.workers),
         *(["--tracking-uri", args.tracking_uri] if args.tracking_uri else []),

@@ -200,9 +200,11 @@ def lead(plan: Plan, argv: list[str], command: str = "search") -> int:
 
 
 def _log_best_model(plan: Plan, client, parent_run_id: str) -> None:
-    """The best trial's network as its run's LoggedModel (trials log none, to stay cheap);
-    registered with --register NAME. Once per study: a resumed study's best may be new."""
-    from experiments.training.trained import log_model_of_run, register_model
+    """The best trial's figures, fit judgement, model summary and model, which trials do not
+    log to stay cheap (training/outputs.py); registered with --register NAME. Once per
+    study: a resumed study's best may be new."""
+    from experiments.training.outputs import BEST_TRIAL, RunOutputs
+    from experiments.training.trained import log_outputs_of_run, register_model
 
     tags = client.get_run(parent_run_id).data.tags
     run_id, register = tags.get("best_run_id"), plan.outputs.register
@@ -214,7 +216,12 @@ def _log_best_model(plan: Plan, client, parent_run_id: str) -> None:
             register_model(plan.tracking_uri, register, model_id, run_id) if register else None
         )
     else:
-        model_id, registered = log_model_of_run(plan.tracking_uri, run_id, register)
+        names = tuple(n for n in BEST_TRIAL if n not in plan.outputs.names)
+        best = RunOutputs(names=names, register=register)
+        found = log_outputs_of_run(plan.tracking_uri, run_id, best)
+        model_id, registered = found.get("model_id"), found.get("registered")
+        if model_id is None:  # not logged: the warning and the trial's model_error tag say why
+            return
         client.set_tag(parent_run_id, "best_model_run_id", run_id)
         client.set_tag(parent_run_id, "best_model_id", model_id)
     where = f", registered as models:/{registered}" if registered else ""

@@ -27,7 +27,7 @@ from experiments.search.storage import default_storage
 from experiments.tracking import labels, store
 from experiments.training import outputs
 from experiments.training.config import ResolvedConfig, fast_check, parse
-from experiments.training.outputs import TRIAL, RunOutputs
+from experiments.training.outputs import TRIAL, TRIAL_FIGURES, TRIAL_NAMES, RunOutputs
 
 DEFAULT_BASE = "s1-mlp"
 
@@ -56,7 +56,8 @@ class Plan:
     workers: int
     pruner: str
     sampler_seed: int
-    #: trials record system metrics, not models; the best trial's model is logged at the end
+    #: what trials record besides their metrics (training/outputs.py): the checkpoint, and
+    #: with --trial-figures all but the model; the best trial's are logged at the end
     outputs: RunOutputs = TRIAL
     #: `--check`: everything checked, nothing created
     check: bool = False
@@ -152,7 +153,14 @@ def build_parser(study: bool = True) -> argparse.ArgumentParser:
         action="store_true",
         help="check the study, base config, Trainer, data, store and storage; create nothing",
     )
-    outputs.add_flags(parser)  # --register NAME: the best trial's model, once the study ends
+    parser.add_argument(
+        "--trial-figures",
+        action="store_true",
+        help="every trial logs a plain run's figures, fit judgement and model summary "
+        "(default: only the best trial, once the study ends)",
+    )
+    # --register NAME: the best trial's model, once the study ends; no system/* by default
+    outputs.add_flags(parser, metrics_s=None)
     labels.add_label_flags(parser, "the study's parent run (default: the study name)")
     return parser
 
@@ -222,7 +230,7 @@ def make_plan(argv: Sequence[str]) -> Plan:
         workers=args.workers,
         pruner=args.pruner or ("none" if points is not None else "median"),
         sampler_seed=args.sampler_seed,
-        outputs=outputs.from_args(args, log_model=False),
+        outputs=outputs.from_args(args, TRIAL_FIGURES if args.trial_figures else TRIAL_NAMES),
         sampler=sampler,
         points=points,
         enqueue=enqueue,

@@ -29,7 +29,9 @@ RUN_ADDRESS_ATTR = "mlflow_run"
 
 
 class TrialRecorder(Callback):
-    """Keep the validation metrics of each epoch and the MLflow run id of the trial."""
+    """Keep the validation metrics of each epoch, the MLflow run id of the trial, and the
+    seconds its epochs took (training and validation: `bench search`'s fixed cost per trial
+    is the rest of the trial's time)."""
 
     def __init__(self, trial: optuna.Trial, metrics: list[str], tracking_uri: str) -> None:
         self.trial = trial
@@ -37,6 +39,8 @@ class TrialRecorder(Callback):
         self.tracking_uri = tracking_uri
         self.history: list[dict[str, float]] = []
         self.run_id: str | None = None
+        self.epoch_seconds: dict[int, float] = {}
+        self._epoch_started = 0.0
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self.run_id = getattr(trainer.logger, "run_id", None)
@@ -48,9 +52,21 @@ class TrialRecorder(Callback):
             address = store.run_address(self.tracking_uri, experiment_id, self.run_id)
             self.trial.set_user_attr(RUN_ADDRESS_ATTR, address)
 
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._epoch_started = time.monotonic()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._epoch_ended(trainer)
+
+    def _epoch_ended(self, trainer) -> None:
+        # The epoch's span so far: its validation (a pruned trial stops there) or its end.
+        seconds = time.monotonic() - self._epoch_started
+        self.epoch_seconds[trainer.current_epoch] = seconds
+
     def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
+        self._epoch_ended(trainer)
         logged = trainer.callback_metrics
         self.history.append({m: float(logged[m]) for m in self.metrics if m in logged})
 
@@ -130,6 +146,7 @@ def run_trial(
         heartbeat.stop()
     epochs = len(recorder.history)
     trial.set_user_attr("epochs", epochs)
+    trial.set_user_attr("epochs_s", round(sum(recorder.epoch_seconds.values()), 4))
     run_id = _trial_run_id(trial, recorder, state, tracking_uri, study_name)
     if state == TrialState.COMPLETE:
         frozen = study.tell(trial, values)

@@ -1,6 +1,7 @@
 """Figures, model summary and fit judgement of a finished run, logged to its MLflow run.
 
-Called by `experiments.training.runner.run_experiment` after testing, so every run gets them:
+Called once the run is tested by its output callbacks (experiments/training/outputs.py:
+`Figures`, `ModelSummary`, `FitJudgement`), which a plain run has all of:
 
     python -m experiments run s1-cnn     # figures/ + model_summary.* in the run's artifacts
 
@@ -46,7 +47,9 @@ __all__ = [
     "CONFUSION_CSV",
     "RunCurves",
     "confusion_csv",
-    "log_run_artifacts",
+    "log_figures",
+    "log_judgement",
+    "log_model_summary",
     "mean_loss_per_epoch",
     "read_confusion_csv",
     "read_curves",
@@ -193,7 +196,7 @@ class _Drawer:
             self.errors.append(f"{what}: {type(exc).__name__}: {exc}")
 
 
-def _log_judgement(client: Any, run_id: str, curves: RunCurves) -> Judgement | None:
+def log_judgement(client: Any, run_id: str, curves: RunCurves) -> Judgement | None:
     """Judge the fit from the validation points and tag the run; None without any."""
     from mlflow.entities import RunTag
 
@@ -283,56 +286,52 @@ def _draw_first_layer(draw: _Drawer, model: Any, input_shape: tuple[int, ...]) -
         )
 
 
-def _write_model_summary(
-    root: Path, model: Any, input_shape: tuple[int, ...], errors: list[str]
-) -> None:
-    """model_summary.txt and .csv in `root`; a failure is added to `errors`."""
+def log_model_summary(client: Any, run_id: str, model: Any, datamodule: Any) -> None:
+    """model_summary.txt and .csv of the model's network (output shape and parameters per
+    layer), logged at the run's artifact root."""
     network = getattr(model, "network", None)
     if network is None:
         return
-    try:
-        rows = summarize(network, input_shape)
-    except Exception as exc:
-        errors.append(f"model_summary: {type(exc).__name__}: {exc}")
-        return
+    input_shape = tuple(getattr(model, "input_shape", None) or datamodule.input_shape)
+    rows = summarize(network, input_shape)
     header = f"{type(network).__name__} on input {'x'.join(map(str, input_shape))}\n"
-    (root / "model_summary.txt").write_text(header + format_summary(rows))
-    write_csv(rows, root / "model_summary.csv")
+    with tempfile.TemporaryDirectory(prefix="summary-") as tmp:
+        root = Path(tmp)
+        (root / "model_summary.txt").write_text(header + format_summary(rows))
+        write_csv(rows, root / "model_summary.csv")
+        client.log_artifacts(run_id, str(root))
 
 
-def log_run_artifacts(client: Any, run_id: str, model: Any, datamodule: Any) -> Judgement | None:
-    """Write and log the figures, model summary and judgement; return the judgement.
-
-    Returns None when the run has no validation points (nothing to judge). A figure that
-    cannot be drawn does not fail the finished run: the error is printed and recorded in
-    the ``figures_error`` tag instead.
+def log_figures(
+    client: Any, run_id: str, model: Any, datamodule: Any, curves: RunCurves | None = None
+) -> None:
+    """Draw and log the figures (and the confusion matrix's counts) of a tested run, from
+    its `curves` (read from MLflow when None). A figure that cannot be drawn does not stop
+    the others: the errors are printed and kept in the ``figures_error`` tag.
     """
     # Few MLflow calls on purpose: each is a round trip (a SQLite transaction or an HTTP
-    # request), so the run is read once, tags go in one batch and files in one upload.
+    # request), so the run is read once and the files go in one upload.
     run = client.get_run(run_id)
     tags = run.data.tags
     name = f"{tags.get('experiment', run_id)} ({tags.get('task', '?')})"
-    curves = read_curves(client, run_id, run.data.params)
+    if curves is None:
+        curves = read_curves(client, run_id, run.data.params)
+    judgement = judge_fit(*curves.aligned()) if curves.has_validation else None
     class_names = list(datamodule.class_names)
     input_shape = tuple(getattr(model, "input_shape", None) or datamodule.input_shape)
-    judgement = _log_judgement(client, run_id, curves)
-
     with tempfile.TemporaryDirectory(prefix="figures-") as tmp:
-        root = Path(tmp)  # uploaded as the run's artifact root: figures/ and the summary
+        root = Path(tmp)  # uploaded as the run's artifact root: figures/ and the CSV
         out = root / "figures"
         out.mkdir()
         draw = _Drawer(out, name)
         _draw_curves(draw, curves, judgement)
         _draw_test_results(draw, model, class_names)
         _draw_first_layer(draw, model, input_shape)
-        _write_model_summary(root, model, input_shape, draw.errors)
         if not any(out.iterdir()):
             out.rmdir()
         if any(root.iterdir()):
             client.log_artifacts(run_id, str(root))
-
     if draw.errors:
         message = "; ".join(draw.errors)
         print(f"warning: run {run_id}: {message}", file=sys.stderr)
         client.set_tag(run_id, "figures_error", message[:5000])
-    return judgement

@@ -54,7 +54,7 @@ def run_logger(uri: str, run_id: str, experiment_name: str):
         """Lightning's MLFlowLogger on the run the runner opened; the run's status is not its.
 
         Lightning calls `finalize("success")` when `fit` returns, before the test set is
-        scored and the checkpoint and figures are logged, and `finalize("failed")` for a
+        scored and the outputs (checkpoint, figures, model) are logged, and `finalize("failed")` for a
         Ctrl-C; either would close the run early or wrongly (tests/test_internals.py shows
         it). The runner ends the run FINISHED after the test, KILLED or FAILED otherwise.
         Everything else (params, metrics, the run id) is MLFlowLogger's own.
@@ -63,9 +63,11 @@ def run_logger(uri: str, run_id: str, experiment_name: str):
         def finalize(self, status: str = "success") -> None:
             return None
 
-    return RunLogger(
+    logger = RunLogger(
         experiment_name=experiment_name, tracking_uri=uri, run_id=run_id, save_dir=None
     )
+    logger.uri = uri  # where the run's output callbacks write (training/outputs.py)
+    return logger
 
 
 def run_experiment(
@@ -87,7 +89,8 @@ def run_experiment(
     `verbose`: say which data the run uses before it trains, and a line when it fails.
     `planned_stops`: exceptions that end the run KILLED as a planned early stop (tag
     `pruned_at_epoch`), not FAILED: a study passes Optuna's `TrialPruned`. They are raised on.
-    `outputs`: the model, its registration and the system metrics (`RunOutputs`).
+    `outputs`: what the run records besides its metrics, as callbacks (figures, model, ...),
+    and the system metrics (`RunOutputs`, training/outputs.py).
     """
     import lightning as L
     import mlflow  # noqa: F401 (imported before its loggers are quieted: it sets them up)
@@ -189,7 +192,8 @@ def _run_tracked(
     planned_stops,
     outputs: RunOutputs,
 ):
-    """fit, test and log into run `run_id`; whatever happens, the run gets its final status."""
+    """fit, test (the outputs are written by their callbacks, training/outputs.py) into run
+    `run_id`; whatever happens, the run gets its final status."""
     from experiments.training.interrupts import InterruptHandler, interrupted_message, signal_name
 
     # DDP: the processes Lightning launches at `fit` inherit this and reuse the run.
@@ -202,17 +206,21 @@ def _run_tracked(
     try:
         monitor = _system_metrics(uri, run_id, outputs.system_metrics_s, resumed=resume is not None)
         notice = stack.enter_context(outage.OutageNotice(uri))  # unreachable, then back
-        trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks, notice)
+        written = outputs.callbacks()
+        trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, [*written, *callbacks], notice)
         if resume is None:  # a resumed run logged its params, config and datasets the first time
             trainer.logger.log_hyperparams(cfg.params())
             client.log_text(run_id, cfg.as_yaml(), "config.yaml")
             datasets.log_split_inputs(client, run_id, data)  # the UI's Dataset column
-        _fit_and_test(trainer, checkpoint, model, data, client, result, resume)
+        ckpt_path = str(resume.checkpoint) if resume else None
+        result.best_checkpoint, result.test_metrics = _fit_and_test(
+            trainer, checkpoint, model, data, ckpt_path
+        )
+        for output in written:  # the judgement, the model id
+            vars(result).update(output.found)
         if monitor is not None:  # its last sample before the run ends
             monitor.finish()
             monitor = None
-        if outputs.log_model:
-            _log_model(cfg, model, data, client, result, outputs.register)
         client.set_terminated(run_id, "FINISHED")
         result.status = "FINISHED"
     except (KeyboardInterrupt, SystemExit) as exc:
@@ -225,13 +233,8 @@ def _run_tracked(
         # Optuna's pruning callback stopped `fit`: a planned early stop, not a failure.
         # The epoch is Lightning's 0-based index, as in the `epoch` metric and Optuna's step.
         epoch = str(trainer.current_epoch) if trainer is not None else "0"
-        _end(
-            client,
-            result,
-            "KILLED",
-            pruned_at_epoch=epoch,
-            end_reason=str(exc) or "pruned by Optuna",
-        )
+        reason = str(exc) or "pruned by Optuna"
+        _end(client, result, "KILLED", pruned_at_epoch=epoch, end_reason=reason)
         raise
     except BaseException as exc:
         if outage.is_outage(exc):  # the store is gone: telling it would wait another window
@@ -266,22 +269,6 @@ def _store_unreachable(uri: str, run_id: str, exc: BaseException) -> errors.Stor
     )
 
 
-def _log_model(cfg: ResolvedConfig, model, data, client, result: RunResult, register) -> None:
-    """The tested network as the run's MLflow model (and a registry version). Like a figure,
-    a model that cannot be exported does not turn the finished run into a failed one: the
-    error is printed and kept in the `model_error` tag."""
-    from experiments.training import trained
-
-    try:
-        result.model_id, result.registered = trained.log_model(
-            cfg, model.network, data, result.tracking_uri, result.run_id, register
-        )
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {exc}"[:5000]
-        print(f"warning: run {result.run_id}: the model was not logged: {message}", file=sys.stderr)
-        client.set_tag(result.run_id, "model_error", message)
-
-
 def _system_metrics(uri: str, run_id: str, interval: float | None, *, resumed: bool):
     """MLflow's system metrics monitor on the run (`system/cpu_utilization_percentage`, ...),
     started, and run again after a store outage (tracking/system_metrics.py); None when off.
@@ -297,39 +284,13 @@ def _system_metrics(uri: str, run_id: str, interval: float | None, *, resumed: b
     return monitor
 
 
-def _fit_and_test(trainer, checkpoint, model, data, client, result: RunResult, resume) -> None:
-    """Train, test the best checkpoint, then log it, the figures and the fit judgement."""
-    from experiments.tracking.artifacts import log_run_artifacts
-    from experiments.training import console
-
-    ckpt_path = str(resume.checkpoint) if resume else None
-    # Python warnings of the libraries go to the run's warnings.log, not the terminal.
-    with tempfile.TemporaryDirectory() as folder:
-        log = Path(folder) / "warnings.log"
-        try:
-            with console.warnings_to(log):
-                trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-                best = checkpoint.best_model_path or None
-                results = trainer.test(
-                    model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True
-                )
-        except BaseException as exc:
-            if not outage.is_outage(exc):  # an unreachable store would be waited for again
-                with contextlib.suppress(Exception):  # the run's own error is the one to report
-                    _log_nonempty(client, result.run_id, log)
-            raise
-        _log_nonempty(client, result.run_id, log)
-    result.test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    if best:
-        client.log_artifact(result.run_id, best, "checkpoints")
-        result.best_checkpoint = best
-    judgement = log_run_artifacts(client, result.run_id, model, data)
-    result.judgement = None if judgement is None else str(judgement)
-
-
-def _log_nonempty(client, run_id: str, path: Path) -> None:
-    if path.is_file() and path.stat().st_size:
-        client.log_artifact(run_id, str(path))
+def _fit_and_test(trainer, checkpoint, model, data, ckpt_path) -> tuple[str | None, dict]:
+    """fit, then test the best checkpoint (the output callbacks write as the test ends);
+    (the best checkpoint, the test metrics)."""
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+    best = checkpoint.best_model_path or None
+    tested = trainer.test(model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True)
+    return best, {k: float(v) for k, v in (tested[0] if tested else {}).items()}
 
 
 def _end(client, result: RunResult, status: str, **tags: str) -> None:
@@ -393,14 +354,9 @@ def _run_other_rank(
     trainer, checkpoint = _make_trainer(cfg, data, uri, run_id, callbacks)
     # The warnings are rank 0's too, which logs them with the run: this rank's are dropped.
     with tempfile.TemporaryDirectory() as folder, console.warnings_to(Path(folder) / "w.log"):
-        trainer.fit(model, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         # The best checkpoint's path is the same on every rank (rank 0 wrote the file; the
         # ranks of one node share the folder, other nodes need it on a shared filesystem).
-        best = checkpoint.best_model_path or None
-        results = trainer.test(
-            model, datamodule=data, ckpt_path=best, verbose=False, weights_only=True
-        )
-    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        best, metrics = _fit_and_test(trainer, checkpoint, model, data, ckpt_path)
     return RunResult(run_id or "", data.dataset_name, uri, "RUNNING", metrics, best)
 
 

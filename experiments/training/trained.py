@@ -1,8 +1,9 @@
 """A run's trained network: logged as its MLflow model, registered, or rebuilt from the run.
 
-`log_model` is what every run does once tested (`runner`); `log_model_of_run` does it later
-for a finished run from what the run logged (its `config.yaml` and best checkpoint), which
-is how a study logs its best trial's model once the study ends:
+`log_model` is what a run's `model` output does once tested (training/outputs.py);
+`log_outputs_of_run` tests a finished run again from what it logged (its `config.yaml` and
+best checkpoint) with output callbacks, which is how a study logs its best trial's figures
+and model once the study ends:
 
     python -m experiments search lr --trials 8 --register fashion-mlp
 """
@@ -20,22 +21,22 @@ from experiments.training import checkpoints
 from experiments.training.config import ResolvedConfig, prepare_data
 
 
-def log_model(
-    cfg: ResolvedConfig, network, data, uri: str, run_id: str, register: str | None
-) -> tuple[str, str | None]:
+def log_model(network, data, uri: str, run_id: str, register: str | None) -> tuple[str, str | None]:
     """Log the tested `network` as run `run_id`'s LoggedModel (with its test metrics) and,
     with `register`, add it as a new version of that registered model; (model id, "NAME/N")."""
     client = store.client(uri)
     history = client.get_metric_history(run_id, "test/acc")
+    tags = client.get_run(run_id).data.tags
+    task = tags.get("task", "")
     info = logged_model.log_trained_model(
         uri,
         run_id,
         network,
         data,
-        task=cfg.task,
+        task=task,
         # Lightning logs the test metrics at the run's last step: the model's step
         test_step=history[-1].step if history else 0,
-        tags={"experiment": cfg.name, "task": cfg.task},
+        tags={"experiment": tags.get("experiment", ""), "task": task},
     )
     registered = register_model(uri, register, info.model_id, run_id) if register else None
     return info.model_id, registered
@@ -126,8 +127,28 @@ def same_task_data(cfg: ResolvedConfig, trained_on) -> Any:
     return data
 
 
-def log_model_of_run(uri: str, run_id: str, register: str | None) -> tuple[str, str | None]:
-    """`log_model` for a finished run, from its logged config and best checkpoint."""
-    client = store.client(uri)
-    cfg, model, data = load_run_model(client, run_id)
-    return log_model(cfg, model.network, data, uri, run_id, register)
+def log_outputs_of_run(uri: str, run_id: str, outputs) -> dict[str, Any]:
+    """The `outputs` (a RunOutputs) of a finished run, written by testing its logged config
+    and best checkpoint again with their callbacks; nothing else is logged to the run (the
+    test metrics are the ones it has). What the outputs found (judgement, model id)."""
+    import warnings
+
+    import lightning as L
+
+    cfg, model, data = load_run_model(store.client(uri), run_id)
+    callbacks = outputs.callbacks(run=(uri, run_id))
+    # The run's own test kept its warnings; this one's are the same again.
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = L.Trainer(
+            accelerator=cfg.trainer.get("accelerator") or "auto",
+            devices=1,
+            logger=False,
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=folder,
+        )
+        trainer.test(model, datamodule=data, verbose=False)
+    return {k: v for c in callbacks for k, v in c.found.items()}
