@@ -29,7 +29,9 @@ def test_quick_speed_benchmark_measures_every_figure(tmp_path):
     assert set(JSON_KEYS) <= set(figures)
     for key in TARGETS:
         value = figures[key]
-        assert isinstance(value, float) and math.isfinite(value) and value > 0, (key, value)
+        assert isinstance(value, float) and math.isfinite(value), (key, value)
+        # A difference of two noisy start-up times can come out below zero on a busy host.
+        assert value > 0 or key == "first_step_minus_import_s", (key, value)
     details = figures["details"]
     for key in JSON_KEYS:  # the headline figures are the details' figures
         assert details[key] == figures[key], key
@@ -60,6 +62,8 @@ def test_quick_speed_benchmark_measures_every_figure(tmp_path):
         assert len(ratios) == rounds and all(math.isfinite(r) and r > 0 for r in ratios)
         assert row["project_vs_floor"] == pytest.approx(statistics.median(ratios), rel=1e-9)
         assert row["project_vs_floor_spread"] == pytest.approx(max(ratios) - min(ratios))
+        cpu = row["project_vs_floor_cpu_rounds"]  # the same ratios in CPU seconds
+        assert len(cpu) == rounds and row["project_vs_floor_cpu"] == statistics.median(cpu)
         # (a) and (d) ran with the thread count the run path's policy picks for the model.
         assert row["threads"] == threads.choose(None, network, batch).threads, case
 
