@@ -198,3 +198,58 @@ def test_system_metrics_monitor_runs_its_overridable_loop_and_quits_at_a_failed_
         assert probe.returned.wait(60), "monitor() no longer returns at a failed request"
     finally:
         probe.finish()
+
+
+def test_model_checkpoint_keys_its_state_by_class_name_and_fixed_settings(tmp_path):
+    """`callbacks.ModelCheckpoint` computes `state_key` once and keeps Lightning's class name:
+    the key must be Lightning's for the same settings (or checkpoints written before would
+    resume without their callback state), and a trained run's checkpoints must hold it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint as LightningCheckpoint
+
+    from experiments.training.callbacks import ModelCheckpoint
+
+    settings = dict(dirpath=tmp_path, filename="best", monitor="val/acc", mode="max")
+    ours, theirs = ModelCheckpoint(**settings), LightningCheckpoint(**settings)
+    assert ours.state_key == theirs.state_key
+    stepped = dict(dirpath=tmp_path, filename="s", every_n_train_steps=2)
+    assert ModelCheckpoint(**stepped).state_key == LightningCheckpoint(**stepped).state_key
+
+
+def test_model_checkpoint_without_step_triggers_does_nothing_at_batch_end(tmp_path):
+    """Lightning's ModelCheckpoint saves nothing at a training batch's end unless
+    `every_n_train_steps` or `train_time_interval` is set, which is why ours skips the hook
+    then; with `every_n_train_steps` ours still saves at the steps Lightning's does."""
+    from lightning.pytorch.callbacks import ModelCheckpoint as LightningCheckpoint
+
+    from experiments.training.callbacks import ModelCheckpoint
+
+    def saved(cls, folder, **triggers) -> list[str]:
+        torch.manual_seed(0)
+        model = ImageClassifier(MLP(4, 2, hidden_sizes=[3]), input_shape=(1, 2, 2), num_classes=2)
+        data = TensorDataset(torch.randn(16, 1, 2, 2), torch.randint(0, 2, (16,)))
+        seen: list[list[str]] = []
+
+        class Watch(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                seen.append(sorted(p.name for p in folder.glob("*.ckpt")))
+
+        checkpoint = cls(dirpath=folder, filename="{step}", save_top_k=-1, **triggers)
+        trainer = L.Trainer(
+            max_epochs=1,
+            logger=False,
+            accelerator="cpu",
+            callbacks=[Watch(), checkpoint],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+        trainer.fit(model, DataLoader(data, batch_size=4))
+        return [*seen, sorted(p.name for p in folder.glob("*.ckpt"))]
+
+    # No step trigger: nothing during the epoch, one file at its end, with either class.
+    plain = saved(LightningCheckpoint, tmp_path / "a")
+    assert plain == saved(ModelCheckpoint, tmp_path / "b")
+    assert plain[-2] == [] and plain[-1] == ["step=4.ckpt"]
+    # A step trigger: the same files at the same batches.
+    stepped = saved(LightningCheckpoint, tmp_path / "c", every_n_train_steps=2)
+    assert stepped == saved(ModelCheckpoint, tmp_path / "d", every_n_train_steps=2)
+    assert "step=2.ckpt" in stepped[-2]

@@ -1,24 +1,34 @@
-"""Speed benchmark: the project's `run` path against a bare PyTorch loop, side by side.
+"""Speed benchmark: the project's `run` path against a bare PyTorch loop and Lightning's floor.
 
     python -m experiments bench speed            # full: several epochs per case
     python -m experiments bench speed --quick    # CI: a few hundred batches per case
     python -m experiments bench speed --json     # one JSON object with the headline figures
 
-For S1.2 (MLP 784-128-10, SGD, batch 64), S1.3 (four-block CNN, Adam, batch 64) and S0.3
-(LeNet, Adam, batch 4 on 2,500 CIFAR-shaped images) it times, in this one process:
+For S1.2 (the seed's MLP 784-128-10, SGD lr 0.1, batch 64: NOT the catalog's `s1-mlp`,
+784-512-10, whose flags `S12_MODEL` overrides), S1.3 (four-block CNN, Adam, batch 64) and
+S0.3 (LeNet, Adam, batch 4 on 2,500 CIFAR-shaped images) it times, in this one process:
 (a) a bare PyTorch loop over the same in-memory tensors (the reference), (b) the project's
 own `run` path with MLflow tracking on, and for S1.2 (c) the conventional set-up
 (torchvision `FashionMNIST` + `ToTensor`, default `DataLoader`, default `Trainer`), and
-(d) Lightning's floor: the Trainer driving a minimal LightningModule (forward, loss) on the
-same batches with no logger, callbacks or metrics, which separates what Lightning's loop
-costs per step from what the project adds. (a), (b) and (d) use the thread count the run
-path chooses (experiments/threads.py). The cheap cases (S1.2, S0.3) run the three paths
-in three alternating rounds, so the drift of a shared machine hits them alike. Seconds per
-epoch are the median over the measured epochs after one warm-up epoch per path;
-validation time is excluded from (b) and (c) because (a) has none (`--quick` validates and
-tests on 20 batches only: neither is in the per-epoch figures). Also measured: CLI cold
-start (`python -m experiments --help`), time from `run` to the first training step (a
-fresh process), and the share of a 1-epoch S1.2 run's wall time spent in MLflow calls.
+(d) Lightning's floor, defined once and frozen (`FLOOR_DEFINITION`): a minimal
+LightningModule (forward + cross-entropy loss in `training_step`, the same plain optimizer
+in `configure_optimizers`, nothing else) driven by `Trainer(logger=False,
+enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)` on the
+same in-memory batches. (b) - (d) is what the project adds to what Lightning itself costs.
+(a), (b) and (d) run on one thread count: the one the run path's policy picks for the
+model (experiments/training/threads.py), passed to (b) as `--threads N`.
+
+The three paths run in alternating rounds (S1.2: `S12_ROUNDS`, at least 5; the order of
+project and floor swaps every round), so the drift of a shared machine hits them alike;
+`s12_vs_floor` is the median over the rounds of each round's project / floor ratio and
+`s12_vs_floor_spread` the largest minus the smallest of those ratios. Seconds per epoch
+are the median over the measured epochs after one warm-up epoch per path; validation time
+is excluded from (b) and (c) because (a) has none (`--quick` validates and tests on 20
+batches only: neither is in the per-epoch figures). Also measured: CLI cold start
+(`python -m experiments --help`), the time from `run` to the first training step (a fresh
+process) minus the import floor (a fresh process importing torch, lightning and mlflow and
+opening the store), paired and alternated (`first_step_minus_import_s`: the median of the
+pairs' differences), and the share of a 1-epoch S1.2 run's wall time spent in MLflow calls.
 """
 
 from __future__ import annotations
@@ -77,50 +87,71 @@ def bare_epoch_times(
 
 
 def _epoch_timer():
-    """A callback that records training-epoch durations minus the validation inside them."""
+    """A callback that records training-epoch durations minus the validation inside them:
+    wall seconds (`times`) and this process's CPU seconds (`cpu_times`, which a busy
+    neighbour on a shared machine disturbs far less than the wall clock)."""
     import lightning as L
 
     class EpochTimer(L.Callback):
         def __init__(self) -> None:
             self.times: list[float] = []
-            self._start = 0.0
-            self._val = 0.0
-            self._val_start = 0.0
+            #: torch's intra-op thread count at the start of each epoch
+            self.threads: list[int] = []
+            self.cpu_times: list[float] = []
+            self._start = self._val = self._val_start = 0.0
+            self._cpu_start = self._cpu_val = self._cpu_val_start = 0.0
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
+            import torch
+
+            self.threads.append(torch.get_num_threads())
             self._start, self._val = time.perf_counter(), 0.0
+            self._cpu_start, self._cpu_val = time.process_time(), 0.0
 
         def on_validation_start(self, trainer, pl_module) -> None:
-            self._val_start = time.perf_counter()
+            self._val_start, self._cpu_val_start = time.perf_counter(), time.process_time()
 
         def on_validation_end(self, trainer, pl_module) -> None:
             self._val += time.perf_counter() - self._val_start
+            self._cpu_val += time.process_time() - self._cpu_val_start
 
         def on_train_epoch_end(self, trainer, pl_module) -> None:
             self.times.append(time.perf_counter() - self._start - self._val)
+            self.cpu_times.append(time.process_time() - self._cpu_start - self._cpu_val)
 
     return EpochTimer()
 
 
-def project_epoch_times(
-    name: str, overrides: list[str], uri: str, epochs: int
-) -> tuple[list[float], float]:
-    """Seconds per epoch of `python -m experiments run NAME` (tracking on); and its wall time."""
+def project_epoch_times(name: str, overrides: list[str], uri: str, epochs: int):
+    """The epoch timer of `python -m experiments run NAME` (tracking on): wall and CPU
+    seconds of each epoch, the warm-up epoch first, and the thread count of each."""
     from experiments.training.config import parse
     from experiments.training.runner import run_experiment
 
     cfg = parse(name, [*overrides, "--trainer.max_epochs", str(epochs + 1)])
     timer = _epoch_timer()
-    start = time.perf_counter()
     run_experiment(cfg, uri, callbacks=[timer])
-    return timer.times[1:], time.perf_counter() - start
+    return timer
+
+
+#: Lightning's floor, frozen: change it only with a note on the benchmarks page, since every
+#: `*_vs_floor` figure before and after would no longer compare.
+FLOOR_DEFINITION = (
+    "Lightning's floor: a minimal LightningModule (training_step = forward + cross-entropy "
+    "loss, configure_optimizers = the same plain optimizer; no metrics, no self.log) driven "
+    "by Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, "
+    "enable_model_summary=False), no callbacks but the epoch timer, on the same in-memory "
+    "batches (TensorBatchLoader) and thread count as the project's run"
+)
 
 
 def lightning_floor_epoch_times(
     make_network: Callable, make_optimizer: Callable, x, y, batch_size: int, epochs: int, limit
-) -> list[float]:
-    """The Trainer's own cost: a minimal LightningModule (forward, loss, return) on the same
-    in-memory batches, no logger, callbacks, metrics, checkpoints or progress bar.
+):
+    """The epoch timer (as `project_epoch_times`) of Lightning's floor (`FLOOR_DEFINITION`, frozen): a
+    minimal LightningModule (forward, loss, return) on the same in-memory batches, no
+    logger, metrics, checkpoints, progress bar or model summary; the only callback is the
+    epoch timer every path has. Runs on torch's current thread count (`threads.using`).
 
     The project's run path cannot be faster than this; (b) - (d) is what the project adds,
     (d) - (a) is what Lightning's training loop costs per step.
@@ -155,7 +186,7 @@ def lightning_floor_epoch_times(
         limit_train_batches=limit,
     )
     trainer.fit(MinimalModule(), TensorBatchLoader(x, y, batch_size, shuffle=True))
-    return timer.times[1:]
+    return timer
 
 
 def conventional_epoch_times(raw_dir: Path, epochs: int, limit, workdir: Path) -> list[float]:
@@ -362,6 +393,13 @@ def _median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+#: Fresh-process pairs (run -> first step, import floor) of the start-up figures.
+START_UP_PAIRS = 5
+#: What "S1.2" is here (printed and in the JSON details).
+S12_NETWORK = (
+    "S1.2 = the seed task's 784-128-10 MLP, SGD lr 0.1, batch 64 (not the catalog's s1-mlp, "
+    "784-512-10: the run path gets S12_MODEL's flags)"
+)
 #: Run-path flags every measured run shares.
 COMMON_OVERRIDES = ["--trainer.enable_model_summary", "false", "--data.download", "false"]
 #: --quick: validation and test batches of the run-path runs. Validation is not in the
@@ -373,6 +411,8 @@ S12_MODEL = [
     *("--model.net.hidden_sizes", "[128]", "--model.optimizer", "sgd", "--model.lr", "0.1"),
     *("--model.momentum", "0", "--model.weight_decay", "0", "--model.scheduler", "none"),
 ]
+#: S1.2's alternations of project and floor (s12_vs_floor is their median ratio).
+S12_ROUNDS = 5
 S13_MODEL = [
     *("--model.optimizer", "adam", "--model.lr", "0.001", "--model.weight_decay", "0"),
     *("--model.scheduler", "none", "--model.label_smoothing", "0"),
@@ -395,6 +435,8 @@ def measure(
     cifar_dir, cifar_kind = cifar_source(workdir)
     cases = benchmark_cases(quick, fashion_dir, cifar_dir)
     figures: dict = {
+        "floor_definition": FLOOR_DEFINITION,
+        "s12_network": S12_NETWORK,
         "threads": torch.get_num_threads(),
         "data": {"fashion": fashion_kind, "cifar": cifar_kind},
         "epochs_measured": epochs,
@@ -407,6 +449,8 @@ def measure(
 
     for key, case in cases.items():
         figures[key], figures[f"{key}_vs_bare"] = measure_case(key, case, uri, epochs, log)
+    figures["s12_vs_floor"] = figures["s12"]["project_vs_floor"]
+    figures["s12_vs_floor_spread"] = figures["s12"]["project_vs_floor_spread"]
 
     log("[s12] conventional set-up (torchvision + DataLoader + default Trainer) ...")
     conventional = conventional_epoch_times(
@@ -419,9 +463,13 @@ def measure(
 
     log("CLI cold start ...")
     figures["cli_help_s"] = cli_help_seconds()
-    figures["first_step_s"], figures["import_floor_s"] = measure_start_up(
-        quick, fashion_dir, uri, workdir, log
+    start_up = measure_start_up(quick, fashion_dir, uri, workdir, log)
+    figures["first_step_s"], figures["import_floor_s"] = (
+        start_up["first_step_s"],
+        start_up["import_floor_s"],
     )
+    figures["first_step_minus_import_s"] = start_up["first_step_minus_import_s"]
+    figures["start_up"] = start_up
 
     log("tracking share of a 1-epoch S1.2 run ...")
     figures["tracking"] = measure_tracking(quick, fashion_dir, uri)
@@ -454,7 +502,7 @@ def benchmark_cases(quick: bool, fashion_dir: Path, cifar_dir: Path) -> dict[str
             model=S12_MODEL,
             limit=300 if quick else None,
             evaluation=QUICK_EVAL if quick else [],
-            rounds=1 if quick else 3,
+            rounds=S12_ROUNDS,  # --quick too: s12_vs_floor is always a median of 5
         ),
         "s13": dict(
             name="s1-cnn",
@@ -503,18 +551,20 @@ def measure_case(
     key: str, case: dict, uri: str, epochs: int, log: Callable[[str], None]
 ) -> tuple[dict, float]:
     """The bare loop, the run path and the Lightning floor of one case, in alternating
-    rounds: the case's details (medians, the floor's ratio to the bare loop) and the
-    headline ratio of the run path to the bare loop."""
+    rounds: the case's details (medians, each round's project / floor ratio, the floor's
+    ratio to the bare loop) and the headline ratio of the run path to the bare loop."""
     from experiments.training import threads
 
-    # The bare loop and the floor use the thread count the run path picks for itself
-    # (experiments/threads.py), so the three are compared on equal terms.
+    # One thread count for all three paths: the one the run path's policy picks for the
+    # model (experiments/training/threads.py), given to the run as --threads so that it
+    # cannot pick another (a probe, a busy neighbour).
     choice = threads.choose(None, case["net"](), case["x"][: case["batch"]])
-    overrides = case_overrides(case)
+    overrides = [*case_overrides(case), "--threads", str(choice.threads)]
     check_same_training(case["name"], overrides, case["net"], case["opt"])
     # This machine's speed drifts by tens of percent over a minute (shared host): the
-    # three paths are measured in alternating rounds so drift hits all of them alike.
-    bare, project, floor = [], [], []
+    # three paths are measured in alternating rounds so drift hits all of them alike, and
+    # project and floor swap order every round so neither always runs second.
+    bare, project, floor, ratios, cpu_ratios, used = [], [], [], [], [], set()
     # The same network, optimizer, data, batch size and length for (a) and (d).
     training = (case["net"], case["opt"], case["x"], case["y"], case["batch"], epochs)
     training += (case["limit"],)
@@ -523,16 +573,33 @@ def measure_case(
         log(f"{tag} bare loop ({choice.threads} thread(s)) ...")
         with threads.using(choice.threads):
             bare += bare_epoch_times(*training)[1:]  # [0] is the warm-up epoch
-        log(f"{tag} project run path (tracking on) ...")
-        project += project_epoch_times(case["name"], overrides, uri, epochs)[0]
-        log(f"{tag} Lightning floor (minimal module, no logger or callbacks) ...")
-        with threads.using(choice.threads):
-            floor += lightning_floor_epoch_times(*training)
+        paths = ["project", "floor"] if round_ % 2 else ["floor", "project"]
+        timers = {}
+        for path in paths:
+            if path == "project":
+                log(f"{tag} project run path (tracking on) ...")
+                timers[path] = project_epoch_times(case["name"], overrides, uri, epochs)
+                used |= set(timers[path].threads)
+            else:
+                log(f"{tag} Lightning floor (minimal module, no logger or callbacks) ...")
+                with threads.using(choice.threads):
+                    timers[path] = lightning_floor_epoch_times(*training)
+        ours, theirs = timers["project"], timers["floor"]  # [0] is the warm-up epoch
+        project += ours.times[1:]
+        floor += theirs.times[1:]
+        ratios.append(_median(ours.times[1:]) / _median(theirs.times[1:]))
+        cpu_ratios.append(_median(ours.cpu_times[1:]) / _median(theirs.cpu_times[1:]))
+    if used != {choice.threads}:
+        raise RuntimeError(f"[{key}] the run trained on {used} threads, not {choice.threads}")
     batches = -(-len(case["x"]) // case["batch"]) if case["limit"] is None else case["limit"]
     ratio = _median(project) / _median(bare)
     log(
         f"[{key}] bare {_median(bare):.3f} s/epoch, Lightning floor {_median(floor):.3f}, "
-        f"project {_median(project):.3f}, ratio {ratio:.3f}"
+        f"project {_median(project):.3f}, ratio {ratio:.3f}, project/floor per round "
+        + " ".join(f"{r:.3f}" for r in ratios)
+        + " (CPU time: "
+        + " ".join(f"{r:.3f}" for r in cpu_ratios)
+        + ")"
     )
     details = {
         "threads": choice.threads,
@@ -542,6 +609,13 @@ def measure_case(
         "project_s_per_epoch": _median(project),
         "batches_per_epoch": batches,
         "lightning_floor_vs_bare": _median(floor) / _median(bare),
+        "project_vs_floor_rounds": ratios,
+        "project_vs_floor": _median(ratios),
+        "project_vs_floor_spread": max(ratios) - min(ratios),
+        # The same ratio in CPU seconds of this process: a check on the wall-clock figure
+        # when a neighbour shares the cores (it slows the wall clock, much less the CPU time).
+        "project_vs_floor_cpu_rounds": cpu_ratios,
+        "project_vs_floor_cpu": _median(cpu_ratios),
     }
     return details, ratio
 
@@ -554,22 +628,34 @@ def _s12_run_overrides(fashion_dir: Path) -> list[str]:
 
 def measure_start_up(
     quick: bool, fashion_dir: Path, uri: str, workdir: Path, log: Callable[[str], None]
-) -> tuple[float, float]:
-    """(time from `run` to the first training step, the import floor), fresh processes."""
-    log("time to first training step (fresh process) ...")
+) -> dict:
+    """Time from `run` to the first training step and the import floor, in fresh processes,
+    paired and alternated: the medians of each and the median of the pairs' differences."""
     first_overrides = _s12_run_overrides(fashion_dir)
     first_overrides += [
         *("--trainer.limit_train_batches", "1"),
         *("--trainer.enable_progress_bar", "false"),
     ]
-    # Fresh processes, alternating, median of three (one in --quick): a cold start is the
-    # noisiest figure here, and the import floor is its reference.
+    # Fresh processes, alternating (the order swapping every pair), median of the pairs (3;
+    # 1 in --quick): a cold start is the noisiest figure here, and the import floor is its
+    # reference. The run picks its threads as a user's run does (no --threads).
     first_steps, import_floors = [], []
-    for _ in range(1 if quick else 3):
-        first_steps.append(first_step_seconds("s1-mlp", first_overrides, uri, workdir))
-        log("import floor: torch + lightning + mlflow + opening the store (fresh process) ...")
-        import_floors.append(import_floor_seconds(uri, workdir))
-    return _median(first_steps), _median(import_floors)
+    pairs = 1 if quick else START_UP_PAIRS
+    for pair in range(pairs):
+        log(f"start-up pair {pair + 1}/{pairs}: run -> first training step, import floor ...")
+        for which in ("first", "import") if pair % 2 == 0 else ("import", "first"):
+            if which == "first":
+                first_steps.append(first_step_seconds("s1-mlp", first_overrides, uri, workdir))
+            else:
+                import_floors.append(import_floor_seconds(uri, workdir))
+    differences = [f - i for f, i in zip(first_steps, import_floors, strict=True)]
+    return {
+        "pairs": pairs,
+        "first_step_s": _median(first_steps),
+        "import_floor_s": _median(import_floors),
+        "first_step_minus_import_s": _median(differences),
+        "differences_s": differences,
+    }
 
 
 def fit_end_timer():
@@ -661,13 +747,18 @@ TARGETS = {
     "s03_vs_bare": ("<=", 1.25),
     "cli_help_s": ("<=", 1.0),
     "first_step_s": ("<=", 5.0),
+    "first_step_minus_import_s": ("<=", 1.5),
+    "s12_vs_floor": ("<=", 1.05),
     "tracking_share": ("<=", 0.03),
     "system_metrics_share": ("<=", 0.01),
 }
-JSON_KEYS = tuple(TARGETS)
+#: The headline figures of --json: the targets, and the spread that goes with s12_vs_floor.
+JSON_KEYS = (*TARGETS, "s12_vs_floor_spread")
 
 
 def _verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return "(no target)"
     op, bound = TARGETS[key]
     ok = value <= bound if op == "<=" else value >= bound
     return f"{op} {bound:<5} {'met' if ok else 'MISSED'}"
@@ -696,13 +787,18 @@ def print_table(figures: dict) -> None:
             f"{row['lightning_floor_s_per_epoch']:>11.3f} {row['project_s_per_epoch']:>13.3f} "
             f"{'' if conv is None else f'{conv:10.3f}':>10}"
         )
+    print(f"floor = {figures['floor_definition']}")
+    print(figures["s12_network"])
+    rounds = " ".join(f"{r:.3f}" for r in figures["s12"]["project_vs_floor_rounds"])
     print(
-        "floor = the Trainer with a minimal LightningModule, no logger/callbacks/metrics "
-        "(what Lightning's loop alone costs)"
+        f"S1.2 project / floor per round ({figures['s12']['rounds']} alternations): {rounds}; "
+        f"median {figures['s12_vs_floor']:.3f}, spread {figures['s12_vs_floor_spread']:.3f}"
     )
     print(
         f"run -> first training step {figures['first_step_s']:.2f} s, of which importing "
         f"torch + lightning + mlflow and opening the store takes {figures['import_floor_s']:.2f} s"
+        f" (medians of {figures['start_up']['pairs']} alternated pairs; median difference "
+        f"{figures['first_step_minus_import_s']:.2f} s)"
     )
     t = figures["tracking"]
     print(

@@ -4,18 +4,24 @@
   checkpoint with NaN weights can replace a good one;
 - `SaveOnInterrupt`: a SIGTERM (or a first Ctrl-C, see `interrupts`) saves `last.ckpt`
   at the batch boundary where Lightning stops;
-- `RunGuard`: both guards in one callback, which is what the runner installs.
+- `RunGuard`: both guards in one callback, which is what the runner installs;
+- `ModelCheckpoint`: Lightning's, without its work on every training step when it saves
+  at validation or epoch ends only;
+- `HookProfiler`: Lightning's default "no profiler" without its cost per hook call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
+from lightning.pytorch import callbacks as lightning_callbacks
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.profilers import PassThroughProfiler
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from experiments.errors import CheckpointWriteError, NonFiniteLossError
@@ -117,3 +123,55 @@ class RunGuard(NonFiniteLossGuard, SaveOnInterrupt):
         super().on_validation_end(trainer, pl_module)
         if self.notice is not None and self.notice.down_since is not None:
             self.notice.back_if_down()
+
+
+#: The one context `HookProfiler.profile` returns: nullcontext keeps no state, so it nests.
+_NOT_PROFILED = contextlib.nullcontext()
+
+
+class HookProfiler(PassThroughProfiler):
+    """Lightning's default profiler (PassThroughProfiler: records nothing) minus its cost.
+
+    Lightning wraps every hook call in `trainer.profiler.profile(name)`: about 90 per
+    training step in a run (six per callback, the module's and the strategy's hooks, the
+    loops), each a new generator-based context manager that then calls the no-op
+    `start`/`stop`, about 1 us each. Returning one shared `nullcontext` instead records the
+    same (nothing) at a fifth of the cost: on S1.2, where a step is about a millisecond,
+    that is what keeps the run's own callbacks within 5% of Lightning's floor
+    (docs/benchmarks.md, Speed). The runner uses it unless `--trainer.profiler` names one.
+    """
+
+    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
+        return _NOT_PROFILED
+
+
+class ModelCheckpoint(lightning_callbacks.ModelCheckpoint):
+    """Lightning's ModelCheckpoint, with its two costs on every training step removed.
+
+    Lightning formats every callback's `state_key` for every hook it calls (six per step;
+    for ModelCheckpoint a repr of its settings, ~1 us), and ModelCheckpoint's
+    `on_train_batch_end` checks its step and time triggers on every step. Here the key is
+    computed once (the settings it is made of are fixed at construction) and, when neither
+    `every_n_train_steps` nor `train_time_interval` is given (the runner's checkpoints save
+    at validation or epoch ends), `on_train_batch_end` does nothing, as Lightning's own
+    would after its checks. The class keeps Lightning's name, so its `state_key` (which
+    starts with the class name) is Lightning's and checkpoints written before this class
+    existed resume with their callback state.
+    """
+
+    def __init__(self, **kwargs) -> None:  # by keyword: the triggers are read from them
+        super().__init__(**kwargs)
+        self._per_step = bool(kwargs.get("every_n_train_steps")) or (
+            kwargs.get("train_time_interval") is not None
+        )
+        self._key: str | None = None
+
+    @property
+    def state_key(self) -> str:
+        if self._key is None:
+            self._key = super().state_key
+        return self._key
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._per_step:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)

@@ -304,9 +304,8 @@ def _end(client, result: RunResult, status: str, **tags: str) -> None:
 def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callbacks, notice=None):
     """The Trainer and its checkpoint callback; identical on every DDP rank (they must be)."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
 
-    from experiments.training.callbacks import RunGuard
+    from experiments.training.callbacks import HookProfiler, ModelCheckpoint, RunGuard
     from experiments.training.checkpoints import AtomicCheckpointIO
 
     # Under DDP, ModelCheckpoint broadcasts rank 0's dirpath, so all ranks agree on it.
@@ -323,7 +322,8 @@ def _make_trainer(cfg: ResolvedConfig, data, uri: str, run_id: str | None, callb
     # writes it when best.ckpt improved, so a kill could cost every epoch since the best.
     latest = [ModelCheckpoint(dirpath=folder, filename="last", enable_version_counter=False)]
     trainer = L.Trainer(
-        **cfg.trainer,
+        # The cheap no-op profiler unless the config asks for one (callbacks.HookProfiler).
+        **{**cfg.trainer, "profiler": cfg.trainer.get("profiler") or HookProfiler()},
         logger=run_logger(uri, run_id, data.dataset_name),
         # A non-finite loss stops training before a NaN checkpoint is written; a SIGTERM
         # saves last.ckpt; checkpoints are written atomically and loaded weights-only.
