@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from types import SimpleNamespace
 
@@ -47,7 +48,13 @@ EPOCHS = 2
 ROUNDS, QUICK_ROUNDS = 3, 1
 CONDITIONS = ("quiet", "busy", "late")
 TARGETS = {"quiet": 1.10, "busy": 1.15}
-SPIN = "while True: pass"
+#: The busy process: it says when it spins, so a neighbour that "starts after the first
+#: epoch" is busy from the second epoch's first step (and its thread-choice re-check).
+SPIN = "import sys\nsys.stdout.write('x')\nsys.stdout.flush()\nwhile True:\n    pass"
+#: A fixed count still running at this many times the fastest variant so far (in its round
+#: and condition) is stopped: its seconds are then a lower bound (`cut`), which is enough to
+#: know it is not the better count (two threads beside a busy process can be 10x slower).
+CUT_FACTOR = 3.0
 
 
 class Neighbour:
@@ -58,12 +65,14 @@ class Neighbour:
 
     def start(self) -> None:
         if self.process is None:
-            self.process = subprocess.Popen([sys.executable, "-c", SPIN])
+            self.process = subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE)
+            self.process.stdout.read(1)  # spinning
 
     def stop(self) -> None:
         if self.process is not None:
             self.process.kill()
             self.process.wait()
+            self.process.stdout.close()
             self.process = None
 
 
@@ -76,6 +85,19 @@ def _late_callback(neighbour: Neighbour):
                 neighbour.start()
 
     return StartAfterFirstEpoch()
+
+
+def _cut_callback(limit_s: float | None, started: list[float]):
+    import lightning as L
+
+    class StopWhenTooSlow(L.Callback):
+        cut = False
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if limit_s is not None and time.perf_counter() - started[0] > limit_s:
+                self.cut = trainer.should_stop = True
+
+    return StopWhenTooSlow()
 
 
 def _built(experiment: str, threads: str | None, batches: int):
@@ -96,9 +118,12 @@ def _built(experiment: str, threads: str | None, batches: int):
     return cfg, model, SimpleNamespace(train_x=x, train_y=y, batch_size=data.batch_size)
 
 
-def run_variant(experiment: str, variant: str, batches: int, late: Neighbour | None) -> dict:
+def run_variant(
+    experiment: str, variant: str, batches: int, late: Neighbour | None, limit_s: float | None
+) -> dict:
     """Seconds of one variant (a fixed count, "default" or "adaptive"): its thread choice and
-    2 epochs of training; with `late`, that neighbour starts after the first epoch."""
+    2 epochs of training; with `late`, that neighbour starts after the first epoch. A fixed
+    count still running after `limit_s` is stopped (`cut`: its seconds are a lower bound)."""
     import lightning as L
 
     from datamodules.tensor_loader import TensorBatchLoader
@@ -108,7 +133,10 @@ def run_variant(experiment: str, variant: str, batches: int, late: Neighbour | N
     cfg, model, data = _built(experiment, requested, batches)
     loader = TensorBatchLoader(data.train_x, data.train_y, data.batch_size, shuffle=True)
     extra = [] if late is None else [_late_callback(late)]
-    started = time.perf_counter()
+    started = [time.perf_counter()]
+    fixed = variant not in ("default", "adaptive")
+    cut = _cut_callback(limit_s if fixed else None, started)
+    started[0] = time.perf_counter()
     choice = threads.for_run(cfg, model, data, cap=threads.available_cores())
     adaptive = threads.callbacks(choice, data)
     trainer = L.Trainer(
@@ -122,13 +150,14 @@ def run_variant(experiment: str, variant: str, batches: int, late: Neighbour | N
         num_sanity_val_steps=0,
         accelerator="cpu",
         devices=1,
-        callbacks=[*adaptive, *extra],
+        callbacks=[*adaptive, *extra, cut],
     )
-    with threads.using(choice.threads):
+    with threads.using(choice.threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no validation loop here, on purpose
         trainer.fit(model, train_dataloaders=loader)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started[0]
     schedule = adaptive[0].schedule if adaptive else [(e, choice.threads) for e in range(EPOCHS)]
-    return {"seconds": seconds, "threads": [n for _, n in schedule]}
+    return {"seconds": seconds, "threads": [n for _, n in schedule], "cut": cut.cut}
 
 
 def measure_model(key: str, rounds: int, log) -> dict:
@@ -140,29 +169,36 @@ def measure_model(key: str, rounds: int, log) -> dict:
     variants = [*fixed, "default", "adaptive"]
     runs: dict = {c: {v: [] for v in variants} for c in CONDITIONS}
     counts: dict = {c: {v: [] for v in ("default", "adaptive")} for c in CONDITIONS}
+    cuts: dict = {c: [] for c in CONDITIONS}
     neighbour = Neighbour()
     for round_ in range(rounds):
         order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
         for condition in CONDITIONS:
             if condition == "busy":
                 neighbour.start()
-                time.sleep(0.2)  # the spin loop is running before anything is timed
             try:
+                fastest = None
                 for variant in order:
                     late = neighbour if condition == "late" else None
-                    result = run_variant(experiment, variant, batches, late)
+                    limit = None if fastest is None else CUT_FACTOR * fastest
+                    result = run_variant(experiment, variant, batches, late, limit)
                     if condition == "late":
                         neighbour.stop()
+                    if not result["cut"]:
+                        fastest = min(result["seconds"], fastest or result["seconds"])
+                    else:
+                        cuts[condition].append(variant)
                     runs[condition][variant].append(result["seconds"])
                     if variant in counts[condition]:
                         counts[condition][variant].append(result["threads"])
                     log(
                         f"[{key}] round {round_ + 1}/{rounds} {condition:<5} {variant:<8} "
                         f"{result['seconds']:7.2f} s threads {result['threads']}"
+                        + (" (stopped: slower than the limit)" if result["cut"] else "")
                     )
             finally:
                 neighbour.stop()
-    return figures(key, what, batches, fixed, runs, counts)
+    return {**figures(key, what, batches, fixed, runs, counts), "cut": cuts}
 
 
 def figures(key: str, what: str, batches: int, fixed: list[str], runs: dict, counts: dict) -> dict:
@@ -195,7 +231,7 @@ def load_average() -> list[float]:
 
 
 def table(report: dict) -> str:
-    fixed = report["models"][next(iter(MODELS))]["fixed_counts"]
+    fixed = next(iter(report["models"].values()))["fixed_counts"]
     head = "".join(f"{f'{n} thr s':>9}" for n in fixed)
     lines = [
         f"bench threads: {report['cores']} core(s), torch {report['torch']}, {report['epochs']} "
@@ -206,7 +242,10 @@ def table(report: dict) -> str:
     ]
     for key, row in report["models"].items():
         for condition in CONDITIONS:
-            cells = "".join(f"{row['seconds'][condition][str(n)]:>9.2f}" for n in fixed)
+            cells = "".join(
+                f"{('>' if str(n) in row['cut'][condition] else '') + format(row['seconds'][condition][str(n)], '.2f'):>9}"
+                for n in fixed
+            )
             chose = "/".join(str(t[0]) for t in row["threads_chosen"][condition]["default"])
             lines.append(
                 f"{key + ' ' + row['model']:<31.31} {row['batches_per_epoch']:>7} {condition:<9}"
@@ -231,7 +270,15 @@ def main(argv: Sequence[str]) -> int:
         "--quick", action="store_true", help=f"{QUICK_ROUNDS} round instead of {ROUNDS}"
     )
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        help="measure only these models (default: all three)",
+    )
     args = parser.parse_args(argv)
+    import lightning  # noqa: F401 (imported before its loggers are quieted: it sets them up)
     import torch
 
     from experiments.training import console, threads
@@ -252,7 +299,7 @@ def main(argv: Sequence[str]) -> int:
         "load_before": load_average(),
         "targets": TARGETS,
     }
-    report["models"] = {key: measure_model(key, rounds, log) for key in MODELS}
+    report["models"] = {key: measure_model(key, rounds, log) for key in args.models}
     report["load_after"] = load_average()
     report["targets_met"] = all(
         row[f"default_vs_best_{c}"] <= limit

@@ -65,9 +65,10 @@ PROBE_ROUNDS = 4
 PROBE_BUDGET_S = 0.5
 #: The probe stops after a round in which one count was this much faster than all others.
 CLEAR_WIN = 1.3
-#: A higher count is chosen only if its median step is at least this much faster: on a tie
-#: fewer threads are the safer choice (a neighbour arriving later slows them down less).
-MORE_THREADS_GAIN = 1.05
+#: A higher count is chosen only if its median step is at least this much faster: on a near
+#: tie fewer threads are the safer choice (a neighbour arriving later can make two threads
+#: 10x slower on a 2-core machine, one thread 2x at most).
+MORE_THREADS_GAIN = 1.10
 #: `--threads adaptive`
 ADAPTIVE = "adaptive"
 
