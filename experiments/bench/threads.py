@@ -51,8 +51,8 @@ TARGETS = {"quiet": 1.10, "busy": 1.15}
 #: The busy process: it says when it spins, so a neighbour that "starts after the first
 #: epoch" is busy from the second epoch's first step (and its thread-choice re-check).
 SPIN = "import sys\nsys.stdout.write('x')\nsys.stdout.flush()\nwhile True:\n    pass"
-#: A fixed count still running at this many times the fastest variant so far (in its round
-#: and condition) is stopped: its seconds are then a lower bound (`cut`), which is enough to
+#: A fixed count still running at this many times the fastest variant so far (in its
+#: condition) is stopped: its seconds are then a lower bound (`cut`), which is enough to
 #: know it is not the better count (two threads beside a busy process can be 10x slower).
 CUT_FACTOR = 3.0
 
@@ -170,6 +170,7 @@ def measure_model(key: str, rounds: int, log) -> dict:
     runs: dict = {c: {v: [] for v in variants} for c in CONDITIONS}
     counts: dict = {c: {v: [] for v in ("default", "adaptive")} for c in CONDITIONS}
     cuts: dict = {c: [] for c in CONDITIONS}
+    fastest_of: dict = {c: None for c in CONDITIONS}
     neighbour = Neighbour()
     for round_ in range(rounds):
         order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
@@ -177,7 +178,7 @@ def measure_model(key: str, rounds: int, log) -> dict:
             if condition == "busy":
                 neighbour.start()
             try:
-                fastest = None
+                fastest = fastest_of[condition]  # the fastest so far, any round
                 for variant in order:
                     late = neighbour if condition == "late" else None
                     limit = None if fastest is None else CUT_FACTOR * fastest
@@ -186,6 +187,7 @@ def measure_model(key: str, rounds: int, log) -> dict:
                         neighbour.stop()
                     if not result["cut"]:
                         fastest = min(result["seconds"], fastest or result["seconds"])
+                        fastest_of[condition] = fastest
                     else:
                         cuts[condition].append(variant)
                     runs[condition][variant].append(result["seconds"])
@@ -198,11 +200,15 @@ def measure_model(key: str, rounds: int, log) -> dict:
                     )
             finally:
                 neighbour.stop()
-    return {**figures(key, what, batches, fixed, runs, counts), "cut": cuts}
+    return figures(key, what, batches, fixed, runs, counts, cuts)
 
 
-def figures(key: str, what: str, batches: int, fixed: list[str], runs: dict, counts: dict) -> dict:
-    """One model's medians and ratios from its runs (seconds per variant and condition)."""
+def figures(
+    key: str, what: str, batches: int, fixed: list[str], runs: dict, counts: dict, cuts: dict
+) -> dict:
+    """One model's medians and ratios from its runs (seconds per variant and condition); the
+    better fixed count is the fastest of those that ran to the end (a stopped one's seconds
+    are only a lower bound)."""
     seconds = {c: {v: statistics.median(s) for v, s in runs[c].items()} for c in CONDITIONS}
     out = {
         "experiment": MODELS[key][0],
@@ -213,9 +219,11 @@ def figures(key: str, what: str, batches: int, fixed: list[str], runs: dict, cou
         "seconds": seconds,
         "runs": runs,
         "threads_chosen": counts,
+        "cut": cuts,
     }
     for condition in CONDITIONS:
-        best = min(fixed, key=lambda n, c=condition: seconds[c][n])
+        whole = [n for n in fixed if n not in cuts[condition]] or fixed
+        best = min(whole, key=lambda n, c=condition: seconds[c][n])
         out.setdefault("best_fixed", {})[condition] = int(best)
         for variant in ("default", "adaptive"):
             ratio = seconds[condition][variant] / seconds[condition][best]
