@@ -50,7 +50,11 @@ CONDITIONS = ("quiet", "busy", "late")
 TARGETS = {"quiet": 1.10, "busy": 1.15}
 #: The busy process: it says when it spins, so a neighbour that "starts after the first
 #: epoch" is busy from the second epoch's first step (and its thread-choice re-check).
-SPIN = "import sys\nsys.stdout.write('x')\nsys.stdout.flush()\nwhile True:\n    pass"
+#: It ends by itself when the bench's process is gone (killed, not only interrupted).
+SPIN = (
+    "import os, sys\nparent = os.getppid()\nsys.stdout.write('x')\nsys.stdout.flush()\n"
+    "while os.getppid() == parent:\n    for _ in range(200000):\n        pass"
+)
 #: A fixed count still running at this many times the fastest variant so far (in its
 #: condition) is stopped: its seconds are then a lower bound (`cut`), which is enough to
 #: know it is not the better count (two threads beside a busy process can be 10x slower).
