@@ -65,9 +65,10 @@ PROBE_ROUNDS = 4
 #: Seconds after which no new round starts (at least two rounds run): the S1.3 CNN's steps
 #: take 50-100 ms, the MLPs' 1-4 ms.
 PROBE_BUDGET_S = 0.5
-#: The probe stops after a round in which one count was this much faster than all others.
+#: A count this much slower per step than the fastest is not run further, and the probe
+#: stops after a round in which one thread was this much faster than every other count.
 CLEAR_WIN = 1.3
-#: A higher count is chosen only if its median step is at least this much faster: on a near
+#: A higher count is chosen only if its mean step is at least this much faster: on a near
 #: tie fewer threads are the safer choice (a neighbour arriving later can make two threads
 #: 10x slower on a 2-core machine, one thread 2x at most).
 MORE_THREADS_GAIN = 1.10
@@ -81,7 +82,7 @@ class ThreadChoice:
     reason: str
     #: re-measured at every epoch boundary (`--threads adaptive`)
     adaptive: bool = False
-    #: median seconds per probe step at each candidate count ({} when nothing was measured)
+    #: mean seconds per probe step at each candidate count (None when nothing was measured)
     timings: dict[int, float] | None = None
 
     def __str__(self) -> str:
@@ -192,9 +193,12 @@ def measure(
     steps: int = PROBE_STEPS,
     budget_s: float = PROBE_BUDGET_S,
 ) -> dict[int, float]:
-    """Median seconds per `step` at each thread count: every step timed on its own, in
-    rounds whose order of counts alternates; it stops early once one count is
-    `CLEAR_WIN` faster than every other, or when `budget_s` is spent (every count timed)."""
+    """Mean seconds per `step` at each thread count, every step timed on its own, in rounds
+    whose order of counts alternates. The mean, not the median: a run's time is the sum of
+    its steps, and beside a busy process two threads alternate fast steps with steps 50x
+    slower. A count whose steps already take `CLEAR_WIN` times the fastest count's is not
+    run further; the probe ends after a round in which the fewest threads won by
+    `CLEAR_WIN` (more threads must win every round), or when `budget_s` is spent."""
     clock = time.perf_counter
     started = clock()
     with using(counts[0]):  # untimed: the first step allocates gradients, optimizer state
@@ -206,6 +210,10 @@ def measure(
         1, min(steps // PROBE_ROUNDS, int(budget_s / (PROBE_ROUNDS * len(counts) * estimate)))
     )
     per_step: dict[int, list[float]] = {n: [] for n in counts}
+
+    def mean(n: int) -> float:
+        return statistics.fmean(per_step[n])
+
     for round_ in range(PROBE_ROUNDS):
         for n in counts if round_ % 2 == 0 else counts[::-1]:
             with using(n):
@@ -213,20 +221,20 @@ def measure(
                     begun = clock()
                     step()
                     per_step[n].append(clock() - begun)
-                    if begun - started > budget_s and all(per_step.values()):
+                    others = [mean(m) for m in counts if m != n and per_step[m]]
+                    losing = others and len(per_step[n]) >= 2 and mean(n) > CLEAR_WIN * min(others)
+                    if losing or (begun - started > budget_s and all(per_step.values())):
                         break
-        medians = {n: statistics.median(times) for n, times in per_step.items() if times}
-        if len(medians) == len(counts):
-            fastest = min(medians.values())
-            if clock() - started > budget_s or all(
-                t >= CLEAR_WIN * fastest for t in medians.values() if t != fastest
-            ):
+        if all(per_step.values()):
+            means = {n: mean(n) for n in counts}
+            fewest_won = all(t >= CLEAR_WIN * means[counts[0]] for t in list(means.values())[1:])
+            if fewest_won or clock() - started > budget_s:
                 break
-    return {n: statistics.median(times) for n, times in per_step.items()}
+    return {n: statistics.fmean(times) for n, times in per_step.items()}
 
 
 def pick(timings: dict[int, float]) -> int:
-    """The count with the fastest median step; a higher one only if `MORE_THREADS_GAIN` faster."""
+    """The count with the fastest mean step; a higher one only if `MORE_THREADS_GAIN` faster."""
     best = min(timings)
     for n in sorted(timings):
         if timings[n] * MORE_THREADS_GAIN < timings[best]:
