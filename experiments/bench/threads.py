@@ -1,9 +1,14 @@
 """Thread counts side by side: every fixed count, the default (its probe included) and
 `--threads adaptive`, quiet, beside a busy process, and with a neighbour that arrives late.
 
-    python -m experiments bench threads            # 3 rounds: about 12 min on 2 cores (under 30)
-    python -m experiments bench threads --quick    # 1 round: about 4 min on 2 cores (under 8)
-    python -m experiments bench threads --json     # the figures as one JSON object on stdout
+    python -m experiments bench threads                 # 3 rounds: under 30 min on 2 cores
+    python -m experiments bench threads --quick         # 1 round: a third of that, under 8 min
+    python -m experiments bench threads --json          # the figures as one JSON object
+    python -m experiments bench threads --models cnn_s13   # one model (mlp512, lenet_b4, cnn_s13)
+
+Measured on 2 cores: the full run took 27 min 18 s with the machine at load average 5-7
+from other jobs (2026-12-03); --quick runs one round of the three (a third of that there,
+less on a quiet machine, where every step is faster and the slow counts are stopped sooner).
 
 Three models, each the catalog experiment's model and optimizer (`s1-mlp`: the S1.2 MLP
 784-512-10 at batch 64; `s0-cnn`: LeNet at batch 4; `s1-cnn`: the S1.3 CNN at batch 64),
