@@ -225,14 +225,17 @@ class ImageClassifier(ClassificationModule):
     def loss(self, logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
 
-    def configure_optimizers(self) -> Any:
-        params = self.network.parameters()
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """This model's optimizer over `params`: its network's, or a copy's (the thread probe
+        of experiments/training/threads.py times real steps on a copy)."""
         if self.optimizer_name == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            opt = torch.optim.SGD(
-                params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
-            )
+            return torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.SGD(
+            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+    def configure_optimizers(self) -> Any:
+        opt = self.make_optimizer(self.network.parameters())
         if self.scheduler_name == "none":
             return opt
         epochs = max(int(self.trainer.max_epochs or 1), 1)

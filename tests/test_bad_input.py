@@ -132,7 +132,10 @@ QUOTED = [
     (["run", "s1-mlp", "--trainer.max_epochs", "null"], ["max_epochs null", "no end"]),
     (["run", "s1-mlp", "--trainer.devices", "99"], ["--trainer.devices 99", "this machine"]),
     (["run", "s1-mlp", "--model.lr", "abc"], ["--model.lr abc: not a number", "above 0"]),
-    (["run", "s1-mlp", "--threads", "abc"], ["--threads abc", "whole number above 0, or null"]),
+    (
+        ["run", "s1-mlp", "--threads", "abc"],
+        ["--threads abc", "whole number above 0 or adaptive, or null"],
+    ),
     (
         ["run", "s1-mlp", "--model.class_path", "builtins.eval"],
         ["--model.class_path builtins.eval", "LightningModule subclass"],

@@ -13,11 +13,9 @@ import math
 import statistics
 
 import pytest
-import torch
 
 from experiments.bench.speed import JSON_KEYS, S12_ROUNDS, TARGETS
 from experiments.training import threads
-from models.components import MLP, FourBlockCNN, LeNet
 from tests.helpers import REPO, run_cli
 
 
@@ -41,13 +39,8 @@ def test_quick_speed_benchmark_measures_every_figure(tmp_path):
         "generated Fashion-MNIST-shaped data",
     )
 
-    networks = {
-        "s12": (MLP(784, 10, [128]), torch.randn(64, 1, 28, 28)),
-        "s13": (FourBlockCNN(), torch.randn(64, 1, 28, 28)),
-        "s03": (LeNet(), torch.randn(4, 3, 32, 32)),
-    }
     quick_batches = {"s12": 300, "s13": 40, "s03": 300}  # --quick's limit_train_batches
-    for case, (network, batch) in networks.items():
+    for case in quick_batches:
         row = details[case]
         bare, floor, project = (
             row[f"{path}_s_per_epoch"] for path in ("bare", "lightning_floor", "project")
@@ -64,8 +57,9 @@ def test_quick_speed_benchmark_measures_every_figure(tmp_path):
         assert row["project_vs_floor_spread"] == pytest.approx(max(ratios) - min(ratios))
         cpu = row["project_vs_floor_cpu_rounds"]  # the same ratios in CPU seconds
         assert len(cpu) == rounds and row["project_vs_floor_cpu"] == statistics.median(cpu)
-        # (a) and (d) ran with the thread count the run path's policy picks for the model.
-        assert row["threads"] == threads.choose(None, network, batch).threads, case
+        # (a) and (d) ran with a count the run path's probe can pick (it measures the machine
+        # now: a second call may pick another one).
+        assert row["threads"] in threads.candidates(threads.available_cores()), case
 
     s12 = details["s12"]
     # The headline S1.2 figure is the median of at least 5 alternations, with their spread.

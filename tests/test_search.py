@@ -112,6 +112,8 @@ def test_lr_study_leaves_parent_children_plots_and_leaderboard(
     cfg = parse(str(best), [])
     study = load_study(tmp_path)
     assert cfg.get("model.lr") == pytest.approx(study.best_trial.params["lr"])
+    best_run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"])
+    assert str(cfg.threads) == best_run.data.params["threads"]  # the count it ran on
     assert len(study.trials) == 4
     assert cfg.trainer.get("enable_progress_bar") is not False
     assert "enable_progress_bar: false" not in best.read_text()

@@ -4,6 +4,7 @@ python -m experiments bench accuracy [--quick]   # seed configs at full length, 
 python -m experiments bench speed [--quick] [--json]
 python -m experiments bench search [--quick]     # Optuna workers and pruning
 python -m experiments bench kernels [--busy]     # threads per model size; torch.compile
+python -m experiments bench threads [--quick] [--json]   # the thread choice against fixed counts
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-BENCHMARKS = ("accuracy", "speed", "search", "kernels")
+BENCHMARKS = ("accuracy", "speed", "search", "kernels", "threads")
 
 
 def main(argv: Sequence[str]) -> int:

@@ -8,11 +8,12 @@
 Bare training loops (forward, loss, backward, step) over in-memory Fashion-MNIST or
 generated CIFAR-shaped tensors, so only the kernels differ:
 
-- threads: seconds per epoch with 1 thread and with every core, for the models whose
-  forward pass per batch spans the policy's range (experiments/threads.py): 784-128-10
-  MLP at batch 64 (13 MFLOP), LeNet at batch 4 (5), 784-512-10 MLP (52), S1.3 CNN (1,298;
-  150 batches). `--busy` runs a CPU-bound Python loop in another process meanwhile, the
-  situation of a shared machine or a second study worker.
+- threads: seconds per epoch with 1 thread and with every core, for models from 5 to 1,298
+  forward MFLOP per batch: 784-128-10 MLP at batch 64 (13 MFLOP), LeNet at batch 4 (5),
+  784-512-10 MLP (52), S1.3 CNN (1,298; 150 batches). `--busy` runs a CPU-bound Python loop
+  in another process meanwhile, the situation of a shared machine or a second study
+  worker. Why neither count suits every machine, and how a run chooses: training/threads.py
+  (`bench threads` times that choice against the fixed counts).
 - compile: eager against `torch.compile(model)` for the S1.2 MLP (one epoch) and the S1.3
   CNN (100 batches): the warm-up epoch (which compiles) and the steady-state time.
 

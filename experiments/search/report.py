@@ -189,7 +189,11 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
         for name, table in tables.items():
             client.log_text(parent_run_id, write_csv(table), f"leaderboard_{name}.csv")
         if best is not None:
-            cfg = plan.runnable_config(plan.space.config_values(best.params))
+            values = plan.space.config_values(best.params)
+            # The thread count the best trial ran on (its worker measured it): part of
+            # what makes `run --config best_config.yaml` repeat that trial.
+            threads = _recorded_threads(client, best)
+            cfg = plan.runnable_config({**values, **({"threads": threads} if threads else {})})
             text = cfg.as_yaml()
             client.log_text(parent_run_id, text, "best_config.yaml")
             best_path = local_study_dir(plan) / "best_config.yaml"
@@ -226,3 +230,14 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
         print(f"best config: python -m experiments run --config {best_path}")
     print(f"MLflow parent run {parent_run_id}; UI: {tracking_store.ui_command(plan.tracking_uri)}")
     return best_path
+
+
+def _recorded_threads(client, trial) -> int | str | None:
+    """The `threads` param of a trial's MLflow run: a count, "adaptive", or None."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id:
+        return None
+    value = client.get_run(run_id).data.params.get("threads")
+    if value is None or value == "None":
+        return None
+    return int(value) if value.isdigit() else value

@@ -264,8 +264,10 @@ def work(plan: Plan, worker_index: int) -> int:
     from optuna.trial import TrialState
 
     from experiments.search.trial import run_trial
+    from experiments.training import threads
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
+    threads.probe_once_per_process()  # the first trial measures; the others reuse its count
     quiet_libraries()
     study = open_study(plan, create=False, worker_index=worker_index)
     parent_run_id = study.user_attrs["mlflow_parent_run_id"]

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -167,9 +167,10 @@ def experiment_parser():
     parser.add_argument("--seed", type=int, default=0, help="seed for weights, order, dropout")
     parser.add_argument(
         "--threads",
-        type=Optional[PositiveInt],  # noqa: UP045 (jsonargparse reads the runtime type)
+        type=Optional[Union[PositiveInt, Literal["adaptive"]]],  # noqa: UP007, UP045 (runtime type)
         default=None,
-        help="torch CPU threads (default: chosen from the work per batch, see training/threads.py)",
+        help="torch CPU threads; default: measured at the start of the run, then fixed and "
+        "recorded here; adaptive: measured again at every epoch (training/threads.py)",
     )
     parser.add_subclass_arguments(L.LightningModule, "model", required=True)
     parser.add_subclass_arguments(L.LightningDataModule, "data", required=True)
@@ -244,10 +245,11 @@ class ResolvedConfig:
         return int(self.namespace.seed)
 
     @property
-    def threads(self) -> int | None:
-        """torch intra-op threads; None = chosen by experiments.training.threads from the work per batch."""
+    def threads(self) -> int | str | None:
+        """torch intra-op threads: a count, "adaptive" or None (measured at the run's start;
+        experiments.training.threads)."""
         value = self.namespace.threads
-        return None if value is None else int(value)
+        return value if value is None or value == "adaptive" else int(value)
 
     @property
     def trainer(self) -> dict[str, Any]:
@@ -394,7 +396,10 @@ TOP_LEVEL_SPECS: dict[str, dict[str, Any]] = {
     "task": {"t": "str"},
     "description": {"t": "str"},
     "seed": {"t": "int", "ge": 0, "le": 2**32 - 1},
-    "threads": {"t": "union", "of": [{"t": "int", "gt": 0}, {"t": "null"}]},
+    "threads": {
+        "t": "union",
+        "of": [{"t": "int", "gt": 0}, {"t": "choice", "of": ["adaptive"]}, {"t": "null"}],
+    },
 }
 #: The base class a section's class_path must name.
 SECTION_BASES = {
@@ -531,6 +536,12 @@ def plain_error(message: str) -> str:
     )
     given = re.search(r"val='(.*)'\)|(?:Given|Got) value: (.*)", message)
     value = next((g for g in given.groups() if g is not None), "?").strip() if given else "?"
+    if key in TOP_LEVEL_SPECS and given:  # our own keys: their spec says it in words
+        from experiments.training import keyspec
+
+        refused = keyspec.refusal(key, value, TOP_LEVEL_SPECS[key])
+        if refused:
+            return refused
     literal = re.search(r"Expected a typing\.Literal\[(.*?)\]\. Got value: (.*)", inner)
     restricted = re.search(
         r"Not of type \w+: (?:(\S+) )?does not conform to restriction v([<>]=?)(\S+)", inner

@@ -124,6 +124,8 @@ def describe(spec: dict[str, Any]) -> str:
     if kind == "null":
         return "null"
     if kind == "choice":
+        if len(spec["of"]) == 1:
+            return str(spec["of"][0])
         return "one of " + ", ".join(str(c) for c in spec["of"])
     if kind == "list":
         return f"a list of {_plural(describe(spec['of']))}, such as [{_example(spec['of'])}]"
@@ -243,16 +245,16 @@ def refusal(key: str, text: str, spec: dict[str, Any]) -> str | None:
     if problem is None:
         return None
     shown = text if text.strip() else repr(text)
+    members = spec["of"] if spec["t"] == "union" else [spec]
+    choices = {str(c).lower(): str(c) for m in members if m["t"] == "choice" for c in m["of"]}
+    close = difflib.get_close_matches(str(text).lower(), list(choices), n=1)
+    hint = f"; did you mean {choices[close[0]]}?" if close else ""
     if problem.startswith("not one of"):
-        members = spec["of"] if spec["t"] == "union" else [spec]
-        choices = {str(c).lower(): str(c) for m in members if m["t"] == "choice" for c in m["of"]}
-        close = difflib.get_close_matches(str(text).lower(), list(choices), n=1)
-        hint = f"; did you mean {choices[close[0]]}?" if close else ""
         return f"--{key} {shown}: {problem}{hint}"
     allowed = describe(spec)
     if problem == f"not {allowed}":
-        return f"--{key} {shown}: {problem}"
-    return f"--{key} {shown}: {problem}; allowed: {allowed}"
+        return f"--{key} {shown}: {problem}{hint}"
+    return f"--{key} {shown}: {problem}; allowed: {allowed}{hint}"
 
 
 def finite(text: str) -> bool:

@@ -108,11 +108,12 @@ def run_experiment(
     prepare_data(data)
     if verbose and distributed.is_global_zero():
         print(data.data_summary, file=sys.stderr)  # which data the run uses
-    # Threads matched to the work per batch (see training/threads.py); a study worker has
-    # already lowered torch's count to its share of the cores, which caps the choice.
-    choice = threads.choose(
-        cfg.threads, model.network, data.train_x[: data.batch_size], cap=torch.get_num_threads()
-    )
+    # Threads: measured now (a short probe on copies) unless the config fixes them, then
+    # recorded in the config (training/threads.py); a study worker has already lowered
+    # torch's count to its share of the cores, which caps the choice.
+    choice = threads.for_run(cfg, model, data, cap=torch.get_num_threads())
+    cfg = threads.recorded(cfg, choice)
+    callbacks = [*callbacks, *threads.callbacks(choice, data)]
     with threads.using(choice.threads):
         if not distributed.is_global_zero():
             # A DDP process launched by rank 0 (or on another node): it trains its shard and

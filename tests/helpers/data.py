@@ -23,6 +23,10 @@ def data_overrides(name: str, fashion_dir, cifar_dir) -> list[str]:
         "false",
         "--trainer.enable_model_summary",
         "false",
+        # No thread probe (a run's default, training/threads.py): the tests' runs are
+        # compared with each other, not timed; tests/test_threads.py drops this to probe.
+        "--threads",
+        "1",
     ]
 
 

@@ -1,0 +1,329 @@
+"""Thread counts side by side: every fixed count, the default (its probe included) and
+`--threads adaptive`, quiet, beside a busy process, and with a neighbour that arrives late.
+
+    python -m experiments bench threads                 # 3 rounds: under 30 min on 2 cores
+    python -m experiments bench threads --quick         # 1 round: a third of that, under 8 min
+    python -m experiments bench threads --json          # the figures as one JSON object
+    python -m experiments bench threads --models cnn_s13   # one model (mlp512, lenet_b4, cnn_s13)
+
+Measured on 2 cores: the full run took 27 min 18 s with the machine at load average 5-7
+from other jobs (2026-12-03); --quick runs one round of the three (a third of that there,
+less on a quiet machine, where every step is faster and the slow counts are stopped sooner).
+
+Three models, each the catalog experiment's model and optimizer (`s1-mlp`: the S1.2 MLP
+784-512-10 at batch 64; `s0-cnn`: LeNet at batch 4; `s1-cnn`: the S1.3 CNN at batch 64),
+trained by Lightning for 2 epochs of a fixed number of batches (`MODELS`: 500, 500 and 40;
+random inputs of the dataset's shape: the speed does not depend on the pixels), with no
+validation, logger, checkpoints or progress bar, so the seconds are training and the
+thread choice. For each: the seconds of every fixed count (1, 2, 4, ... the cores), of the
+default (`threads.for_run`, the run path's own choice: the probe's time is inside the
+measured seconds) and of `--threads adaptive` (its probe at every epoch included), in
+three conditions:
+
+- quiet: nothing else started by the bench (the machine's load average is printed);
+- busy: one CPU-bound process (a Python spin loop the bench starts and stops) the whole time;
+- late: the same process, started when the first epoch ends.
+
+A round runs every variant once per condition, in a rotated order; the figures are the
+medians over rounds. `default_vs_best_quiet` is the default's seconds over the better fixed
+count's, quiet; `..._busy` beside the busy process (targets: at most 1.10 quiet and 1.15
+busy, for every model); `..._late`, and the same for adaptive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from types import SimpleNamespace
+
+#: key -> (catalog experiment, what it is, batches per epoch)
+MODELS = {
+    "mlp512": ("s1-mlp", "S1.2 MLP 784-512-10, batch 64", 500),
+    "lenet_b4": ("s0-cnn", "LeNet (S0.3), batch 4", 500),
+    "cnn_s13": ("s1-cnn", "S1.3 CNN, batch 64", 40),
+}
+EPOCHS = 2
+ROUNDS, QUICK_ROUNDS = 3, 1
+CONDITIONS = ("quiet", "busy", "late")
+TARGETS = {"quiet": 1.10, "busy": 1.15}
+#: The busy process: it says when it spins, so a neighbour that "starts after the first
+#: epoch" is busy from the second epoch's first step (and its thread-choice re-check).
+#: It ends by itself when the bench's process is gone (killed, not only interrupted).
+SPIN = (
+    "import os, sys\nparent = os.getppid()\nsys.stdout.write('x')\nsys.stdout.flush()\n"
+    "while os.getppid() == parent:\n    for _ in range(200000):\n        pass"
+)
+#: A fixed count still running at this many times the fastest variant so far (in its
+#: condition) is stopped: its seconds are then a lower bound (`cut`), which is enough to
+#: know it is not the better count (two threads beside a busy process can be 10x slower).
+CUT_FACTOR = 3.0
+
+
+class Neighbour:
+    """One busy process (a Python spin loop), started and stopped by the bench."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        if self.process is None:
+            self.process = subprocess.Popen([sys.executable, "-c", SPIN], stdout=subprocess.PIPE)
+            self.process.stdout.read(1)  # spinning
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process.stdout.close()
+            self.process = None
+
+
+def _late_callback(neighbour: Neighbour):
+    import lightning as L
+
+    class StartAfterFirstEpoch(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            if trainer.current_epoch == 0:
+                neighbour.start()
+
+    return StartAfterFirstEpoch()
+
+
+def _cut_callback(limit_s: float | None, started: list[float]):
+    import lightning as L
+
+    class StopWhenTooSlow(L.Callback):
+        cut = False
+
+        def on_train_batch_end(self, trainer, *args) -> None:
+            if limit_s is not None and time.perf_counter() - started[0] > limit_s:
+                self.cut = trainer.should_stop = True
+
+    return StopWhenTooSlow()
+
+
+def _built(experiment: str, threads: str | None, batches: int):
+    """(config, model, stand-in data) of `experiment`, seeded: every variant starts alike."""
+    import lightning as L
+    import torch
+
+    from experiments.training.config import parse
+
+    overrides = [] if threads is None else ["--threads", threads]
+    cfg = parse(experiment, overrides)
+    L.seed_everything(cfg.seed, verbose=False)
+    model, data = cfg.instantiate()
+    generator = torch.Generator().manual_seed(0)
+    n = data.batch_size * batches
+    x = torch.randn(n, *data.input_shape, generator=generator)
+    y = torch.randint(0, data.num_classes, (n,), generator=generator)
+    return cfg, model, SimpleNamespace(train_x=x, train_y=y, batch_size=data.batch_size)
+
+
+def run_variant(
+    experiment: str, variant: str, batches: int, late: Neighbour | None, limit_s: float | None
+) -> dict:
+    """Seconds of one variant (a fixed count, "default" or "adaptive"): its thread choice and
+    2 epochs of training; with `late`, that neighbour starts after the first epoch. A fixed
+    count still running after `limit_s` is stopped (`cut`: its seconds are a lower bound)."""
+    import lightning as L
+
+    from datamodules.tensor_loader import TensorBatchLoader
+    from experiments.training import threads
+
+    requested = {"default": None, "adaptive": threads.ADAPTIVE}.get(variant, variant)
+    cfg, model, data = _built(experiment, requested, batches)
+    loader = TensorBatchLoader(data.train_x, data.train_y, data.batch_size, shuffle=True)
+    extra = [] if late is None else [_late_callback(late)]
+    started = [time.perf_counter()]
+    fixed = variant not in ("default", "adaptive")
+    cut = _cut_callback(limit_s if fixed else None, started)
+    started[0] = time.perf_counter()
+    choice = threads.for_run(cfg, model, data, cap=threads.available_cores())
+    adaptive = threads.callbacks(choice, data)
+    trainer = L.Trainer(
+        max_epochs=EPOCHS,
+        limit_train_batches=batches,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[*adaptive, *extra, cut],
+    )
+    with threads.using(choice.threads), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no validation loop here, on purpose
+        trainer.fit(model, train_dataloaders=loader)
+    seconds = time.perf_counter() - started[0]
+    schedule = adaptive[0].schedule if adaptive else [(e, choice.threads) for e in range(EPOCHS)]
+    return {"seconds": seconds, "threads": [n for _, n in schedule], "cut": cut.cut}
+
+
+def measure_model(key: str, rounds: int, log) -> dict:
+    """Every variant of one model in every condition, `rounds` times (rotated order)."""
+    from experiments.training import threads
+
+    experiment, what, batches = MODELS[key]
+    fixed = [str(n) for n in threads.candidates(threads.available_cores())]
+    variants = [*fixed, "default", "adaptive"]
+    runs: dict = {c: {v: [] for v in variants} for c in CONDITIONS}
+    counts: dict = {c: {v: [] for v in ("default", "adaptive")} for c in CONDITIONS}
+    cuts: dict = {c: [] for c in CONDITIONS}
+    fastest_of: dict = {c: None for c in CONDITIONS}
+    neighbour = Neighbour()
+    for round_ in range(rounds):
+        order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
+        for condition in CONDITIONS:
+            if condition == "busy":
+                neighbour.start()
+            try:
+                fastest = fastest_of[condition]  # the fastest so far, any round
+                for variant in order:
+                    late = neighbour if condition == "late" else None
+                    limit = None if fastest is None else CUT_FACTOR * fastest
+                    result = run_variant(experiment, variant, batches, late, limit)
+                    if condition == "late":
+                        neighbour.stop()
+                    if not result["cut"]:
+                        fastest = min(result["seconds"], fastest or result["seconds"])
+                        fastest_of[condition] = fastest
+                    else:
+                        cuts[condition].append(variant)
+                    runs[condition][variant].append(result["seconds"])
+                    if variant in counts[condition]:
+                        counts[condition][variant].append(result["threads"])
+                    log(
+                        f"[{key}] round {round_ + 1}/{rounds} {condition:<5} {variant:<8} "
+                        f"{result['seconds']:7.2f} s threads {result['threads']}"
+                        + (" (stopped: slower than the limit)" if result["cut"] else "")
+                    )
+            finally:
+                neighbour.stop()
+    return figures(key, what, batches, fixed, runs, counts, cuts)
+
+
+def figures(
+    key: str, what: str, batches: int, fixed: list[str], runs: dict, counts: dict, cuts: dict
+) -> dict:
+    """One model's medians and ratios from its runs (seconds per variant and condition); the
+    better fixed count is the fastest of those that ran to the end (a stopped one's seconds
+    are only a lower bound)."""
+    seconds = {c: {v: statistics.median(s) for v, s in runs[c].items()} for c in CONDITIONS}
+    out = {
+        "experiment": MODELS[key][0],
+        "model": what,
+        "batches_per_epoch": batches,
+        "epochs": EPOCHS,
+        "fixed_counts": [int(n) for n in fixed],
+        "seconds": seconds,
+        "runs": runs,
+        "threads_chosen": counts,
+        "cut": cuts,
+    }
+    for condition in CONDITIONS:
+        whole = [n for n in fixed if n not in cuts[condition]] or fixed
+        best = min(whole, key=lambda n, c=condition: seconds[c][n])
+        out.setdefault("best_fixed", {})[condition] = int(best)
+        for variant in ("default", "adaptive"):
+            ratio = seconds[condition][variant] / seconds[condition][best]
+            out[f"{variant}_vs_best_{condition}"] = ratio
+    return out
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def table(report: dict) -> str:
+    fixed = next(iter(report["models"].values()))["fixed_counts"]
+    head = "".join(f"{f'{n} thr s':>9}" for n in fixed)
+    lines = [
+        f"bench threads: {report['cores']} core(s), torch {report['torch']}, {report['epochs']} "
+        f"epochs per run, {report['rounds']} round(s) (medians), {report['date']}",
+        f"load average (1, 5, 15 min) before {report['load_before']}, after {report['load_after']}",
+        f"{'model':<31} {'batches':>7} {'condition':<9}{head} {'default s':>10} {'chose':>6} "
+        f"{'adaptive s':>11} {'default/best':>12} {'adaptive/best':>13}",
+    ]
+    for key, row in report["models"].items():
+        for condition in CONDITIONS:
+            cells = "".join(
+                f"{('>' if str(n) in row['cut'][condition] else '') + format(row['seconds'][condition][str(n)], '.2f'):>9}"
+                for n in fixed
+            )
+            chose = "/".join(str(t[0]) for t in row["threads_chosen"][condition]["default"])
+            lines.append(
+                f"{key + ' ' + row['model']:<31.31} {row['batches_per_epoch']:>7} {condition:<9}"
+                f"{cells} {row['seconds'][condition]['default']:>10.2f} {chose:>6} "
+                f"{row['seconds'][condition]['adaptive']:>11.2f} "
+                f"{row[f'default_vs_best_{condition}']:>12.2f} "
+                f"{row[f'adaptive_vs_best_{condition}']:>13.2f}"
+            )
+    lines.append(
+        "targets for the default: default/best at most "
+        f"{TARGETS['quiet']:.2f} quiet and {TARGETS['busy']:.2f} busy; "
+        + ("met for every model" if report["targets_met"] else "NOT met: see the rows above")
+    )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments bench threads", description=__doc__
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_ROUNDS} round instead of {ROUNDS}"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=list(MODELS),
+        default=list(MODELS),
+        help="measure only these models (default: all three)",
+    )
+    args = parser.parse_args(argv)
+    import lightning  # noqa: F401 (imported before its loggers are quieted: it sets them up)
+    import torch
+
+    from experiments.training import console, threads
+
+    console.quiet_libraries()
+    rounds = QUICK_ROUNDS if args.quick else ROUNDS
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    report = {
+        "cores": threads.available_cores(),
+        "torch": torch.__version__,
+        "epochs": EPOCHS,
+        "rounds": rounds,
+        "quick": args.quick,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "load_before": load_average(),
+        "targets": TARGETS,
+    }
+    report["models"] = {key: measure_model(key, rounds, log) for key in args.models}
+    report["load_after"] = load_average()
+    report["targets_met"] = all(
+        row[f"default_vs_best_{c}"] <= limit
+        for row in report["models"].values()
+        for c, limit in TARGETS.items()
+    )
+    for key, row in report["models"].items():  # the headline figures, per model
+        report[key] = {f"default_vs_best_{c}": row[f"default_vs_best_{c}"] for c in CONDITIONS}
+    print(json.dumps(report, indent=1) if args.json else table(report))
+    return 0
