@@ -50,6 +50,5 @@ def test_kernels_benchmark_prints_both_thread_counts_per_model(tmp_path):
         printed, one, many = (float(v) for v in row.split()[-3:])
         assert printed == pytest.approx(mflop, abs=0.06), row  # printed with one decimal
         assert math.isfinite(one) and one > 0 and math.isfinite(many) and many > 0, row
-    # The rows span the policy's range: below one thread's share of work, and above it.
-    shares = [mflop / threads.MIN_MFLOP_PER_THREAD for mflop in expected.values()]
-    assert min(shares) < 1 < max(shares)
+    # The rows span small and large work per batch (LeNet at batch 4 vs the S1.3 CNN).
+    assert min(expected.values()) * 100 < max(expected.values())

@@ -273,8 +273,13 @@ def test_run_on_postgresql_backed_server_matches_embedded_store(
 
     local = MlflowClient(embedded_uri).get_run(embedded.run_id)
     assert rest_params == local.data.params
-    assert set(rest_metrics) == set(local.data.metrics)
+    # system/* are sampled every 10 s: whether a short run has a sample depends on its length.
+    assert {k for k in rest_metrics if not k.startswith("system/")} == {
+        k for k in local.data.metrics if not k.startswith("system/")
+    }
     for key, value in local.data.metrics.items():  # same config and seed on CPU
+        if key.startswith("system/"):
+            continue
         assert rest_metrics[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
     for key in ("task", "experiment", "dataset", "model_family", "seed", "lineage.source"):
         assert rest_tags[key] == local.data.tags[key]

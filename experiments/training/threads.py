@@ -276,9 +276,14 @@ def choose(requested: int | None, network, example_batch, cap: int | None = None
     if requested is not None:
         return ThreadChoice(int(requested), "--threads")
     limit = max(1, min(available_cores(), cap or available_cores()))
-    with random_state_kept():
-        out = network(example_batch[:1])
-        labels = torch.randint(0, out.shape[-1], (len(example_batch),))
+    was_training = network.training
+    network.eval()  # one sample through batch norm in training mode is refused
+    try:
+        with random_state_kept(), torch.no_grad():
+            out = network(example_batch[:1])
+            labels = torch.randint(0, out.shape[-1], (len(example_batch),))
+    finally:
+        network.train(was_training)
     return probe(network, example_batch, labels, limit)
 
 
