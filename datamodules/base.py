@@ -24,6 +24,9 @@ from datamodules.tensor_loader import BatchTransform, TensorBatchLoader
 #: (e.g. a Debian dataset package), or a download made by torchvision.
 SOURCES = ("explicit", "system", "download")
 
+#: the last splits made in this process: (key, (tensors, lineage, summary)); see setup()
+_SPLITS: tuple | None = None
+
 
 class DataNotFoundError(FileNotFoundError):
     """The dataset files were found in none of the places searched (message lists them)."""
@@ -150,6 +153,30 @@ class InMemoryDataModule(LightningDataModule):
         # for all stages, so load once and keep the split fixed.
         if self._is_setup:
             return
+        global _SPLITS
+        key = self._splits_key()
+        if key is None:
+            tensors, self._lineage, self.data_summary = self._split()
+        else:
+            if _SPLITS is None or _SPLITS[0] != key:
+                _SPLITS = (key, self._split())
+            # The splits are shared by the process's later datamodules (a study's trials):
+            # each gets its own copies, so nothing a run does to its tensors reaches the next.
+            made, lineage, self.data_summary = _SPLITS[1]
+            tensors, self._lineage = [t.clone() for t in made], dict(lineage)
+        names = ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")
+        for name, tensor in zip(names, tensors, strict=True):
+            setattr(self, name, tensor)
+        self._is_setup = True
+        rank_zero_info(self.data_summary)
+
+    def _splits_key(self) -> tuple | None:
+        """What determines the splits, if a subclass can say it without parsing its files:
+        the splits are then made once per process while the key stays the same."""
+        return None
+
+    def _split(self) -> tuple[tuple[torch.Tensor, ...], dict[str, str | int], str]:
+        """Load, check, split and normalize: the six tensors, the lineage, the summary line."""
         raw = self._load_raw()
         self._check_raw(raw)
         n_train_total = len(raw.train_x)
@@ -161,33 +188,35 @@ class InMemoryDataModule(LightningDataModule):
         generator = torch.Generator().manual_seed(self.split_seed)
         perm = torch.randperm(n_train_total, generator=generator)
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size :]
-
-        self.train_x = self._to_float(raw.train_x[train_idx])
-        self.train_y = raw.train_y[train_idx].long()
-        self.val_x = self._to_float(raw.train_x[val_idx])
-        self.val_y = raw.train_y[val_idx].long()
-        self.test_x = self._to_float(raw.test_x)
-        self.test_y = raw.test_y.long()
-
-        self._lineage = {
+        train_x = self._to_float(raw.train_x[train_idx])
+        val_x = self._to_float(raw.train_x[val_idx])
+        test_x = self._to_float(raw.test_x)
+        tensors = (
+            train_x,
+            raw.train_y[train_idx].long(),
+            val_x,
+            raw.train_y[val_idx].long(),
+            test_x,
+            raw.test_y.long(),
+        )
+        lineage = {
             "dataset": self.dataset_name,
             "source": raw.source,
             "source_path": raw.source_path,
             "split_seed": self.split_seed,
-            "train_size": len(self.train_x),
-            "val_size": len(self.val_x),
-            "test_size": len(self.test_x),
+            "train_size": len(train_x),
+            "val_size": len(val_x),
+            "test_size": len(test_x),
             "normalize": int(self.normalize),
             **raw.extra,
         }
-        self._is_setup = True
         #: one line saying which data this is (the runner prints it before training)
-        self.data_summary = (
+        summary = (
             f"{type(self).__name__}: using {raw.source} data from {raw.source_path} "
-            f"(train {len(self.train_x)} / val {len(self.val_x)} / test {len(self.test_x)}, "
+            f"(train {len(train_x)} / val {len(val_x)} / test {len(test_x)}, "
             f"split_seed={self.split_seed})"
         )
-        rank_zero_info(self.data_summary)
+        return tensors, lineage, summary
 
     def _check_raw(self, raw: RawSplits) -> None:
         if raw.source not in SOURCES:

@@ -345,6 +345,24 @@ class FashionMNISTDataModule(InMemoryDataModule):
         # Runs on one process per node before setup(): the only place that may download.
         self._resolve()
 
+    def _splits_key(self) -> tuple:
+        source, directory, files = self._resolve()
+        stats = [
+            (role, str(path), path.stat().st_size, path.stat().st_mtime_ns)
+            for role, path in sorted(files.items())
+        ]
+        return (
+            type(self),
+            source,
+            str(directory),
+            *stats,
+            self.val_size,
+            self.split_seed,
+            self.normalize,
+            tuple(self.mean),
+            tuple(self.std),
+        )
+
     def _load_raw(self) -> RawSplits:
         source, directory, files = self._resolve()
         arrays, md5s = load_fashion_mnist_files(files)

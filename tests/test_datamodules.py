@@ -119,6 +119,29 @@ def test_setup_is_idempotent(fmnist_root: Path, empty_dir: Path) -> None:
     assert dm.train_x is train_x
 
 
+def test_splits_made_once_per_process_are_copies_and_follow_the_files(
+    tmp_path: Path, empty_dir: Path
+) -> None:
+    from datamodules.synthetic import write_fashion_mnist
+
+    root = write_fashion_mnist(tmp_path / "f", n_train=120, n_test=40)
+    a, b = fmnist(root, empty_dir, val_size=20), fmnist(root, empty_dir, val_size=20)
+    a.setup()
+    a.train_x.zero_()  # what one run does to its tensors never reaches the next
+    a.test_y.fill_(3)
+    b.setup()
+    assert b.train_x.abs().sum() > 0 and not torch.equal(b.test_y, a.test_y)
+    assert b.lineage == a.lineage and b.data_summary == a.data_summary
+    other = fmnist(root, empty_dir, val_size=30)  # other settings: other splits
+    other.setup()
+    assert (len(other.train_x), other.lineage["val_size"]) == (90, 30)
+    # New files (another size) in the same folder: read again, not the cached splits.
+    write_fashion_mnist(tmp_path / "f", n_train=150, n_test=40)
+    again = fmnist(root, empty_dir, val_size=20)
+    again.setup()
+    assert (len(again.train_x), again.lineage["train_size"]) == (130, 130)
+
+
 def test_lineage_requires_setup(fmnist_root: Path, empty_dir: Path) -> None:
     with pytest.raises(RuntimeError, match="setup"):
         _ = fmnist(fmnist_root, empty_dir).lineage

@@ -1,21 +1,9 @@
 """Which run the report shows for a seed task: the catalog's own, or one chosen by hand.
 
-A training task's run is the latest FINISHED run tagged with the task whose logged config
-equals the catalog experiment's (the experiment YAML of `experiments/configs/` with that
-task, resolved by `experiments.training.config.parse` without training) apart from the
-keys in `IGNORED_KEYS`. So a shortened (`--trainer.max_epochs 2`), zero-epoch or otherwise
-overridden run never replaces a full one. Study trials and parents (`study_role` tag),
-evaluation, worked-example and summary runs (`kind` tag) are never chosen; several matching
-runs (several seeds) are counted and averaged by the report.
-
-The comparison is on the run's params: every run logs its resolved config twice, as params
-(`ResolvedConfig.params()`, through Lightning's MLFlowLogger, values as `str(value)[:250]`)
-and as `config.yaml`; the params are already in the search result, so no artifact is read.
-They are the same keys and values: `params()` leaves out only the link targets (decided by
-the data), the description (the run's note) and Trainer keys left at None, and a Trainer key
-set to a value on one side only shows up as a key present on one side only.
-
-`report --run TASK=RUN_ID` chooses by hand (`picked_runs`).
+The rule (the latest FINISHED run of the task whose logged config equals the catalog
+experiment's apart from `IGNORED_KEYS`, compared on its params; which runs are never
+chosen; `report --run TASK=RUN_ID` by hand, `picked_runs`) is written out in
+docs/tracking.md (Which run a task shows).
 """
 
 from __future__ import annotations

@@ -7,26 +7,9 @@
     python -m experiments compare-activations --run-name act-demo --tag owner=ana  # summary name; tags on all
     python -m experiments compare-activations --workers 2            # two worker processes
 
-Every (activation, seed) pair is a normal tracked run of the catalog experiment `s4-mlp`
-(through `experiments.training.config.parse` and `experiments.training.runner.run_experiment`), tagged
-`study=compare-activations`, `group_id=<id>` and `activation=<name>`. Extra flags are
-overrides for `s4-mlp` (`--trainer.max_steps 200 --data.data_dir D`). When every run is
-done, a summary run (tags `kind=activation-summary`, `task=S4`) holds:
-
-- `activation_summary.csv` / `activation_summary.md`: final training loss and final
-  validation accuracy per activation, mean +- std over seeds (also printed);
-- `activation_runs.csv`: the same numbers per run, with run ids;
-- `figures/activation_loss.png`, `figures/activation_val_acc.png`: curves per activation
-  (mean over seeds, shaded +- std; x = iteration), read back from each run's MLflow
-  metric history (`train/loss`, `val/acc`);
-- `figures/activation_bars.png`: final validation accuracy with std error bars.
-
-The comparison is a grid study (`python -m experiments search`, experiments/search/) over
-activation x seed on `s4-mlp`, named by its group id, without pruning: every pair runs
-exactly once, also with `--workers N`, and each run logs its own figures (the W1 tiles).
-An interrupted comparison loses nothing: each finished run is already in MLflow, and
-re-running with the printed `--group-id` resumes the study: only the missing pairs are
-trained, then a new summary run is logged.
+Every (activation, seed) pair is a normal tracked run of `s4-mlp` (extra flags are its
+overrides), run as a grid study without pruning; the summary run's files and figures, and
+how `--group-id` resumes an interrupted comparison: docs/tracking.md (activation comparison).
 """
 
 from __future__ import annotations

@@ -4,23 +4,9 @@
     python -m experiments report --output /tmp/r.html --tracking-uri sqlite:///other/mlflow.db
     python -m experiments report --run S1.2=RUN_ID                 # this run for S1.2
 
-The report opens with the answer sheet: one row per question id of
-`experiments/SEED_TASKS.md` (read from that file, `experiments.reports.answers`), with the
-answer or the section holding it, the command and run it came from, and whether it was
-checked a second way. Then, for each seed task (S0.1 ... S4), a section with the run shown:
-its headline test metrics beside the seed task's bar (and, with several runs of the
-catalog's settings, their mean and sample std), its figures (embedded as base64 PNG, so
-the file can be mailed or archived alone), the fit judgement, the model summary; S2's
-per-class accuracy and problem classes (from `confusion_matrix.csv`); the worked-example
-tables (S0.1, S3); the activation table of the latest activation-summary run (S4). A task
-without a run says "no run yet" and gives the command that produces one.
-
-Which run a training task shows (`experiments.reports.choice`): the latest FINISHED run
-whose config equals the catalog experiment's apart from the seed, the data folder, the
-thread count and display settings; study trials and parents, evaluation, worked-example
-and summary runs are never chosen. Runs of other settings only (a shortened run, say) are
-counted and listed, not shown. `--run TASK=RUN_ID` chooses by hand. For S0.1 and S3: the
-latest `kind=worked` run.
+What the report holds (the answer sheet of `experiments/SEED_TASKS.md`, then one section
+per seed task) and which run each task shows (`experiments.reports.choice`): docs/tracking.md
+(Report).
 """
 
 from __future__ import annotations

@@ -11,12 +11,9 @@
     python -m experiments search lr --enqueue lr=0.01 --enqueue lr=0.3    # these first
     python -m experiments search s3                          # one factor at a time (S3)
 
-Built-in studies are the YAML files in experiments/configs/studies/ (lr, regularization,
-activation, s3); other flags after the known ones override the base experiment, as with
-`python -m experiments run`. Running the same command again resumes the study: finished
-trials are kept, trials of killed workers are failed and run again, and the study stops
-at exactly --trials COMPLETE+PRUNED trials, however many workers share it. A grid or
-one-factor study runs each of its points once (--trials defaults to their number).
+Built-in studies, overrides of the base experiment, and how running the same command
+again resumes the study (exactly --trials COMPLETE+PRUNED trials, however many workers):
+docs/search.md.
 """
 
 from __future__ import annotations

@@ -3,42 +3,8 @@
     python -m experiments search lr            # uses experiments/configs/studies/lr.yaml
     python -m experiments search my_space.yaml # any file in the same format
 
-A space file names what the study scores and which config keys it varies:
-
-    description: one line
-    objectives:                      # one entry: single-objective; more: multi-objective
-      - {metric: val/acc, direction: maximize}
-    params:
-      lr:                            # the Optuna parameter name
-        type: float                  # float | int | categorical
-        low: 1.0e-4
-        high: 1.0
-        log: true                    # log-uniform (float/int; needs low > 0)
-        target: model.lr             # the dotted config key the value overrides
-
-A numeric parameter may list its `values` instead of a range (`lr: {type: float,
-values: [0.1, 0.01, 0.001], target: model.lr}`): the study tries only those. Such a
-list, a categorical's `choices` and an int (or stepped float) range are finite, so
-`--sampler grid` can run every point of the product once. `values` beside `low`/`high`
-are the points of a grid only; TPE and random search the range.
-
-One factor at a time (S3): `sampler: one_factor`, a `base:` experiment, the base point
-`at:` and per factor its `values` (`type` optional: inferred from the values). The study
-runs the base point once, then each factor's other values with the rest at the base:
-
-    sampler: one_factor
-    base: s1-scratch
-    at: {epochs: 10, lr: 0.1}
-    factors:
-      epochs: {values: [1, 2, 5, 10, 20], target: trainer.max_epochs}
-      lr: {values: [0.001, 0.01, 0.1, 1.0], target: model.lr}
-
-`target` may also map class names to keys, for spaces that fit several bases
-(`{ImageClassifier: model.weight_decay, ScratchClassifier: model.l2_lambda}`, or by
-network: `{MLP: model.net.dropout, LeNet: null}`); the first class on the network's MRO,
-then the model's, wins, and `null` leaves the parameter out for that base.
-`choices: registry` takes the activation names from `models.activations.ACTIVATIONS`.
-Whether a target key exists is checked by the experiment's config parser (it names the key).
+The file format (objectives, params and their targets, `values`, `sampler: one_factor`):
+docs/search.md. Whether a target key exists is checked by the experiment's config parser.
 """
 
 from __future__ import annotations

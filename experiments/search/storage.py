@@ -3,15 +3,10 @@
     python -m experiments search lr                        # journal file under mlruns/optuna/
     python -m experiments search lr --storage postgresql://user:pw@db/optuna  # many hosts
 
-* One host: `JournalStorage` on `<store folder>/optuna/journal.log`, which Optuna
-  designed for several processes appending to one file (SQLite is not, under writers).
-* Many hosts: an RDB URL (PostgreSQL); its heartbeat marks trials of dead hosts stale.
-* Asking for a trial and counting the study's trials happen under one study lock (a file
-  lock on one host, a PostgreSQL advisory lock across hosts), so N workers never start
-  more trials than asked.
-* Each trial records its worker (`host:pid:start time`). A RUNNING trial whose worker
-  process is gone is failed and its parameters are queued again; its MLflow run is
-  closed KILLED. That is how a killed study resumes without losing or repeating trials.
+One host: Optuna's journal file; many hosts: an RDB URL (PostgreSQL). Trials are asked
+for under one study lock (a file lock, or a PostgreSQL advisory lock), and a RUNNING trial
+whose worker (`host:pid:start time`) is gone is failed and queued again, its MLflow run
+closed KILLED: docs/search.md (Storage, workers, resuming), docs/scaling-out.md.
 """
 
 from __future__ import annotations

@@ -2,27 +2,12 @@
 
     python -m experiments server --backend-store-uri postgresql://team@127.0.0.1:5432/mlflow --auth
 
-MLflow's basic-auth app (`mlflow server --app-name basic-auth`, the `auth` extra:
-`pip install -e ".[auth]"`) answers 401 to any request without a valid user name and
-password. MLflow keeps its users in a database (`basic_auth.db`, by default in the working
-directory) and creates the admin user on its first start with the password it is given;
-MLflow 3.16.1 and later ship none (3.16.0 and earlier shipped a published default,
-GHSA-gq3w-7jj3-x7gr). Here everything lives in one folder, `AUTH_DIR` (default
-`~/.config/experiments/server-auth/`, `--auth-dir` elsewhere), readable only by its owner:
-
-* `basic_auth.ini`: MLflow's auth configuration (MLFLOW_AUTH_CONFIG_PATH points at it),
-  naming the database below and the admin user `admin`; it holds no password;
-* `basic_auth.db`: the users and their permissions (password hashes);
-* `admin-password`: the admin's password, mode 0600;
-* `flask-secret-key`: the key MLflow's app signs its CSRF tokens with
-  (MLFLOW_FLASK_SERVER_SECRET_KEY, which the app requires), drawn once, mode 0600.
-
-The first start draws the password (`secrets.token_urlsafe`, 24 characters; MLflow refuses
-fewer than 12), prints it once and keeps it in `admin-password`; MLflow gets it through
-MLFLOW_AUTH_ADMIN_PASSWORD in its environment, never on its command line. A restart finds
-the database and reuses it, and says so. Clients authenticate with MLFLOW_TRACKING_USERNAME
-and MLFLOW_TRACKING_PASSWORD in their environment; every command, and every process a
-command starts (search workers, `serve`), reads them from there.
+MLflow's basic-auth app (`mlflow server --app-name basic-auth`, the `auth` extra) answers
+401 to any request without a valid user and password. Its files (one folder, `AUTH_DIR`,
+default `~/.config/experiments/server-auth/`, `--auth-dir` elsewhere, readable only by its
+owner), the admin password drawn on the first start (`secrets.token_urlsafe`, 24
+characters; passed in MLFLOW_AUTH_ADMIN_PASSWORD, never on a command line) and how
+clients log in: docs/scaling-out.md.
 """
 
 from __future__ import annotations

@@ -5,21 +5,8 @@ Called once the run is tested by its output callbacks (experiments/training/outp
 
     python -m experiments run s1-cnn     # figures/ + model_summary.* in the run's artifacts
 
-Artifacts (names are relied upon by reports and tests):
-
-* ``figures/loss_per_epoch.png`` - mean training loss per epoch (S0.2, S0.3).
-* ``figures/learning_curves.png`` - train/validation loss and accuracy, per epoch, or per
-  training iteration when validation ran every N steps (S1.2, S1.3, S4); only with
-  validation points.
-* ``figures/confusion_matrix.png``, ``figures/per_class_accuracy.png`` - test set (S2).
-* ``confusion_matrix.csv`` - the same test confusion matrix as counts: a header row
-  (``true \\ predicted`` and the class names), then one row per true class (its name, then
-  how many of its test images went to each predicted class). The report names S2's
-  problem classes and their largest confusions from it.
-* ``figures/first_layer_weights.png`` - one tile per hidden unit, for an MLP or the
-  from-scratch network reading images (S4).
-* ``model_summary.txt``, ``model_summary.csv`` - output shape and parameters per layer.
-* tags ``fit_judgement`` and ``fit_judgement_reason`` (rule in `experiments.tracking.judgement`).
+The artifacts and tags (their names are relied upon by reports and tests) are listed in
+docs/tracking.md (Figures and fit judgement).
 
 Steps and epochs: Lightning logs each point with MLflow step = (iterations completed - 1),
 and an ``epoch`` metric at the same step, which maps every point to its epoch.

@@ -1,34 +1,16 @@
 """Judge a run's final state from its learning curves: underfitting, overfitting or generalizing.
 
-S1.2 and S1.3 ask for this judgement "derived from the curves". The runner applies it to
+S1.2 and S1.3 ask for this judgement "derived from the curves". The `judgement` output applies it to
 every run with validation (tags ``fit_judgement`` and ``fit_judgement_reason``, printed with
 the test metrics):
 
     python -m experiments run s1-mlp     # ... fit judgement: generalizing (...)
 
-The rule, applied to aligned train/validation points (one per epoch, or one per
-validation interval for step-driven runs such as S4), first match wins:
-
-1. **insufficient data** - fewer than 2 points: no trend can be read from one point.
-2. **overfitting** - validation loss ended more than ``VAL_LOSS_RISE`` (10 %) above its
-   minimum, that minimum was reached before the last point, and training loss still fell
-   after it. This is the textbook signature: the model keeps fitting the training set
-   while getting worse on unseen data.
-3. **underfitting** - the final training accuracy is below ``UNDERFIT_TRAIN_ACC`` (0.70:
-   the model cannot fit even its training data), or training loss fell by more than
-   ``STILL_LEARNING_DROP`` (10 %) over the last interval (it is still learning fast, so
-   training stopped too early to say it has converged).
-4. **overfitting** - the final gap train accuracy - validation accuracy exceeds
-   ``OVERFIT_ACC_GAP`` (0.05, five percentage points).
-5. **generalizing** - none of the above: training has levelled off, the model fits the
-   training data, and validation keeps up with it.
+The rule (first match wins; thresholds below) is written out in docs/tracking.md.
 
 Why these numbers: a 5-point accuracy gap is well beyond the epoch-to-epoch noise of a
 10,000-image validation set (standard error about 0.3 points at 90 % accuracy), and a
 10 % rise of validation loss above its minimum is beyond the wobble of a converged run.
-The training metrics are running means over the interval in train mode (dropout on,
-weights still changing), so they slightly understate the final training fit; a small
-negative gap is normal and counts as generalizing.
 """
 
 from __future__ import annotations

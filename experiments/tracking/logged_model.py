@@ -1,19 +1,9 @@
 """A run's trained network as an MLflow model: a LoggedModel, loadable without pickle, registrable.
 
-Every run ends with its tested network logged here (`experiments.training.runner`); a study
-logs its best trial's once the study ends (`experiments.search.cli`). What is logged:
-
-* ``ClassProbabilities(network)``: images ``(batch, *input_shape)``, normalized as the
-  datamodule normalizes them, in; class probabilities ``(batch, num_classes)`` out (the
-  softmax of the network's logits). The batch dimension is dynamic (`torch.export`).
-* serialization ``pt2`` (`torch.export.save`): a traced graph and its weights, read back by
-  `mlflow.pytorch.load_model` with `torch.export.load`, which runs no pickled code.
-* a signature (float32 tensors, batch -1) and an input example (two test images: a batch of
-  one would be exported as a fixed batch of one).
-* metadata: the class names, the input shape and the normalization (`model_metadata`).
-* the run's test metrics, attached to the model: the model is logged at the step at which
-  Lightning logged them, and MLflow links the run's metrics of that step to the model
-  (``model_id``), so the UI's Models tab and `mlflow.search_logged_models` show its accuracy.
+Written by the `model` output callback of a plain run, and for a study's best trial once
+the study ends. What is logged (the `ClassProbabilities` wrapper, `pt2` serialization read
+back without pickle, signature, metadata, the test metrics attached): docs/tracking.md.
+The input example is two test images: a batch of one would be exported as a fixed batch of one.
 
     python -m experiments run s1-mlp --register fashion-mlp
     MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db \

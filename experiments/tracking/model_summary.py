@@ -1,12 +1,7 @@
 """Per-layer output shapes and parameter counts (with and without bias) of a network.
 
-Answers the S1/S2 theory items from the real network: a layer's output size follows
-floor((in - k + 2p) / s) + 1, and a 3x3 convolution on RGB with one filter has 27 weights
-+ 1 bias. Every run logs the table as ``model_summary.txt`` and ``model_summary.csv``; to
-print it for a catalog experiment without training:
-
-    python -m experiments model-summary s1-cnn
-    python -m experiments model-summary s2-cnn --model.net.kernel_size 3 --model.net.padding 1
+Answers the S1/S2 theory items from the real network (the table, its columns and the
+`model-summary` command: docs/tracking.md).
 
 Output shapes come from forward hooks on the leaf modules during one forward pass of a
 dummy batch of 1 (in eval mode, so batch norm statistics are not touched). The

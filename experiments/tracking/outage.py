@@ -1,17 +1,11 @@
 """The tracking store stops answering during a run: how long MLflow's client waits, and how
 that failure is recognised once the wait is over.
 
-MLflow's client retries a request to a tracking server that does not answer, with
-exponential backoff. The project sets that retry window explicitly (`RETRY_ENV`, in the
-environment of every command and of the processes it starts; a value the user exported
-wins): 7 retries with a backoff factor of 2 s (waits of 2, 4, 8, 16, 32, 64 and 120 s, each
-plus up to 1 s of jitter) and 120 s for one request: a server that refuses connections is
-waited for about 4 minutes (`retry_window_s`), one that hangs longer. An outage shorter
-than that costs the run only the wait. A longer one ends the run cleanly (the runner):
-`last.ckpt` is kept, one paragraph names the store and the resume command, exit 1, and the
-run, left RUNNING because the store could not be told, is marked FAILED (orphaned) by the
-next command that reaches the store. A SQLite store locked longer than SQLite's busy
-timeout ends the same way.
+MLflow's client retries a request to a tracking server that does not answer; the project
+sets that retry window explicitly (`RETRY_ENV`, in the environment of every command and
+the processes it starts; a value the user exported wins). The window's values, and what a
+run does when an outage outlasts it (last.ckpt kept, one paragraph, exit 1, the run marked
+FAILED later as orphaned): docs/tracking.md (When the store is down).
 """
 
 from __future__ import annotations

@@ -5,15 +5,9 @@
 
 `check_run(cfg, uri, register)` is called by `run --check` and, with the same arguments, by
 the runner before it opens its MLflow run, so a check that passes here is the check the run
-makes. It creates nothing (no `mlruns/`, no folder, no journal) and downloads nothing:
-
-- the Trainer arguments against Lightning's rules and this machine (accelerator present,
-  devices available, a bounded run, batch limits in range, `max_time` parseable), then a
-  Trainer built from them, without a logger or callbacks;
-- the seed in numpy's range;
-- the data where the user pointed, from the files' headers and sizes (cached per process);
-- the tracking URI of a supported kind, the server answering, the store folder writable;
-- the registry name valid.
+makes. It creates nothing (no `mlruns/`, no folder, no journal) and downloads nothing.
+What is checked (Trainer arguments, seed, data headers, store, registry name) is listed
+in docs/configuration.md.
 """
 
 from __future__ import annotations
