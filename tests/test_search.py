@@ -430,10 +430,10 @@ def test_killed_study_resumes_without_losing_or_repeating_trials(store, fashion_
 
 @pytest.mark.slow
 def test_two_workers_share_one_study_exactly(store, fashion_dir, tmp_path):
-    # Unpruned 8-epoch trials: the study outlasts the second worker's start-up (with 3
-    # epochs, once trials got cheaper, the first worker finished all six alone).
+    # Unpruned 60-epoch trials (about 3 s each on the tiny data): the study outlasts the
+    # second worker's start-up (3-epoch trials, 0.2 s each since trials got cheaper, did not).
     args = ["lr", "--trials", "6", "--workers", "2", "--pruner", "none", "--tracking-uri", store]
-    args += tiny(fashion_dir, epochs=8)
+    args += tiny(fashion_dir, epochs=60)
     done = subprocess.run(
         cli(tmp_path, args),
         cwd=tmp_path,
