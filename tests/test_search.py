@@ -367,7 +367,8 @@ def study_trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
 
 @pytest.mark.slow
 def test_killed_study_resumes_without_losing_or_repeating_trials(store, fashion_dir, tmp_path):
-    args = ["lr", "--trials", "4", "--tracking-uri", store, *tiny(fashion_dir, epochs=2)]
+    # 40-epoch trials on the tiny data (seconds each): the kill lands inside the second.
+    args = ["lr", "--trials", "4", "--tracking-uri", store, *tiny(fashion_dir, epochs=40)]
     proc = start_search(tmp_path, args)
 
     def one_done_and_next_training() -> bool:

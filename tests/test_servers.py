@@ -188,7 +188,8 @@ def test_server_with_auth_refuses_strangers_and_logs_a_run_with_the_printed_pass
 @pytest.mark.slow
 def test_ctrl_c_in_search_exits_130_and_says_how_to_resume(tmp_path, fashion_dir):
     uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
-    args = ["lr", "--trials", "3", "--tracking-uri", uri, *tiny(fashion_dir, epochs=2)]
+    # 40-epoch trials on the tiny data (seconds each): the Ctrl-C lands inside a trial.
+    args = ["lr", "--trials", "3", "--tracking-uri", uri, *tiny(fashion_dir, epochs=40)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments", "search", *args],
         cwd=tmp_path,

@@ -179,6 +179,11 @@ def lead(plan: Plan, argv: list[str], command: str = "search") -> int:
         code = work(plan, 0)
         for proc in procs:
             code = max(code, proc.wait())
+        if plan.report:  # an interrupt here too ends the parent run KILLED
+            from experiments.search.report import report_study
+
+            report_study(plan, open_study(plan, create=False), parent_run_id)
+            _log_best_model(plan, client, parent_run_id)
     except (KeyboardInterrupt, SystemExit):
         for proc in procs:
             with contextlib.suppress(OSError):
@@ -188,11 +193,6 @@ def lead(plan: Plan, argv: list[str], command: str = "search") -> int:
         client.set_tag(parent_run_id, "end_reason", "interrupted")
         client.set_terminated(parent_run_id, "KILLED")
         raise
-    if plan.report:
-        from experiments.search.report import report_study
-
-        report_study(plan, open_study(plan, create=False), parent_run_id)
-        _log_best_model(plan, client, parent_run_id)
     if code != 0:
         client.set_tag(parent_run_id, "end_reason", "a worker stopped on repeated trial failures")
     client.set_terminated(parent_run_id, "FINISHED" if code == 0 else "FAILED")

@@ -135,6 +135,8 @@ def log_outputs_of_run(uri: str, run_id: str, outputs) -> dict[str, Any]:
 
     import lightning as L
 
+    from experiments.training.interrupts import InterruptHandler
+
     cfg, model, data = load_run_model(store.client(uri), run_id)
     callbacks = outputs.callbacks(run=(uri, run_id))
     # The run's own test kept its warnings; this one's are the same again.
@@ -150,5 +152,11 @@ def log_outputs_of_run(uri: str, run_id: str, outputs) -> dict[str, Any]:
             enable_model_summary=False,
             default_root_dir=folder,
         )
-        trainer.test(model, datamodule=data, verbose=False)
+        # Ctrl-C stops it as it stops a run (a SIGTERM at a batch boundary), not through
+        # Lightning's own KeyboardInterrupt path, which exits with code 1.
+        interrupts = InterruptHandler().install()
+        try:
+            trainer.test(model, datamodule=data, verbose=False)
+        finally:
+            interrupts.restore()
     return {k: v for c in callbacks for k, v in c.found.items()}
