@@ -54,6 +54,28 @@ def test_measure_times_the_step_at_each_count():
     assert threads.pick(timings) == 2
 
 
+def test_a_short_run_pays_one_timed_step_per_count():
+    # PROBE_SHARE of a 10-step run is far below one round: one untimed step, then one timed
+    # step per count; without a planned length the probe runs several rounds.
+    calls = []
+    timings = threads.measure(lambda: calls.append(time.sleep(0.001)), [1, 2], planned_steps=10)
+    assert len(calls) == 3 and set(timings) == {1, 2}
+    calls.clear()
+    threads.measure(lambda: calls.append(time.sleep(0.001)), [1, 2])
+    assert 3 < len(calls) <= 1 + 2 * threads.PROBE_STEPS
+
+
+def test_the_planned_steps_follow_lightnings_limits():
+    data = SimpleNamespace(train_x=torch.zeros(1000, 1), batch_size=64)  # 16 batches
+    assert threads.planned_steps({"max_epochs": 3}, data) == 48
+    assert threads.planned_steps({"max_epochs": 3, "limit_train_batches": 0.5}, data) == 24
+    assert threads.planned_steps({"max_epochs": 3, "limit_train_batches": 1.0}, data) == 48
+    assert threads.planned_steps({"max_epochs": 3, "limit_train_batches": 5}, data) == 15
+    assert threads.planned_steps({"max_epochs": 3, "max_steps": 20}, data) == 20
+    assert threads.planned_steps({"max_epochs": -1, "max_steps": 20}, data) == 20
+    assert threads.planned_steps({"max_epochs": None}, data) is None
+
+
 def test_the_probe_changes_neither_the_model_nor_any_random_generator():
     from models.classifier import ImageClassifier
 

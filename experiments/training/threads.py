@@ -16,9 +16,9 @@ steps (forward, loss, backward, optimizer step) at each candidate count, alterna
 counts, on COPIES of the network and optimizer with every random generator restored after,
 on the first batch of the training split, not drawn from its loader (`probe`). The faster
 count wins (a higher count only if at least `MORE_THREADS_GAIN` faster: fewer threads
-suffer less when a neighbour arrives later); the probe is bounded by `PROBE_STEPS` and
-`PROBE_BUDGET_S` (about 0.1-0.3 s for the MLPs, under a second for the S1.3 CNN) and is
-part of the run's time.
+suffer less when a neighbour arrives later); the probe is bounded by `PROBE_STEPS`,
+`PROBE_BUDGET_S` and `PROBE_SHARE` of the run's planned training (a short run times one
+step per count) and is part of the run's time.
 
 Why fix it: the thread count is part of what makes a run repeatable. Summing in another
 order rounds differently (floating point is not associative). Measured on one epoch of
@@ -48,6 +48,7 @@ either (its network does not run on the CPU threads).
 from __future__ import annotations
 
 import copy
+import math
 import os
 import random
 import statistics
@@ -62,16 +63,20 @@ PROBE_STEPS = 24
 #: The timed steps come in this many rounds, the counts' order alternating between rounds,
 #: so a load that changes during the probe hits every count alike.
 PROBE_ROUNDS = 4
-#: Seconds after which no new round starts (at least two rounds run): the S1.3 CNN's steps
+#: Seconds after which no new round starts (at least one round runs): the S1.3 CNN's steps
 #: take 50-100 ms, the MLPs' 1-4 ms.
 PROBE_BUDGET_S = 0.5
+#: ... and at most this share of the run's planned training (its steps times the first
+#: step's seconds): a probe of 0.5 s would be 15% of a 3 s run.
+PROBE_SHARE = 0.02
 #: A count this much slower per step than the fastest is not run further, and the probe
 #: stops after a round in which one thread was this much faster than every other count.
 CLEAR_WIN = 1.3
 #: A higher count is chosen only if its mean step is at least this much faster: on a near
 #: tie fewer threads are the safer choice (a neighbour arriving later can make two threads
-#: 10x slower on a 2-core machine, one thread 2x at most).
-MORE_THREADS_GAIN = 1.10
+#: 10x slower on a 2-core machine, one thread 2x at most); 1.10 left LeNet at batch 4 (5-10%
+#: faster on two threads) on one thread quiet (`bench threads`).
+MORE_THREADS_GAIN = 1.05
 #: `--threads adaptive`
 ADAPTIVE = "adaptive"
 
@@ -192,18 +197,22 @@ def measure(
     *,
     steps: int = PROBE_STEPS,
     budget_s: float = PROBE_BUDGET_S,
+    planned_steps: int | None = None,
 ) -> dict[int, float]:
     """Mean seconds per `step` at each thread count, every step timed on its own, in rounds
     whose order of counts alternates. The mean, not the median: a run's time is the sum of
     its steps, and beside a busy process two threads alternate fast steps with steps 50x
     slower. A count whose steps already take `CLEAR_WIN` times the fastest count's is not
     run further; the probe ends after a round in which the fewest threads won by
-    `CLEAR_WIN` (more threads must win every round), or when `budget_s` is spent."""
+    `CLEAR_WIN` (more threads must win every round), or when `budget_s` (or `PROBE_SHARE`
+    of the `planned_steps` of the run) is spent."""
     clock = time.perf_counter
     started = clock()
     with using(counts[0]):  # untimed: the first step allocates gradients, optimizer state
         step()
     estimate = clock() - started
+    if planned_steps is not None:
+        budget_s = min(budget_s, PROBE_SHARE * planned_steps * estimate)
     # Steps per count and round: PROBE_STEPS / PROBE_ROUNDS, fewer where the rounds would
     # not fit in the budget (the S1.3 CNN: one).
     chunk = max(
@@ -242,15 +251,16 @@ def pick(timings: dict[int, float]) -> int:
     return best
 
 
-def probe(model, x, y, limit: int) -> ThreadChoice:
+def probe(model, x, y, limit: int, planned_steps: int | None = None) -> ThreadChoice:
     """The faster thread count for `model` on this machine now, from real training steps on
-    (x, y) at each candidate count up to `limit`; the model and every generator unchanged."""
+    (x, y) at each candidate count up to `limit`; the model and every generator unchanged.
+    `planned_steps`: the run's training steps, which bound the probe's share (`measure`)."""
     counts = candidates(limit)
     if len(counts) == 1:
         return ThreadChoice(counts[0], f"1 core available to this run{_why_one(limit)}")
     started = time.perf_counter()
     with random_state_kept():
-        timings = measure(training_step(model, x, y), counts)
+        timings = measure(training_step(model, x, y), counts, planned_steps=planned_steps)
     seconds = time.perf_counter() - started
     chosen = pick(timings)
     measured = ", ".join(f"{n}: {t * 1e3:.2f}" for n, t in timings.items())
@@ -318,6 +328,23 @@ def processes_per_node(trainer: dict[str, Any]) -> int:
     return max(1, count) if count > 1 or nodes > 1 or strategy.startswith("ddp") else 1
 
 
+def planned_steps(trainer: dict[str, Any], data) -> int | None:
+    """Training steps the Trainer settings plan for `data` (Lightning's rules: a float
+    `limit_train_batches` up to 1.0 is a share of the batches, anything else a count; then
+    `max_epochs`, capped by `max_steps`); None when no limit is set."""
+    batches = math.ceil(len(data.train_x) / data.batch_size)
+    limit = trainer.get("limit_train_batches")
+    if isinstance(limit, float) and limit <= 1.0:
+        batches = int(batches * limit)
+    elif limit is not None:
+        batches = min(batches, int(limit))
+    epochs, max_steps = trainer.get("max_epochs"), trainer.get("max_steps") or -1
+    total = batches * epochs if epochs is not None and epochs >= 0 else None
+    if max_steps >= 0:
+        total = max_steps if total is None else min(total, max_steps)
+    return total
+
+
 def _accelerator(trainer: dict[str, Any]) -> str:
     name = str(trainer.get("accelerator") or "auto").lower()
     if name == "auto":
@@ -355,7 +382,9 @@ def for_run(cfg, model, data, cap: int) -> ThreadChoice:
             remembered, reason=f"this worker's probe at its first trial: {remembered.reason}"
         )
     x, y = data.train_x[: data.batch_size], data.train_y[: data.batch_size]
-    choice = replace(probe(model, x, y, limit), adaptive=adaptive)
+    # A study worker's count serves all its trials: its probe takes the full budget.
+    planned = None if _PROCESS["once"] else planned_steps(cfg.trainer, data)
+    choice = replace(probe(model, x, y, limit, planned), adaptive=adaptive)
     if _PROCESS["once"]:
         _PROCESS["choice"] = choice
     if adaptive:
@@ -396,7 +425,7 @@ def adaptive_callback(choice: ThreadChoice, x, y):
 
         def on_train_epoch_start(self, trainer, pl_module) -> None:
             epoch = trainer.current_epoch
-            if self.schedule:
+            if self.schedule:  # the full budget: one step per count missed a neighbour
                 torch.set_num_threads(probe(pl_module, x, y, self.limit).threads)
             self.schedule.append((epoch, torch.get_num_threads()))
             logger = trainer.logger
