@@ -318,14 +318,12 @@ def _param(name: str, spec: Any, classes: list[type], source: Path) -> Param | N
         step = int(step) if step is not None else None
     else:
         low, high = float(low), float(high)
-    param = Param(name, kind, target, low=low, high=high, log=log, step=step)
+    grid = ()
     if "values" in spec:  # a range AND values: TPE/random search the range, a grid the values
-        listed = _listed(name, kind, target, {"values": spec["values"]}, where)
-        for value in listed.values:
-            param.check(value, f"{where}: values")
-        param = Param(
-            name, kind, target, low=low, high=high, log=log, step=step, grid=listed.values
-        )
+        grid = _listed(name, kind, target, {"values": spec["values"]}, where).values
+    param = Param(name, kind, target, low=low, high=high, log=log, step=step, grid=grid)
+    for value in grid:
+        param.check(value, f"{where}: values")
     return param
 
 
