@@ -158,8 +158,7 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
             print(f"  plot {name} skipped: {reason}")
         if any((folder / "plots").iterdir()):
             client.log_artifacts(parent_run_id, str(folder / "plots"), "plots")
-        rows = leaderboard_rows(plan, trials)
-        client.log_text(parent_run_id, write_csv(rows), "leaderboard.csv")
+        client.log_text(parent_run_id, write_csv(leaderboard_rows(plan, trials)), "leaderboard.csv")
         tables = factor_tables(plan, trials) if plan.space.at else {}
         for name, table in tables.items():
             client.log_text(parent_run_id, write_csv(table), f"leaderboard_{name}.csv")
@@ -184,11 +183,10 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
     if best is not None:
         for objective, value in zip(plan.space.objectives, best.values, strict=True):
             metrics[f"best/{objective.metric}"] = value
-    for key, value in metrics.items():
-        client.log_metric(parent_run_id, key, float(value))
-    if best is not None:
         client.set_tag(parent_run_id, "best_trial", str(best.number))
         client.set_tag(parent_run_id, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
+    for key, value in metrics.items():
+        client.log_metric(parent_run_id, key, float(value))
 
     print(
         f"\nstudy {plan.study_name}: {counts[TrialState.COMPLETE]} complete, "

@@ -6,7 +6,6 @@ Its epoch with the best first objective gives every objective's value: docs/sear
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,7 +122,10 @@ def run_trial(
         tags["retry_of_trial"] = str(retry_of)
     tags.update({tag: str(params[name]) for name, tag in plan.param_tags.items()})
 
-    def train() -> None:
+    storage = open_storage(plan.storage_url)
+    heartbeat = Heartbeat(storage, trial_storage_id(storage, study.study_name, trial.number))
+    state, values, error = TrialState.COMPLETE, None, None
+    try:
         run_experiment(
             plan.base_config.with_values(space.config_values(params)),
             plan.tracking_uri,
@@ -134,11 +136,12 @@ def run_trial(
             planned_stops=(optuna.TrialPruned,),
             outputs=plan.outputs,
         )
-
-    storage = open_storage(plan.storage_url)
-    heartbeat = Heartbeat(storage, trial_storage_id(storage, study.study_name, trial.number))
-    try:
-        state, values, error = _train(trial, space, recorder, train)
+        values = objective_values(space, recorder.history)
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except Exception as exc:  # a FAILED trial, its error recorded
+        state, error = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("error", error[:2000])
     except (KeyboardInterrupt, SystemExit):
         heartbeat.stop()
         # An interrupted worker's trial is FAILED and its values are queued again as a retry.
@@ -201,29 +204,6 @@ def _last_epoch(trainer) -> bool:
     if max_epochs is not None and max_epochs >= 0 and trainer.current_epoch + 1 >= max_epochs:
         return True
     return max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps
-
-
-def _train(
-    trial: optuna.Trial,
-    space: SearchSpace,
-    recorder: TrialRecorder,
-    train: Callable[[], Any],
-) -> tuple[TrialState, list[float] | None, str | None]:
-    """Run the training; its Optuna state, objective values and error (if it failed).
-
-    A pruned trial is PRUNED; any exception is a FAILED trial whose error is recorded;
-    KeyboardInterrupt and SystemExit pass through to the caller.
-    """
-    try:
-        train()
-        values = objective_values(space, recorder.history)
-    except optuna.TrialPruned:
-        return TrialState.PRUNED, None, None
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr("error", error[:2000])
-        return TrialState.FAIL, None, error
-    return TrialState.COMPLETE, values, None
 
 
 def _trial_run_id(
