@@ -20,7 +20,6 @@ from experiments.errors import Refused
 from experiments.search.plan import Plan
 from experiments.search.storage import dashboard_command, study_lock
 from experiments.search.study import (
-    enqueue_points,
     ensure_parent_run,
     open_study,
     quiet_libraries,
@@ -160,7 +159,8 @@ def lead(plan: Plan, argv: list[str], command: str = "search") -> int:
         with study_lock(plan.storage_url, plan.study_name):
             study = open_study(plan, create=True)
             parent_run_id = ensure_parent_run(plan, study, dataset_name)
-            enqueue_points(plan, study)
+            for point in plan.enqueue:  # unless the study already has a trial with its values
+                study.enqueue_trial(point, skip_if_exists=True)
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -165,7 +165,7 @@ def build_parser(study: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
-def _check_flags(args: argparse.Namespace, overrides: list[str]) -> None:
+def _check_flags(args: argparse.Namespace) -> None:
     for flag, value, least in (("--trials", args.trials, 1), ("--workers", args.workers, 1)):
         if value is not None and value < least:
             raise ConfigError(f"{flag} must be at least {least}, got {value}")
@@ -191,7 +191,7 @@ def make_plan(argv: Sequence[str]) -> Plan:
     argv = list(argv)
     named = (bool(argv) and not argv[0].startswith("-")) or "-h" in argv or "--help" in argv
     args, overrides = build_parser(study=named).parse_known_args(argv)
-    _check_flags(args, overrides)
+    _check_flags(args)
     base = args.base or (space_base(args.study) if args.study else None) or DEFAULT_BASE
     fast_check(base, overrides)  # a mistyped key or value, before the libraries load
     overrides = [*QUIET, *overrides]
@@ -256,17 +256,12 @@ def _sampler_and_points(args, space: SearchSpace) -> tuple[str, list[dict[str, A
 
 
 def _trial_count(trials: int | None, points: list | None, queued: int) -> int:
-    if points is None:
-        n_trials = 20 if trials is None else trials
-    elif trials is None:
-        n_trials = len(points)
-    elif trials > len(points):
+    if points is not None and trials is not None and trials > len(points):
         raise ConfigError(
             f"--trials {trials} is more than the {len(points)} points of this study, each "
             f"run once; allowed: 1..{len(points)} (default: all {len(points)})"
         )
-    else:
-        n_trials = trials
+    n_trials = trials if trials is not None else (20 if points is None else len(points))
     if queued > n_trials:
         raise ConfigError(f"--enqueue gives {queued} points, more than --trials {n_trials}")
     return n_trials
@@ -355,7 +350,3 @@ def check_storage(url: str) -> None:
                 f"--storage {url}: no such folder {path.parent} (it is not created); allowed: "
                 "a journal file in an existing folder, or a database URL"
             )
-
-
-def local_study_dir(plan: Plan) -> Path:
-    return store.local_root(plan.tracking_uri) / "studies" / plan.study_name

@@ -1,15 +1,5 @@
-"""What a finished study leaves on its MLflow parent run (`python -m experiments search`).
-
-* `plots/optimization_history.png`, `plots/param_importances.png`,
-  `plots/parallel_coordinate.png`, `plots/slice.png` (and `plots/pareto_front.png` for a
-  multi-objective study), drawn by optuna.visualization.matplotlib;
-* `leaderboard.csv`: every trial, best first (rank, trial, state, objective values,
-  epochs_trained, seconds, param.NAME..., mlflow_run_id, retry_of, note);
-* one factor at a time: `leaderboard_FACTOR.csv` per factor, the factor's values in order
-  with the others at the base point (the base point is a row of every table), printed too;
-* `best_config.yaml`: the best trial's resolved config, runnable with
-  `python -m experiments run --config best_config.yaml` (a copy is written under
-  `<store folder>/studies/<study name>/`).
+"""What a finished study leaves on its MLflow parent run (plots, leaderboards, best config,
+metrics): docs/search.md (What MLflow holds).
 
 A multi-objective study's "best" trial is the Pareto-optimal one with the best first
 objective (val/acc for S3); plots show the first objective.
@@ -55,12 +45,9 @@ def leaderboard_rows(plan, trials: list[FrozenTrial]) -> list[dict[str, Any]]:
         for i, objective in enumerate(plan.space.objectives):
             row[objective.metric] = t.values[i] if t.values else ""
         row["epochs_trained"] = t.user_attrs.get("epochs", "")
-        seconds = (
-            (t.datetime_complete - t.datetime_start).total_seconds()
-            if t.datetime_complete and t.datetime_start
-            else ""
-        )
-        row["seconds"] = round(seconds, 1) if seconds != "" else ""
+        row["seconds"] = ""
+        if t.datetime_complete and t.datetime_start:
+            row["seconds"] = round((t.datetime_complete - t.datetime_start).total_seconds(), 1)
         for param in plan.space.params:
             row[f"param.{param.name}"] = t.params.get(param.name, "")
         row["mlflow_run_id"] = t.user_attrs.get("mlflow_run_id", "")
@@ -120,11 +107,9 @@ def draw_plots(plan, study, folder: Path) -> dict[str, str]:
     import optuna.visualization.matplotlib as ovm
 
     first = plan.space.objectives[0]
-    target: dict[str, Any] = {}
+    target: dict[str, Any] = {"target_name": first.metric}
     if plan.space.multi_objective:
-        target = {"target": lambda t: t.values[0], "target_name": first.metric}
-    else:
-        target = {"target_name": first.metric}
+        target["target"] = lambda t: t.values[0]
     plots = {
         "optimization_history": lambda: ovm.plot_optimization_history(study, **target),
         "param_importances": lambda: ovm.plot_param_importances(study, **target),
@@ -144,12 +129,12 @@ def draw_plots(plan, study, folder: Path) -> dict[str, str]:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                axes = draw()
+                draw()
         except Exception as exc:  # an empty or degenerate study: the others still draw
             skipped[name] = f"{type(exc).__name__}: {exc}"
             plt.close("all")
             continue
-        figure = _figure_of(axes)
+        figure = plt.gcf()  # the one figure the plot drew, on one Axes or a grid of them
         figure.set_size_inches(max(figure.get_size_inches()[0], 8), 5)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # colorbar axes and tight_layout
@@ -159,18 +144,8 @@ def draw_plots(plan, study, folder: Path) -> dict[str, str]:
     return skipped
 
 
-def _figure_of(axes):
-    import numpy as np
-
-    if isinstance(axes, np.ndarray):
-        return axes.flat[0].figure
-    return axes.figure
-
-
 def report_study(plan, study, parent_run_id: str) -> Path | None:
     """Log plots, leaderboard and best config on the parent run; print the summary."""
-    from experiments.search.plan import local_study_dir
-
     client = tracking_store.client(plan.tracking_uri)
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials) for s in TrialState}
@@ -183,8 +158,7 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
             print(f"  plot {name} skipped: {reason}")
         if any((folder / "plots").iterdir()):
             client.log_artifacts(parent_run_id, str(folder / "plots"), "plots")
-        rows = leaderboard_rows(plan, trials)
-        client.log_text(parent_run_id, write_csv(rows), "leaderboard.csv")
+        client.log_text(parent_run_id, write_csv(leaderboard_rows(plan, trials)), "leaderboard.csv")
         tables = factor_tables(plan, trials) if plan.space.at else {}
         for name, table in tables.items():
             client.log_text(parent_run_id, write_csv(table), f"leaderboard_{name}.csv")
@@ -196,7 +170,8 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
             cfg = plan.runnable_config({**values, **({"threads": threads} if threads else {})})
             text = cfg.as_yaml()
             client.log_text(parent_run_id, text, "best_config.yaml")
-            best_path = local_study_dir(plan) / "best_config.yaml"
+            study_dir = tracking_store.local_root(plan.tracking_uri) / "studies" / plan.study_name
+            best_path = study_dir / "best_config.yaml"
             best_path.parent.mkdir(parents=True, exist_ok=True)
             best_path.write_text(text)
     metrics = {
@@ -208,11 +183,10 @@ def report_study(plan, study, parent_run_id: str) -> Path | None:
     if best is not None:
         for objective, value in zip(plan.space.objectives, best.values, strict=True):
             metrics[f"best/{objective.metric}"] = value
-    for key, value in metrics.items():
-        client.log_metric(parent_run_id, key, float(value))
-    if best is not None:
         client.set_tag(parent_run_id, "best_trial", str(best.number))
         client.set_tag(parent_run_id, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
+    for key, value in metrics.items():
+        client.log_metric(parent_run_id, key, float(value))
 
     print(
         f"\nstudy {plan.study_name}: {counts[TrialState.COMPLETE]} complete, "

@@ -318,14 +318,12 @@ def _param(name: str, spec: Any, classes: list[type], source: Path) -> Param | N
         step = int(step) if step is not None else None
     else:
         low, high = float(low), float(high)
-    param = Param(name, kind, target, low=low, high=high, log=log, step=step)
+    grid = ()
     if "values" in spec:  # a range AND values: TPE/random search the range, a grid the values
-        listed = _listed(name, kind, target, {"values": spec["values"]}, where)
-        for value in listed.values:
-            param.check(value, f"{where}: values")
-        param = Param(
-            name, kind, target, low=low, high=high, log=log, step=step, grid=listed.values
-        )
+        grid = _listed(name, kind, target, {"values": spec["values"]}, where).values
+    param = Param(name, kind, target, low=low, high=high, log=log, step=step, grid=grid)
+    for value in grid:
+        param.check(value, f"{where}: values")
     return param
 
 
@@ -430,17 +428,12 @@ def load_space(name: str, classes: list[type]) -> SearchSpace:
         raise ConfigError(f"{source}: '{key}' must map parameter names to their values")
     if one_factor:
         params_raw = {k: _factor_spec(str(k), v, source) for k, v in params_raw.items()}
-    params, skipped = [], []
-    for pname, spec in params_raw.items():
-        param = _param(str(pname), spec, classes, source)
-        if param is None:
-            skipped.append(str(pname))
-        else:
-            params.append(param)
+    found = [_param(str(k), spec, classes, source) for k, spec in params_raw.items()]
+    params = [p for p in found if p is not None]
     if not params:
         raise ConfigError(
             f"{source}: no parameter of this space applies to {_names(classes)} "
-            f"(all targets are null for it: {', '.join(skipped)})"
+            f"(all targets are null for it: {', '.join(map(str, params_raw))})"
         )
     targets = [p.target for p in params]
     if len(set(targets)) != len(targets):

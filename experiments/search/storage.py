@@ -1,12 +1,10 @@
 """Where Optuna studies live, and how workers share them safely.
 
-    python -m experiments search lr                        # journal file under mlruns/optuna/
-    python -m experiments search lr --storage postgresql://user:pw@db/optuna  # many hosts
-
-One host: Optuna's journal file; many hosts: an RDB URL (PostgreSQL). Trials are asked
-for under one study lock (a file lock, or a PostgreSQL advisory lock), and a RUNNING trial
-whose worker (`host:pid:start time`) is gone is failed and queued again, its MLflow run
-closed KILLED: docs/search.md (Storage, workers, resuming), docs/scaling-out.md.
+One host: Optuna's journal file (mlruns/optuna/journal.log); many hosts: an RDB URL
+(PostgreSQL). Trials are asked for under one study lock (a file lock, or a PostgreSQL
+advisory lock), and a RUNNING trial whose worker (`host:pid:start time`) is gone is failed
+and queued again, its MLflow run closed KILLED: docs/search.md (Storage, workers,
+resuming), docs/scaling-out.md.
 """
 
 from __future__ import annotations
@@ -50,8 +48,8 @@ def is_rdb(url: str) -> bool:
     return "://" in url
 
 
-def _retry(study, trial) -> None:
-    """Queue the parameters of a trial that never finished, to run again."""
+def retry(study, trial) -> None:
+    """Queue the parameters of a trial that never finished (`retry_of` it), to run again."""
     if trial.params:
         study.enqueue_trial(dict(trial.params), user_attrs={RETRY_ATTR: trial.number})
 
@@ -70,7 +68,7 @@ def open_storage(url: str):
             url,
             heartbeat_interval=HEARTBEAT_INTERVAL,
             grace_period=GRACE_PERIOD,
-            heartbeat_stale_trial_callback=_retry,
+            heartbeat_stale_trial_callback=retry,
         )
     path = Path(url)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,8 +146,8 @@ def trial_storage_id(storage, study_name: str, number: int) -> int:
     return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
-def recover_dead_trials(study, url: str, on_recovered: Callable[[Any], None]) -> list[int]:
-    """Fail RUNNING trials whose worker is gone, queue their params again; return numbers.
+def recover_dead_trials(study, url: str, on_recovered: Callable[[Any], None]) -> None:
+    """Fail RUNNING trials whose worker is gone, queue their params again.
 
     Call it under the study lock: a trial being asked by a live worker is claimed inside
     the same lock, so an unclaimed RUNNING trial seen here belongs to a dead process.
@@ -158,7 +156,6 @@ def recover_dead_trials(study, url: str, on_recovered: Callable[[Any], None]) ->
     from optuna.trial import TrialState
 
     optuna.storages.fail_stale_trials(study)  # RDB heartbeats (other hosts); no-op otherwise
-    recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if worker_alive(trial.user_attrs.get(WORKER_ATTR)) is not False:
             continue
@@ -170,10 +167,8 @@ def recover_dead_trials(study, url: str, on_recovered: Callable[[Any], None]) ->
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # finished meanwhile by someone else
-        _retry(study, trial)
+        retry(study, trial)
         on_recovered(trial)
-        recovered.append(trial.number)
-    return recovered
 
 
 class Heartbeat:

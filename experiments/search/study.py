@@ -109,12 +109,6 @@ def next_trial(plan: Plan, study):
     return trial
 
 
-def enqueue_points(plan: Plan, study) -> None:
-    """--enqueue: queue each point unless the study already has a trial with its values."""
-    for point in plan.enqueue:
-        study.enqueue_trial(point, skip_if_exists=True)
-
-
 def open_study(plan: Plan, *, create: bool, worker_index: int = 0):
     """Load (or, for the lead process, create) the study; refuse a changed space."""
     import optuna
@@ -244,8 +238,6 @@ def close_runs_of_dead_trials(plan: Plan, trial) -> None:
 
 
 def quiet_libraries() -> None:
-    import warnings
-
     import optuna
 
     from experiments.training import console
@@ -287,20 +279,7 @@ def work(plan: Plan, worker_index: int) -> int:
             if trial is None:
                 return 0
             trial.set_user_attr(WORKER_ATTR, me)
-        outcome = run_trial(
-            study,
-            trial,
-            space=plan.space,
-            base_config=plan.base_config,
-            storage_url=plan.storage_url,
-            tracking_uri=plan.tracking_uri,
-            parent_run_id=parent_run_id,
-            study_name=plan.study_name,
-            prune=plan.prunes,
-            outputs=plan.outputs,
-            tags=plan.tags,
-            param_tags=plan.param_tags,
-        )
+        outcome = run_trial(plan, study, trial, parent_run_id)
         print(prefix + progress_line(plan, outcome), flush=True)
         failures = failures + 1 if outcome.state == TrialState.FAIL else 0
         if failures >= MAX_CONSECUTIVE_FAILURES:

@@ -1,27 +1,28 @@
 """One Optuna trial = one nested MLflow run of the base experiment with the trial's values.
 
-Used by `python -m experiments search STUDY`; the objective is read from the per-epoch
-validation metrics: the epoch with the best first objective (best `val/acc`, the epoch
-whose checkpoint is tested) gives every objective's value, so a multi-objective trial
-scores accuracy and macro F1 of the same model.
+Its epoch with the best first objective gives every objective's value: docs/search.md.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from lightning.pytorch.callbacks import Callback
 from optuna.trial import TrialState
 
+from experiments.search.plan import Plan
 from experiments.search.space import SearchSpace
-from experiments.search.storage import RETRY_ATTR, Heartbeat, open_storage, trial_storage_id
+from experiments.search.storage import (
+    RETRY_ATTR,
+    Heartbeat,
+    open_storage,
+    retry,
+    trial_storage_id,
+)
 from experiments.tracking import store
-from experiments.training.config import ResolvedConfig
-from experiments.training.outputs import TRIAL, RunOutputs
 from experiments.training.runner import run_experiment
 
 #: the trial user attribute holding its MLflow run's page (shown by the dashboard)
@@ -79,10 +80,8 @@ class TrialOutcome:
     params: dict[str, Any]
     epochs: int
     seconds: float
-    run_id: str | None
     error: str | None = None
     retry_of: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def objective_values(space: SearchSpace, history: list[dict[str, float]]) -> list[float]:
@@ -99,62 +98,69 @@ def objective_values(space: SearchSpace, history: list[dict[str, float]]) -> lis
 
 
 def run_trial(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    *,
-    space: SearchSpace,
-    base_config: ResolvedConfig,
-    storage_url: str,
-    tracking_uri: str,
-    parent_run_id: str,
-    study_name: str,
-    prune: bool,
-    outputs: RunOutputs = TRIAL,
-    tags: dict[str, str] | None = None,
-    param_tags: dict[str, str] | None = None,
+    plan: Plan, study: optuna.Study, trial: optuna.Trial, parent_run_id: str
 ) -> TrialOutcome:
     """Suggest, train, tell Optuna; the child run ends FINISHED, KILLED (pruned) or FAILED."""
     started = time.monotonic()
+    space = plan.space
     params = space.suggest(trial)
-    recorder = TrialRecorder(trial, [o.metric for o in space.objectives], tracking_uri)
-    callbacks = _callbacks(trial, recorder, prune, space.multi_objective)
+    recorder = TrialRecorder(trial, [o.metric for o in space.objectives], plan.tracking_uri)
+    # Optuna takes no intermediate values (reports, pruning) from a multi-objective trial.
+    callbacks: list[Any] = [recorder]
+    if not space.multi_objective:
+        callbacks.append(EpochPruning(trial, monitor=recorder.metrics[0], prune=plan.prunes))
     retry_of = trial.user_attrs.get(RETRY_ATTR)
-    tags = {**(tags or {}), **_trial_tags(trial, space, parent_run_id, study_name, retry_of)}
-    tags.update({tag: str(params[name]) for name, tag in (param_tags or {}).items()})
+    tags = {
+        **plan.tags,
+        "mlflow.parentRunId": parent_run_id,
+        "study": space.name,
+        "study_name": plan.study_name,
+        "study_role": "trial",
+        "trial_number": str(trial.number),
+    }
+    if retry_of is not None:
+        tags["retry_of_trial"] = str(retry_of)
+    tags.update({tag: str(params[name]) for name, tag in plan.param_tags.items()})
 
-    def train() -> None:
+    storage = open_storage(plan.storage_url)
+    heartbeat = Heartbeat(storage, trial_storage_id(storage, study.study_name, trial.number))
+    state, values, error = TrialState.COMPLETE, None, None
+    try:
         run_experiment(
-            base_config.with_values(space.config_values(params)),
-            tracking_uri,
+            plan.base_config.with_values(space.config_values(params)),
+            plan.tracking_uri,
             callbacks=callbacks,
             tags=tags,
-            run_name=f"{study_name}-{trial.number:03d}",
+            run_name=f"{plan.study_name}-{trial.number:03d}",
             verbose=False,
             planned_stops=(optuna.TrialPruned,),
-            outputs=outputs,
+            outputs=plan.outputs,
         )
-
-    storage = open_storage(storage_url)
-    heartbeat = Heartbeat(storage, trial_storage_id(storage, study.study_name, trial.number))
-    try:
-        state, values, error = _train(trial, space, recorder, train)
+        values = objective_values(space, recorder.history)
+    except optuna.TrialPruned:
+        state = TrialState.PRUNED
+    except Exception as exc:  # a FAILED trial, its error recorded
+        state, error = TrialState.FAIL, f"{type(exc).__name__}: {exc}"
+        trial.set_user_attr("error", error[:2000])
     except (KeyboardInterrupt, SystemExit):
         heartbeat.stop()
-        _requeue_interrupted(study, trial, params)
+        # An interrupted worker's trial is FAILED and its values are queued again as a retry.
+        trial.set_user_attr("failed_because", "worker interrupted")
+        study.tell(trial, state=TrialState.FAIL)
+        retry(study, trial)
         raise
-    finally:
-        heartbeat.stop()
+    heartbeat.stop()
     epochs = len(recorder.history)
     trial.set_user_attr("epochs", epochs)
     trial.set_user_attr("epochs_s", round(sum(recorder.epoch_seconds.values()), 4))
-    run_id = _trial_run_id(trial, recorder, state, tracking_uri, study_name)
+    run_id = _trial_run_id(plan, trial, recorder, state)
     if state == TrialState.COMPLETE:
         frozen = study.tell(trial, values)
     else:
         frozen = study.tell(trial, state=state)
     seconds = time.monotonic() - started
     if run_id:
-        _annotate_run(tracking_uri, run_id, space, frozen, epochs)
+        _annotate_run(plan.tracking_uri, run_id, space, frozen, epochs)
     return TrialOutcome(
         number=trial.number,
         state=state,
@@ -162,7 +168,6 @@ def run_trial(
         params=params,
         epochs=epochs,
         seconds=seconds,
-        run_id=run_id,
         error=error,
         retry_of=retry_of,
     )
@@ -201,95 +206,25 @@ def _last_epoch(trainer) -> bool:
     return max_steps is not None and max_steps >= 0 and trainer.global_step >= max_steps
 
 
-def _callbacks(
-    trial: optuna.Trial, recorder: TrialRecorder, prune: bool, multi_objective: bool
-) -> list[Any]:
-    """The recorder, and the reporting (and, when pruning, pruning) callback on the first
-    objective; Optuna takes no intermediate values from a multi-objective trial."""
-    callbacks: list[Any] = [recorder]
-    if not multi_objective:
-        callbacks.append(EpochPruning(trial, monitor=recorder.metrics[0], prune=prune))
-    return callbacks
-
-
-def _trial_tags(
-    trial: optuna.Trial,
-    space: SearchSpace,
-    parent_run_id: str,
-    study_name: str,
-    retry_of: int | None,
-) -> dict[str, str]:
-    """MLflow tags of the trial's child run: its parent, study and number (and retry)."""
-    tags = {
-        "mlflow.parentRunId": parent_run_id,
-        "study": space.name,
-        "study_name": study_name,
-        "study_role": "trial",
-        "trial_number": str(trial.number),
-    }
-    if retry_of is not None:
-        tags["retry_of_trial"] = str(retry_of)
-    return tags
-
-
-def _train(
-    trial: optuna.Trial,
-    space: SearchSpace,
-    recorder: TrialRecorder,
-    train: Callable[[], Any],
-) -> tuple[TrialState, list[float] | None, str | None]:
-    """Run the training; its Optuna state, objective values and error (if it failed).
-
-    A pruned trial is PRUNED; any exception is a FAILED trial whose error is recorded;
-    KeyboardInterrupt and SystemExit pass through to the caller.
-    """
-    try:
-        train()
-        values = objective_values(space, recorder.history)
-    except optuna.TrialPruned:
-        return TrialState.PRUNED, None, None
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr("error", error[:2000])
-        return TrialState.FAIL, None, error
-    return TrialState.COMPLETE, values, None
-
-
-def _requeue_interrupted(study: optuna.Study, trial: optuna.Trial, params: dict) -> None:
-    """An interrupted worker's trial is FAILED and its values are queued again as a retry."""
-    trial.set_user_attr("failed_because", "worker interrupted")
-    study.tell(trial, state=TrialState.FAIL)
-    if params:
-        study.enqueue_trial(params, user_attrs={RETRY_ATTR: trial.number})
-
-
 def _trial_run_id(
-    trial: optuna.Trial,
-    recorder: TrialRecorder,
-    state: TrialState,
-    tracking_uri: str,
-    study_name: str,
+    plan: Plan, trial: optuna.Trial, recorder: TrialRecorder, state: TrialState
 ) -> str | None:
-    """The trial's MLflow run id; searched for (and recorded) when it failed before `fit`."""
-    run_id = recorder.run_id
-    if run_id is None and state == TrialState.FAIL:
-        run_id = _find_run(tracking_uri, study_name, trial.number)
-        if run_id:
-            trial.set_user_attr("mlflow_run_id", run_id)
-    return run_id
-
-
-def _find_run(uri: str, study_name: str, number: int) -> str | None:
-    """The trial's run when it failed before `fit` started (e.g. building the Trainer)."""
-    client = store.client(uri)
+    """The trial's MLflow run id; when it failed before `fit` started (e.g. building the
+    Trainer), searched for by its tags and recorded."""
+    if recorder.run_id is not None or state != TrialState.FAIL:
+        return recorder.run_id
+    client = store.client(plan.tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]
     found = client.search_runs(
         experiments,
-        f"tags.study_name = '{study_name}' AND tags.trial_number = '{number}' "
+        f"tags.study_name = '{plan.study_name}' AND tags.trial_number = '{trial.number}' "
         "AND tags.study_role = 'trial'",
         max_results=1,
     )
-    return found[0].info.run_id if found else None
+    if not found:
+        return None
+    trial.set_user_attr("mlflow_run_id", found[0].info.run_id)
+    return found[0].info.run_id
 
 
 def _annotate_run(uri: str, run_id: str, space: SearchSpace, frozen, epochs: int) -> None:
