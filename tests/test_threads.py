@@ -111,12 +111,15 @@ def test_a_study_worker_probes_once(fashion_dir):
     model, _ = cfg.instantiate()
     x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
     data = SimpleNamespace(train_x=x, train_y=y, batch_size=64)
-    threads.probe_once_per_process()
-    try:
+    before = torch.get_num_threads()
+    with threads.study_worker(1):
+        assert torch.get_num_threads() == 1
         first = threads.for_run(cfg, model, data, cap=2)
         second = threads.for_run(cfg, model, data, cap=2)
-    finally:
-        threads.probe_once_per_process(False)
+    # The worker's share and its remembered count end with it: a study run in-process
+    # (one worker) left them to the next run of the same process, whose reason was then
+    # "this worker's probe" (test_a_logged_config_repeats_the_run_exactly failed).
+    assert torch.get_num_threads() == before and threads._PROCESS == {"once": False, "choice": None}
     assert second.threads == first.threads and second.timings == first.timings
     assert second.reason == f"this worker's probe at its first trial: {first.reason}"
     third = threads.for_run(cfg, model, data, cap=1)  # every run probes again

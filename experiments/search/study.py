@@ -251,15 +251,20 @@ def quiet_libraries() -> None:
 
 
 def work(plan: Plan, worker_index: int) -> int:
-    """Ask, run and tell trials until the study holds --trials COMPLETE+PRUNED trials."""
-    import torch
+    """Ask, run and tell trials until the study holds --trials COMPLETE+PRUNED trials, on
+    the worker's share of the cores, the first trial's thread probe serving them all; both
+    end with the loop (a study run in-process leaves the process's next run as it was)."""
+    from experiments.training import threads
+
+    with threads.study_worker(max(1, (os.cpu_count() or 1) // plan.workers)):
+        return _ask_run_tell(plan, worker_index)
+
+
+def _ask_run_tell(plan: Plan, worker_index: int) -> int:
     from optuna.trial import TrialState
 
     from experiments.search.trial import run_trial
-    from experiments.training import threads
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // plan.workers))
-    threads.probe_once_per_process()  # the first trial measures; the others reuse its count
     quiet_libraries()
     study = open_study(plan, create=False, worker_index=worker_index)
     parent_run_id = study.user_attrs["mlflow_parent_run_id"]

@@ -309,6 +309,18 @@ def probe_once_per_process(once: bool = True) -> None:
     _PROCESS.update(once=once, choice=None)
 
 
+@contextmanager
+def study_worker(count: int) -> Iterator[None]:
+    """A study worker's block: torch on `count` threads (its share of the cores), and one
+    probe for all its runs (`probe_once_per_process`); both undone after the block."""
+    probe_once_per_process()
+    try:
+        with using(count):
+            yield
+    finally:
+        probe_once_per_process(False)
+
+
 def processes_per_node(trainer: dict[str, Any]) -> int:
     """How many training processes the Trainer settings start on this node (DDP: devices)."""
     devices = trainer.get("devices")
