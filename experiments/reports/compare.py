@@ -171,14 +171,10 @@ def group_table(rows: list[RunRow], metrics: list[str]) -> str:
 
 def factor_tables(client, runs, study: str, metrics: list[str]) -> str:
     """One table per factor of a one-factor study (its parent run's `study.at` tag)."""
-    parents = client.search_runs(
-        list({r.info.experiment_id for r in runs}),
-        filter_string=f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
-        max_results=1,
-    )
-    if not parents or "study.at" not in parents[0].data.tags:
+    parent = study_parent(client, runs, study)
+    if parent is None or "study.at" not in parent.data.tags:
         return ""
-    at = {k: str(v) for k, v in json.loads(parents[0].data.tags["study.at"]).items()}
+    at = {k: str(v) for k, v in json.loads(parent.data.tags["study.at"]).items()}
     out = []
     for factor in at:
         others = {k: v for k, v in at.items() if k != factor}
@@ -256,24 +252,25 @@ def describe_param(name: str, spec: dict) -> str:
     return f"{name}: {spec.get('type')} {values} -> {spec.get('target')}"
 
 
+def study_parent(client, runs, study: str):
+    """The parent run of the study of the trial runs `runs` (in their experiments), or None."""
+    parents = client.search_runs(
+        list({r.info.experiment_id for r in runs}),
+        f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
+        max_results=1,
+    )
+    return parents[0] if parents else None
+
+
 def study_header(client, runs, study: str) -> tuple[str, list[str]]:
     """The study's searched params and objective, from its parent run: (text, metrics)."""
-    import json
-
-    parents = [r for r in runs if r.data.tags.get("study_role") == "parent"]
-    if not parents:
-        experiment_ids = list({r.info.experiment_id for r in runs})
-        parents = client.search_runs(
-            experiment_ids,
-            f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
-            max_results=1,
-        )
+    parent = study_parent(client, runs, study)
     searched = sorted(
         {k[len("trial.") :] for r in runs for k in r.data.params if k.startswith("trial.")}
     )
     objectives = ""
-    if parents:
-        params = parents[0].data.params
+    if parent is not None:
+        params = parent.data.params
         objectives = params.get("study.objectives", "")
         try:
             space = json.loads(params.get("study.space", "{}"))
