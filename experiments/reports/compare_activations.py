@@ -348,36 +348,8 @@ def _log_summary_figures(
             client.log_artifact(run_id, str(folder / name), "figures")
 
 
-def _log_summary_contents(
-    client, run, activations, seeds, overrides, children, rows, markdown
-) -> None:
-    """Params, metrics, tables and figures of the summary run."""
-    from experiments.tracking import store
-
-    run_id = run.info.run_id
-    store.log_params(
-        client,
-        run_id,
-        {
-            "activations": ",".join(activations),
-            "seeds": str(seeds),
-            "experiment": EXPERIMENT,
-            "overrides": " ".join(overrides) or "(none)",
-            "child_runs": str(len(children)),
-        },
-    )
-    metrics = _summary_metrics(rows, run.info.start_time)
-    if metrics:
-        client.log_batch(run_id, metrics=metrics)
-    client.log_text(run_id, summary_csv(rows), "activation_summary.csv")
-    client.log_text(run_id, markdown, "activation_summary.md")
-    client.log_text(run_id, runs_csv(children), "activation_runs.csv")
-    _log_summary_figures(client, run_id, children, activations, rows)
-
-
 def log_summary(
     client,
-    uri: str,
     experiment_id: str,
     group_id: str,
     activations: list[str],
@@ -386,8 +358,9 @@ def log_summary(
     children: list[ChildRun],
     run_name: str | None = None,
     user_tags: dict[str, str] | None = None,
-) -> tuple[str, list[ActivationRow], str]:
-    """Create the FINISHED summary run; returns (run id, table rows, markdown table)."""
+) -> tuple[str, str]:
+    """Create the FINISHED summary run with its params, metrics, tables and figures; returns
+    (run id, markdown table)."""
     from experiments.tracking import store
 
     rows = summarize(children, activations)
@@ -404,14 +377,28 @@ def log_summary(
     name = run_name or f"activation-summary-{group_id}"
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
+    params = {
+        "activations": ",".join(activations),
+        "seeds": str(seeds),
+        "experiment": EXPERIMENT,
+        "overrides": " ".join(overrides) or "(none)",
+        "child_runs": str(len(children)),
+    }
     try:
-        _log_summary_contents(client, run, activations, seeds, overrides, children, rows, markdown)
+        store.log_params(client, run_id, params)
+        metrics = _summary_metrics(rows, run.info.start_time)
+        if metrics:
+            client.log_batch(run_id, metrics=metrics)
+        client.log_text(run_id, summary_csv(rows), "activation_summary.csv")
+        client.log_text(run_id, markdown, "activation_summary.md")
+        client.log_text(run_id, runs_csv(children), "activation_runs.csv")
+        _log_summary_figures(client, run_id, children, activations, rows)
     except BaseException as exc:
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return run_id, rows, markdown
+    return run_id, markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -560,9 +547,8 @@ def main(argv: Sequence[str]) -> int:
         print("error: no run finished; nothing to summarize", file=sys.stderr)
         return 1
     experiment_id = client.get_run(children[0].run_id).info.experiment_id
-    summary_id, _, markdown = log_summary(
+    summary_id, markdown = log_summary(
         client,
-        uri,
         experiment_id,
         args.group_id,
         activations,
