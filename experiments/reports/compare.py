@@ -29,7 +29,6 @@ import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from experiments.errors import ConfigError, Refused
 from experiments.reports.stats import mean_std
@@ -40,18 +39,6 @@ from experiments.training import preflight
 KINDS = ("training", "evaluation", "activation-summary", "worked", "all")
 #: at most this many differing params are shown as columns (the rest are named below)
 MAX_PARAM_COLUMNS = 6
-
-
-@dataclass
-class RunRow:
-    run_id: str
-    name: str
-    experiment: str
-    status: str
-    group: str
-    metrics: dict[str, float]
-    start: int | None = None
-    params: dict[str, str] | None = None
 
 
 def resolve_group_key(key: str, params: set[str]) -> str:
@@ -105,27 +92,12 @@ def fetch_runs(client, experiment: str | None, filter_string: str, all_states: b
     return runs, names
 
 
-def build_rows(runs, names: dict[str, str], group_key: str | None, metrics: list[str]):
-    rows = []
-    for run in runs:
-        if group_key is None:
-            group = ""
-        else:
-            source, _, key = group_key.partition(":")
-            group = getattr(run.data, source).get(key, "(unset)")
-        rows.append(
-            RunRow(
-                run_id=run.info.run_id,
-                name=run.info.run_name or run.info.run_id[:8],
-                experiment=names.get(run.info.experiment_id, run.info.experiment_id),
-                status=run.info.status,
-                group=group,
-                metrics={m: run.data.metrics[m] for m in metrics if m in run.data.metrics},
-                start=run.info.start_time,
-                params=dict(run.data.params),
-            )
-        )
-    return rows
+def group_of(run, group_key: str | None) -> str:
+    """The run's value of `group_key` (`params:KEY` or `tags:NAME`); "" when not grouping."""
+    if group_key is None:
+        return ""
+    source, _, key = group_key.partition(":")
+    return getattr(run.data, source).get(key, "(unset)")
 
 
 def table(headers: list[str], body: list[list[str]]) -> str:
@@ -138,21 +110,21 @@ def table(headers: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def group_table(rows: list[RunRow], metrics: list[str]) -> str:
-    groups: dict[str, list[RunRow]] = defaultdict(list)
-    for row in rows:
-        groups[row.group].append(row)
+def group_table(runs, metrics: list[str], group_key: str) -> str:
+    groups: dict[str, list[dict[str, float]]] = defaultdict(list)  # group -> runs' metrics
+    for run in runs:
+        groups[group_of(run, group_key)].append(run.data.metrics)
     body = []
     first = metrics[0]
 
     def order(item):
-        values = [r.metrics[first] for r in item[1] if first in r.metrics]
+        values = [m[first] for m in item[1] if first in m]
         return -(mean_std(values)[0]) if values else math.inf
 
     for group, members in sorted(groups.items(), key=order):
         line = [group, str(len(members))]
         for metric in metrics:
-            values = [r.metrics[metric] for r in members if metric in r.metrics]
+            values = [m[metric] for m in members if metric in m]
             if not values:
                 line += ["-", "-"]
                 continue
@@ -335,27 +307,29 @@ def cell(value: str | None, width: int = 14) -> str:
     return value if len(value) <= width else value[: width - 1] + "~"
 
 
-def run_table(rows: list[RunRow], metrics: list[str], group_by: str | None, columns) -> str:
+def run_table(runs, names: dict[str, str], metrics: list[str], group_key, group_by, columns) -> str:
     headers = ["run", "name", "start (UTC)", "status", "experiment"]
     if group_by:
         headers.append(group_by)
     headers += [c.removeprefix("trial.") for c in columns] + metrics
     body = []
-    for row in rows:
-        line = [labels.short_id(row.run_id), row.name, labels.start_time(row.start), row.status]
-        line.append(row.experiment)
+    for run in runs:
+        info, data = run.info, run.data
+        line = [labels.short_id(info.run_id), info.run_name or info.run_id[:8]]
+        line += [labels.start_time(info.start_time), info.status]
+        line.append(names.get(info.experiment_id, info.experiment_id))
         if group_by:
-            line.append(row.group)
-        line += [cell((row.params or {}).get(c)) for c in columns]
-        line += [f"{row.metrics[m]:.4f}" if m in row.metrics else "-" for m in metrics]
+            line.append(group_of(run, group_key))
+        line += [cell(data.params.get(c)) for c in columns]
+        line += [f"{data.metrics[m]:.4f}" if m in data.metrics else "-" for m in metrics]
         body.append(line)
     return table(headers, body)
 
 
-def param_columns(rows: list[RunRow], study: bool) -> tuple[list[str], list[str]]:
+def param_columns(runs, study: bool) -> tuple[list[str], list[str]]:
     """(shown, left out) param keys: a study's searched `trial.*` params, else the params
-    that differ between the rows (a run's config, not the study's bookkeeping)."""
-    params = [r.params or {} for r in rows]
+    that differ between the runs (a run's config, not the study's bookkeeping)."""
+    params = [r.data.params for r in runs]
     if study:
         keys = sorted({k for p in params for k in p if k.startswith("trial.")})
         return keys, []
@@ -411,7 +385,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if header:
         print(header)
-    print_runs(build_rows(runs, names, group_key, metrics), metrics, args, group_key)
+    print_runs(runs, names, metrics, args, group_key)
     factors = factor_tables(client, runs, args.study, metrics) if args.study else ""
     if factors:
         print()
@@ -419,20 +393,23 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def print_runs(rows: list[RunRow], metrics: list[str], args, group_key: str | None) -> None:
+def print_runs(runs, names: dict[str, str], metrics: list[str], args, group_key) -> None:
     first = metrics[0]
-    rows.sort(key=lambda r: (first not in r.metrics, -r.metrics.get(first, 0.0)))
-    shown = rows[: args.limit]
+    runs = sorted(
+        runs, key=lambda r: (first not in r.data.metrics, -r.data.metrics.get(first, 0.0))
+    )
+    shown = runs[: args.limit]
     columns, left_out = param_columns(shown, bool(args.study))
-    print(run_table(shown, metrics, args.group_by if group_key else None, columns))
+    group_by = args.group_by if group_key else None
+    print(run_table(shown, names, metrics, group_key, group_by, columns))
     if left_out:
         print(f"(more params differ: {', '.join(left_out)})")
-    if len(rows) > len(shown):
-        print(f"... {len(rows) - len(shown)} more runs (--limit)")
+    if len(runs) > len(shown):
+        print(f"... {len(runs) - len(shown)} more runs (--limit)")
     if group_key:
         print()
         print(f"grouped by {args.group_by} ({group_key.replace(':', ' ')}):")
-        print(group_table(rows, metrics))
-    missing = sum(first not in r.metrics for r in rows)
+        print(group_table(runs, metrics, group_key))
+    missing = sum(first not in r.data.metrics for r in runs)
     if missing:
         print(f"\n{missing} run(s) have no {first} and are left out of the statistics")
