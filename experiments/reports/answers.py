@@ -1,10 +1,5 @@
-"""The report's answer sheet: one row per question id of `experiments/SEED_TASKS.md`.
-
-The ids and the questions are read from that file (its tables' `id` and `question`
-columns), so the sheet and the file cannot drift apart. For each id, `ANSWERS` says how the
-report answers it: from the run a task section shows (a value, a verdict, a figure), from a
-store-wide run (the S4 activation table, the S3 studies), as prose the numbers support, or
-"not answered yet" with what would answer it.
+"""The report's answer sheet: one row per question id of `experiments/SEED_TASKS.md`, read
+from that file; `ANSWERS` says how the report answers each (docs/tracking.md, Report).
 """
 
 from __future__ import annotations

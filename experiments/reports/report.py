@@ -110,10 +110,7 @@ class Store:
         self.tmp = tmp
         experiments = self.client.search_experiments()
         self.experiment_ids = [e.experiment_id for e in experiments]
-        self._experiment_names = {e.experiment_id: e.name for e in experiments}
-
-    def experiment_name(self, experiment_id: str) -> str:
-        return self._experiment_names.get(experiment_id, experiment_id)
+        self.experiment_names = {e.experiment_id: e.name for e in experiments}
 
     def finished(self, task: str) -> list[Any]:
         """FINISHED runs tagged task=<task>, newest first."""
@@ -213,7 +210,10 @@ def run_header(
         )
     items = [
         ("run", f"{esc(run.info.run_name)} <code>{esc(run.info.run_id)}</code>"),
-        ("MLflow experiment", esc(store.experiment_name(run.info.experiment_id))),
+        (
+            "MLflow experiment",
+            esc(store.experiment_names.get(run.info.experiment_id, run.info.experiment_id)),
+        ),
         ("started", esc(started)),
         ("catalog experiment", esc(tags.get("experiment", ""))),
         ("data", data),
@@ -264,10 +264,8 @@ def read_confusions(store: Store, run_id: str) -> tuple[list[str], list[list[int
     from experiments.tracking.artifacts import CONFUSION_CSV, read_confusion_csv
 
     text = store.text(run_id, CONFUSION_CSV)
-    if text is None:
-        return None
     try:
-        return read_confusion_csv(text)
+        return None if text is None else read_confusion_csv(text)
     except ValueError:
         return None
 
@@ -460,16 +458,13 @@ def training_section(
 
 
 def fit_judgement_html(tags: dict[str, str]) -> list[str]:
-    if "fit_judgement" not in tags:
-        return [
-            "<h3>Fit judgement</h3>",
-            "<p>not recorded for this run (no validation points or an older run)</p>",
-        ]
-    return [
-        "<h3>Fit judgement</h3>",
-        f'<p class="judgement"><strong>{esc(tags["fit_judgement"])}</strong>: '
-        f"{esc(tags.get('fit_judgement_reason', ''))}</p>",
-    ]
+    text = "<p>not recorded for this run (no validation points or an older run)</p>"
+    if "fit_judgement" in tags:
+        text = (
+            f'<p class="judgement"><strong>{esc(tags["fit_judgement"])}</strong>: '
+            f"{esc(tags.get('fit_judgement_reason', ''))}</p>"
+        )
+    return ["<h3>Fit judgement</h3>", text]
 
 
 def model_summary_html(store: Store, run_id: str) -> str:

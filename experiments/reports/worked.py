@@ -461,13 +461,7 @@ def main(argv: Sequence[str]) -> int:
     if args.example == "s0.1":
         if args.lr <= 0:
             parser.error(f"--lr must be > 0, got {args.lr}")
-        initial = {
-            "W1[1]": args.w1_1,
-            "W1[2]": args.w1_2,
-            "b[1]": args.b1,
-            "W2[1]": args.w2_1,
-            "b[2]": args.b2,
-        }
+        initial = {name: getattr(args, key.lower()) for name, key in S01_PARAMS}  # --w1-1 ...
         result = run_s01(initial, args.lr)
         artifact = "worked_s0.1.txt"
     else:
