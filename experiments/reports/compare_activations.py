@@ -326,26 +326,15 @@ def _log_summary_figures(
 ) -> None:
     """The two curve figures and the bar chart, under the summary run's figures/."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        plot_curves(
-            children,
-            activations,
-            "loss_curve",
-            "training loss (mean since previous point)",
-            "S4: training loss per activation (mean ± std over seeds)",
-            folder / "activation_loss.png",
-        )
-        plot_curves(
-            children,
-            activations,
-            "val_acc_curve",
-            "validation accuracy",
-            "S4: validation accuracy per activation (mean ± std over seeds)",
-            folder / "activation_val_acc.png",
-        )
-        plot_bars(rows, folder / "activation_bars.png")
-        for name in ("activation_loss.png", "activation_val_acc.png", "activation_bars.png"):
-            client.log_artifact(run_id, str(folder / name), "figures")
+        for attr, ylabel, what, name in (
+            ("loss_curve", "training loss (mean since previous point)", "training loss", "loss"),
+            ("val_acc_curve", "validation accuracy", "validation accuracy", "val_acc"),
+        ):
+            title = f"S4: {what} per activation (mean ± std over seeds)"
+            path = Path(tmp) / f"activation_{name}.png"
+            plot_curves(children, activations, attr, ylabel, title, path)
+        plot_bars(rows, Path(tmp) / "activation_bars.png")
+        client.log_artifacts(run_id, tmp, "figures")
 
 
 def log_summary(

@@ -363,9 +363,8 @@ def why_chosen(choice: Choice, count_others: int) -> str:
         if not choice.reference:
             how = "is not compared: the catalog has no experiment of this task"
         elif diffs:
-            how = f"differs from the catalog's <code>{name}</code> in: " + esc(
-                "; ".join(map(str, diffs))
-            )
+            differ = esc("; ".join(map(str, diffs)))
+            how = f"differs from the catalog's <code>{name}</code> in: {differ}"
         else:
             how = f"has the settings of the catalog's <code>{name}</code>"
         text = f"<strong>Chosen by hand</strong> (<code>report --run</code>); this run {how}."
