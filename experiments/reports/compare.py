@@ -63,7 +63,7 @@ def resolve_group_key(key: str, params: set[str]) -> str:
     )
 
 
-def fetch_runs(client, experiment: str | None, filter_string: str, all_states: bool):
+def fetch_runs(client, experiment: str | None, filter_string: str):
     if experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -73,14 +73,11 @@ def fetch_runs(client, experiment: str | None, filter_string: str, all_states: b
     else:
         experiments = client.search_experiments()
     names = {e.experiment_id: e.name for e in experiments}
-    clauses = [filter_string] if filter_string else []
-    if not all_states:
-        clauses.append("attributes.status = 'FINISHED'")
     runs, token = [], None
     while True:
         page = client.search_runs(
             list(names),
-            filter_string=" AND ".join(clauses),
+            filter_string=filter_string,
             max_results=1000,
             order_by=["attributes.start_time ASC"],
             page_token=token,
@@ -254,9 +251,9 @@ def study_header(client, runs, study: str) -> tuple[str, list[str]]:
     return text, metrics
 
 
-def selection(args, client) -> tuple[str, set[str] | None, int | None, dict[str, str]]:
-    """(MLflow filter, states, start-time floor in ms, tags) of the flags; ConfigError."""
-    filter_string = args.filter
+def selection(args, client) -> tuple[str, set[str] | None, dict[str, str]]:
+    """(MLflow filter, states left to check here, tags) of the flags; ConfigError."""
+    clauses = [args.filter] if args.filter else []
     if args.study:
         if args.study not in study_names(client) and not client.search_runs(
             [e.experiment_id for e in client.search_experiments()],
@@ -265,29 +262,28 @@ def selection(args, client) -> tuple[str, set[str] | None, int | None, dict[str,
         ):
             known = ", ".join(study_names(client)) or "none yet"
             raise ConfigError(f"--study {args.study!r}: no such study; the store has: {known}")
-        study = f"tags.study_name = '{args.study}' AND tags.study_role = 'trial'"
-        filter_string = f"{filter_string} AND {study}" if filter_string else study
+        clauses.append(f"tags.study_name = '{args.study}' AND tags.study_role = 'trial'")
     if args.all_states:
         states = None
     elif args.status:
         states = labels.parse_statuses(args.status)
     else:
         states = None if args.study else {"FINISHED"}  # a study's pruned trials are KILLED
-    since = labels.parse_moment("--since", args.since) if args.since else None
-    wanted = labels.parse_tag_filter(args.tag)
-    return filter_string, states, since, wanted
+    if args.since:
+        clauses.append(f"attributes.start_time >= {labels.parse_moment('--since', args.since)}")
+    if states == {"FINISHED"}:  # filtered by MLflow; other states here
+        clauses.append("attributes.status = 'FINISHED'")
+    return " AND ".join(clauses), states, labels.parse_tag_filter(args.tag)
 
 
-def select_runs(runs, kind: str, states, since, wanted) -> list:
-    """The fetched runs that match --kind, --status, --since and --tag."""
+def select_runs(runs, kind: str, states, wanted) -> list:
+    """The fetched runs that match --kind, --status and --tag."""
     kept = []
     for run in runs:
         run_kind = run.data.tags.get("kind") or "training"
         if kind != "all" and run_kind != kind:
             continue
         if states is not None and run.info.status not in states:
-            continue
-        if since is not None and (run.info.start_time or 0) < since:
             continue
         if labels.match_tags(run.data.tags, wanted):
             kept.append(run)
@@ -339,13 +335,9 @@ def param_columns(runs, study: bool) -> tuple[list[str], list[str]]:
 
 def fetch(args, client):
     """The selected runs and experiment names; ConfigError or MLflow's error on bad flags."""
-    filter_string, states, since, wanted = selection(args, client)
-    if since is not None:
-        clause = f"attributes.start_time >= {since}"
-        filter_string = f"{filter_string} AND {clause}" if filter_string else clause
-    only_finished = states == {"FINISHED"}  # filtered by MLflow; other states here
-    runs, names = fetch_runs(client, args.experiment, filter_string, not only_finished)
-    return select_runs(runs, args.kind, states, since, wanted), names
+    filter_string, states, wanted = selection(args, client)
+    runs, names = fetch_runs(client, args.experiment, filter_string)
+    return select_runs(runs, args.kind, states, wanted), names
 
 
 def main(argv: Sequence[str]) -> int:
