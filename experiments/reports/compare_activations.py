@@ -115,13 +115,9 @@ def summarize(children: list[ChildRun], activations: list[str]) -> list[Activati
     rows = []
     for name in activations:
         mine = [c for c in children if c.activation == name]
-        loss_mean, loss_std = mean_std([c.final_train_loss for c in mine])
-        acc_mean, acc_std = mean_std([c.final_val_acc for c in mine])
-        rows.append(
-            ActivationRow(
-                name, len(mine), loss_mean, loss_std, acc_mean, acc_std, [c.run_id for c in mine]
-            )
-        )
+        loss = mean_std([c.final_train_loss for c in mine])
+        acc = mean_std([c.final_val_acc for c in mine])
+        rows.append(ActivationRow(name, len(mine), *loss, *acc, [c.run_id for c in mine]))
     return rows
 
 

@@ -507,7 +507,7 @@ def worked_section(store: Store, task: Task, runs: list[Any], shown: Shown) -> t
         return no_run(task.command), "no run yet"
     parts = [f'<p class="choice"><strong>Shown</strong>: {how}.</p>', run_header(store, run, count)]
     verdict = "chain rule and autograd agree"
-    metrics = run.data.metrics
+    metrics, params = run.data.metrics, run.data.params
     if task.id == "S3" and "y_pred" in metrics:
         y = metrics["y_pred"]
         ok = round(y, 2) == S3_REPORTED_OUTPUT
@@ -520,22 +520,18 @@ def worked_section(store: Store, task: Task, runs: list[Any], shown: Shown) -> t
                 ["quantity", "this run", "seed task"],
                 [
                     ["output y_pred", f"{fmt(y)} (rounded {y:.2f})", f"{S3_REPORTED_OUTPUT}"],
-                    ["y_true (ours)", esc(run.data.params.get("y_true", "-")), "not given"],
+                    ["y_true (ours)", esc(params.get("y_true", "-")), "not given"],
                     ["loss L", fmt(metrics.get("loss"), 6), "-"],
                 ],
             )
         )
     if task.id == "S0.1":
         rows = [
-            [
-                esc(key),
-                esc(run.data.params.get(f"init.{key}", "-")),
-                fmt(metrics.get(f"final/{key}"), 6),
-            ]
+            [esc(key), esc(params.get(f"init.{key}", "-")), fmt(metrics.get(f"final/{key}"), 6)]
             for key in ("W1_1", "W1_2", "b1", "W2_1", "b2")
         ]
         parts.append(
-            f"<p>learning rate {esc(run.data.params.get('lr', '-'))}</p>"
+            f"<p>learning rate {esc(params.get('lr', '-'))}</p>"
             + table(["parameter", "initial", "after one epoch"], rows)
         )
     if "max_abs_diff" in metrics:
@@ -635,11 +631,11 @@ pre.model-summary { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mon
 """
 
 
-def data_line(store: Store, run_id: str | None) -> str:
+def data_line(run: Any | None) -> str:
     """Where a run's data came from and how much: a 200-image test set is not the real one."""
-    if run_id is None:
+    if run is None:
         return ""
-    tags = store.client.get_run(run_id).data.tags
+    tags = run.data.tags
     if "lineage.test_size" not in tags:
         return "-"
     return esc(
@@ -716,7 +712,7 @@ def build_report(uri: str, picks: dict[str, str] | None = None, catalog: Path | 
                     f"<code>{esc(run.info.run_id[:12])}</code>"
                     if run
                     else f"<strong>{esc(shown[task.id].missing)}</strong>",
-                    data_line(store, run.info.run_id if run else None),
+                    data_line(run),
                     verdict,
                 ]
             )
