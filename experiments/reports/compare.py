@@ -24,6 +24,7 @@ left out of the groups.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
@@ -294,12 +295,9 @@ def cell(value: str | None, width: int = 14) -> str:
     """A param value for a table cell: floats to 4 significant digits, long text cut."""
     if value is None:
         return "-"
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None and ("." in value or "e" in value.lower()):
-        value = f"{number:.4g}"
+    if "." in value or "e" in value.lower():
+        with contextlib.suppress(ValueError):  # a number; text stays as it is
+            value = f"{float(value):.4g}"
     return value if len(value) <= width else value[: width - 1] + "~"
 
 

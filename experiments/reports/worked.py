@@ -54,14 +54,12 @@ class WorkedResult:
 class Printer:
     """Collects printed lines so the exact same text is shown and logged as the artifact."""
 
-    def __init__(self, echo: bool = True) -> None:
+    def __init__(self) -> None:
         self.lines: list[str] = []
-        self.echo = echo
 
     def __call__(self, line: str = "") -> None:
         self.lines.append(line)
-        if self.echo:
-            print(line, flush=True)
+        print(line, flush=True)
 
     @property
     def text(self) -> str:
@@ -237,8 +235,8 @@ def _s01_print_update(
     return max_diff
 
 
-def run_s01(initial: dict[str, float], lr: float, echo: bool = True) -> WorkedResult:
-    out = Printer(echo)
+def run_s01(initial: dict[str, float], lr: float) -> WorkedResult:
+    out = Printer()
     _s01_print_method(out, initial, lr)
     chain = dict(initial)  # updated by the hand-derived gradients
     auto = dict(initial)  # updated by autograd's gradients
@@ -328,8 +326,8 @@ def _entries(grads: dict) -> list[tuple[str, float]]:
     return rows
 
 
-def run_s3(y_true: float, echo: bool = True) -> WorkedResult:
-    out = Printer(echo)
+def run_s3(y_true: float) -> WorkedResult:
+    out = Printer()
     fwd, g_chain = s3_chain_rule(y_true)
     y_auto, loss_auto, g_auto = s3_autograd(y_true)
     max_diff = max(
