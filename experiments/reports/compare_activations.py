@@ -135,63 +135,42 @@ def mean_curve(
     return steps, [m for m, _ in stats], [s for _, s in stats]
 
 
-def _csv_number(value: float | None) -> str:
-    """A std in the CSV: blank when there is none (a single run)."""
-    return "" if value is None else repr(value)
-
-
 def _pm(mean: float, std: float | None) -> str:
     """'mean ± std' for the markdown table; '-' in place of a std that does not exist."""
     return f"{mean:.4f} ± {'-' if std is None else f'{std:.4f}'}"
 
 
-def summary_csv(rows: list[ActivationRow]) -> str:
+def _csv(header: list[str], rows: list[list]) -> str:
+    """CSV text; floats as repr, None (a std that does not exist) as a blank cell."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        [
-            "activation",
-            "runs",
-            "final_train_loss_mean",
-            "final_train_loss_std",
-            "final_val_acc_mean",
-            "final_val_acc_std",
-            "run_ids",
-        ]
-    )
-    for r in rows:
-        writer.writerow(
-            [
-                r.activation,
-                r.runs,
-                repr(r.loss_mean),
-                _csv_number(r.loss_std),
-                repr(r.acc_mean),
-                _csv_number(r.acc_std),
-                " ".join(r.run_ids),
-            ]
-        )
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     return buf.getvalue()
+
+
+def summary_csv(rows: list[ActivationRow]) -> str:
+    header = [
+        "activation",
+        "runs",
+        "final_train_loss_mean",
+        "final_train_loss_std",
+        "final_val_acc_mean",
+        "final_val_acc_std",
+        "run_ids",
+    ]
+    body = [
+        [r.activation, r.runs, r.loss_mean, r.loss_std, r.acc_mean, r.acc_std, " ".join(r.run_ids)]
+        for r in rows
+    ]
+    return _csv(header, body)
 
 
 def runs_csv(children: list[ChildRun]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["activation", "seed", "run_id", "final_train_loss", "final_val_acc", "test_acc"]
-    )
-    for c in sorted(children, key=lambda c: (c.activation, c.seed)):
-        writer.writerow(
-            [
-                c.activation,
-                c.seed,
-                c.run_id,
-                repr(c.final_train_loss),
-                repr(c.final_val_acc),
-                repr(c.test_acc),
-            ]
-        )
-    return buf.getvalue()
+    header = ["activation", "seed", "run_id", "final_train_loss", "final_val_acc", "test_acc"]
+    body = [
+        [c.activation, c.seed, c.run_id, c.final_train_loss, c.final_val_acc, c.test_acc]
+        for c in sorted(children, key=lambda c: (c.activation, c.seed))
+    ]
+    return _csv(header, body)
 
 
 def summary_markdown(rows: list[ActivationRow], seeds: int) -> str:
