@@ -1,10 +1,5 @@
-"""The report's answer sheet: one row per question id of `experiments/SEED_TASKS.md`.
-
-The ids and the questions are read from that file (its tables' `id` and `question`
-columns), so the sheet and the file cannot drift apart. For each id, `ANSWERS` says how the
-report answers it: from the run a task section shows (a value, a verdict, a figure), from a
-store-wide run (the S4 activation table, the S3 studies), as prose the numbers support, or
-"not answered yet" with what would answer it.
+"""The report's answer sheet: one row per question id of `experiments/SEED_TASKS.md`, read
+from that file; `ANSWERS` says how the report answers each (docs/tracking.md, Report).
 """
 
 from __future__ import annotations
@@ -90,25 +85,33 @@ class Row:
     two_ways: str = "-"
 
 
+def anchor(task: str) -> str:
+    return "task-" + task.replace(".", "-")
+
+
 def link(task: str, label: str | None = None) -> str:
-    anchor = "task-" + task.replace(".", "-")
-    return f'<a href="#{anchor}">{html.escape(label or f"section {task}")}</a>'
+    return f'<a href="#{anchor(task)}">{html.escape(label or f"section {task}")}</a>'
 
 
 def code(text: str) -> str:
     return f"<code>{html.escape(text)}</code>"
 
 
-def _number(value: float | None, digits: int = 4) -> str:
+def fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _absent(sheet: Sheet, task: str) -> Row | None:
-    """The row of a question whose task has no run shown; None when there is one."""
-    shown = sheet.shown[task]
-    if shown.run is not None:
-        return None
-    return Row(f"{html.escape(shown.missing)}: see {link(task)}", code(shown.command.split(";")[0]))
+def _with_run(task: str, answer: Callable[[Shown], Row]) -> Callable[[Sheet], Row]:
+    """`answer` of the task's shown run; where there is none, why not and what makes one."""
+
+    def row(sheet: Sheet) -> Row:
+        shown = sheet.shown[task]
+        if shown.run is not None:
+            return answer(shown)
+        missing = f"{html.escape(shown.missing)}: see {link(task)}"
+        return Row(missing, code(shown.command.split(";")[0]))
+
+    return row
 
 
 def _evaluated(shown: Shown) -> str:
@@ -121,35 +124,27 @@ def _evaluated(shown: Shown) -> str:
     if ours is not None and theirs is not None and abs(ours - theirs) < 1e-6:
         return f"yes: evaluation run {code(ev.info.run_id)} re-scored the model, same test/acc"
     return (
-        f"no: evaluation run {code(ev.info.run_id)} gives test/acc {_number(theirs)} "
-        f"(vs {_number(ours)}; other data?)"
+        f"no: evaluation run {code(ev.info.run_id)} gives test/acc {fmt(theirs)} "
+        f"(vs {fmt(ours)}; other data?)"
     )
 
 
 def metrics(task: str, keys: tuple[str, ...], note: str = "") -> Callable[[Sheet], Row]:
-    def answer(sheet: Sheet) -> Row:
-        absent = _absent(sheet, task)
-        if absent:
-            return absent
-        shown = sheet.shown[task]
-        values = ", ".join(f"{k} {_number(shown.run.data.metrics.get(k))}" for k in keys)
+    def answer(shown: Shown) -> Row:
+        values = ", ".join(f"{k} {fmt(shown.run.data.metrics.get(k))}" for k in keys)
         text = f"{html.escape(values)} ({link(task)}){note}"
         return Row(text, code(shown.command), shown.run.info.run_id, _evaluated(shown))
 
-    return answer
+    return _with_run(task, answer)
 
 
 def bar(task: str, judgement: bool = False) -> Callable[[Sheet], Row]:
     """test/acc against the task's bar (and the fit judgement, learning curves)."""
 
-    def answer(sheet: Sheet) -> Row:
-        absent = _absent(sheet, task)
-        if absent:
-            return absent
-        shown = sheet.shown[task]
+    def answer(shown: Shown) -> Row:
         acc = shown.run.data.metrics.get("test/acc")
         verdict = "meets" if meets_bar(task, acc) else "below"
-        text = f"test/acc {_number(acc)}: {verdict} the bar (&ge; {SEED_TASKS[task].acc_bar:.2f})"
+        text = f"test/acc {fmt(acc)}: {verdict} the bar (&ge; {SEED_TASKS[task].acc_bar:.2f})"
         if judgement:
             label = shown.run.data.tags.get("fit_judgement", "not recorded")
             curves = "figures/learning_curves.png" in shown.figures
@@ -158,15 +153,11 @@ def bar(task: str, judgement: bool = False) -> Callable[[Sheet], Row]:
         text += f" ({link(task)})"
         return Row(text, code(shown.command), shown.run.info.run_id, _evaluated(shown))
 
-    return answer
+    return _with_run(task, answer)
 
 
 def figure(task: str, path: str, what: str, prose: str = "") -> Callable[[Sheet], Row]:
-    def answer(sheet: Sheet) -> Row:
-        absent = _absent(sheet, task)
-        if absent:
-            return absent
-        shown = sheet.shown[task]
+    def answer(shown: Shown) -> Row:
         if path in shown.figures:
             text = f"{html.escape(what)}: figure {code(path)} in {link(task)}"
         else:
@@ -175,7 +166,7 @@ def figure(task: str, path: str, what: str, prose: str = "") -> Callable[[Sheet]
             text += f"; {html.escape(prose)}"
         return Row(text, code(shown.command), shown.run.info.run_id)
 
-    return answer
+    return _with_run(task, answer)
 
 
 def _final_parameters(run_metrics: dict[str, float]) -> str:
@@ -195,11 +186,7 @@ def worked(task: str, what: str, detail: Callable | None = None) -> Callable[[Sh
     """A worked-example answer: where it is, and the chain rule / autograd agreement (or,
     for S3's output, the seed's reported value)."""
 
-    def answer(sheet: Sheet) -> Row:
-        absent = _absent(sheet, task)
-        if absent:
-            return absent
-        shown = sheet.shown[task]
+    def answer(shown: Shown) -> Row:
         run_metrics = shown.run.data.metrics
         text = html.escape(detail(run_metrics) if detail else what)
         text += f" ({link(task, f'section {task}, worked-example table')})"
@@ -213,32 +200,24 @@ def worked(task: str, what: str, detail: Callable | None = None) -> Callable[[Sh
             two = f"{agree}: rounds to {rounded}, the seed task reports {S3_REPORTED_OUTPUT}"
         return Row(text, code(shown.command), shown.run.info.run_id, two)
 
-    return answer
+    return _with_run(task, answer)
 
 
 def not_yet(what_would: str) -> Callable[[Sheet], Row]:
-    def answer(sheet: Sheet) -> Row:
-        return Row(f"<strong>not answered yet</strong>: {markdown_cell(what_would)}", "-")
-
-    return answer
+    row = Row(f"<strong>not answered yet</strong>: {markdown_cell(what_would)}", "-")
+    return lambda sheet: row
 
 
 def prose(support: str, task: str | None = None) -> Callable[[Sheet], Row]:
     """A question a person answers in words; the numbers that support it."""
 
-    def answer(sheet: Sheet) -> Row:
-        where = f" ({link(task)})" if task else ""
-        return Row(f"<strong>prose</strong>, not computed: {markdown_cell(support)}{where}", "-")
-
-    return answer
+    where = f" ({link(task)})" if task else ""
+    row = Row(f"<strong>prose</strong>, not computed: {markdown_cell(support)}{where}", "-")
+    return lambda sheet: row
 
 
-def s2_problem_classes(sheet: Sheet) -> Row:
-    absent = _absent(sheet, "S2")
-    if absent:
-        return absent
-    shown = sheet.shown["S2"]
-    acc = _number(shown.run.data.metrics.get("test/acc"))
+def s2_problem_classes(shown: Shown) -> Row:
+    acc = fmt(shown.run.data.metrics.get("test/acc"))
     named = "; ".join(shown.problem_classes) or "not named: the run logged no confusion_matrix.csv"
     text = (
         f"test/acc {acc}; below it: {html.escape(named)} "
@@ -330,7 +309,7 @@ ANSWERS: dict[str, Callable[[Sheet], Row]] = {
         "with a fully connected network",
         "S1.3",
     ),
-    "S2-P": s2_problem_classes,
+    "S2-P": _with_run("S2", s2_problem_classes),
     "S3-Q1.1": worked("S3", "", _output),
     "S3-Q1.2": worked("S3", "the element-level gradients (the matrix form is not printed)"),
     "S3-Q2": metrics("S1.1", ("test/acc", "test/f1"), note=": the from-scratch network is S1.1's"),

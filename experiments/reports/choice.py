@@ -66,12 +66,9 @@ def references(task: str, folder: Path | None = None) -> list[Reference]:
             continue
         cfg = config.parse(str(entry.path), [])
         params = logged_form(cfg.params())
-        defaults = {}
-        for key in params:
-            default = cfg.class_default(key)
-            if default is not config.MISSING:
-                defaults[key] = str(default)[:PARAM_CHARS]
-        out.append(Reference(entry.name, params, defaults))
+        defaults = {key: cfg.class_default(key) for key in params}
+        defaults = {k: v for k, v in defaults.items() if v is not config.MISSING}
+        out.append(Reference(entry.name, params, logged_form(defaults)))
     return out
 
 

@@ -24,12 +24,12 @@ left out of the groups.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from experiments.errors import ConfigError, Refused
 from experiments.reports.stats import mean_std
@@ -40,18 +40,6 @@ from experiments.training import preflight
 KINDS = ("training", "evaluation", "activation-summary", "worked", "all")
 #: at most this many differing params are shown as columns (the rest are named below)
 MAX_PARAM_COLUMNS = 6
-
-
-@dataclass
-class RunRow:
-    run_id: str
-    name: str
-    experiment: str
-    status: str
-    group: str
-    metrics: dict[str, float]
-    start: int | None = None
-    params: dict[str, str] | None = None
 
 
 def resolve_group_key(key: str, params: set[str]) -> str:
@@ -76,7 +64,7 @@ def resolve_group_key(key: str, params: set[str]) -> str:
     )
 
 
-def fetch_runs(client, experiment: str | None, filter_string: str, all_states: bool):
+def fetch_runs(client, experiment: str | None, filter_string: str):
     if experiment:
         found = client.get_experiment_by_name(experiment)
         if found is None:
@@ -86,14 +74,11 @@ def fetch_runs(client, experiment: str | None, filter_string: str, all_states: b
     else:
         experiments = client.search_experiments()
     names = {e.experiment_id: e.name for e in experiments}
-    clauses = [filter_string] if filter_string else []
-    if not all_states:
-        clauses.append("attributes.status = 'FINISHED'")
     runs, token = [], None
     while True:
         page = client.search_runs(
             list(names),
-            filter_string=" AND ".join(clauses),
+            filter_string=filter_string,
             max_results=1000,
             order_by=["attributes.start_time ASC"],
             page_token=token,
@@ -105,27 +90,12 @@ def fetch_runs(client, experiment: str | None, filter_string: str, all_states: b
     return runs, names
 
 
-def build_rows(runs, names: dict[str, str], group_key: str | None, metrics: list[str]):
-    rows = []
-    for run in runs:
-        if group_key is None:
-            group = ""
-        else:
-            source, _, key = group_key.partition(":")
-            group = getattr(run.data, source).get(key, "(unset)")
-        rows.append(
-            RunRow(
-                run_id=run.info.run_id,
-                name=run.info.run_name or run.info.run_id[:8],
-                experiment=names.get(run.info.experiment_id, run.info.experiment_id),
-                status=run.info.status,
-                group=group,
-                metrics={m: run.data.metrics[m] for m in metrics if m in run.data.metrics},
-                start=run.info.start_time,
-                params=dict(run.data.params),
-            )
-        )
-    return rows
+def group_of(run, group_key: str | None) -> str:
+    """The run's value of `group_key` (`params:KEY` or `tags:NAME`); "" when not grouping."""
+    if group_key is None:
+        return ""
+    source, _, key = group_key.partition(":")
+    return getattr(run.data, source).get(key, "(unset)")
 
 
 def table(headers: list[str], body: list[list[str]]) -> str:
@@ -138,21 +108,21 @@ def table(headers: list[str], body: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def group_table(rows: list[RunRow], metrics: list[str]) -> str:
-    groups: dict[str, list[RunRow]] = defaultdict(list)
-    for row in rows:
-        groups[row.group].append(row)
+def group_table(runs, metrics: list[str], group_key: str) -> str:
+    groups: dict[str, list[dict[str, float]]] = defaultdict(list)  # group -> runs' metrics
+    for run in runs:
+        groups[group_of(run, group_key)].append(run.data.metrics)
     body = []
     first = metrics[0]
 
     def order(item):
-        values = [r.metrics[first] for r in item[1] if first in r.metrics]
+        values = [m[first] for m in item[1] if first in m]
         return -(mean_std(values)[0]) if values else math.inf
 
     for group, members in sorted(groups.items(), key=order):
         line = [group, str(len(members))]
         for metric in metrics:
-            values = [r.metrics[metric] for r in members if metric in r.metrics]
+            values = [m[metric] for m in members if metric in m]
             if not values:
                 line += ["-", "-"]
                 continue
@@ -171,14 +141,10 @@ def group_table(rows: list[RunRow], metrics: list[str]) -> str:
 
 def factor_tables(client, runs, study: str, metrics: list[str]) -> str:
     """One table per factor of a one-factor study (its parent run's `study.at` tag)."""
-    parents = client.search_runs(
-        list({r.info.experiment_id for r in runs}),
-        filter_string=f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
-        max_results=1,
-    )
-    if not parents or "study.at" not in parents[0].data.tags:
+    parent = study_parent(client, runs, study)
+    if parent is None or "study.at" not in parent.data.tags:
         return ""
-    at = {k: str(v) for k, v in json.loads(parents[0].data.tags["study.at"]).items()}
+    at = {k: str(v) for k, v in json.loads(parent.data.tags["study.at"]).items()}
     out = []
     for factor in at:
         others = {k: v for k, v in at.items() if k != factor}
@@ -256,24 +222,25 @@ def describe_param(name: str, spec: dict) -> str:
     return f"{name}: {spec.get('type')} {values} -> {spec.get('target')}"
 
 
+def study_parent(client, runs, study: str):
+    """The parent run of the study of the trial runs `runs` (in their experiments), or None."""
+    parents = client.search_runs(
+        list({r.info.experiment_id for r in runs}),
+        f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
+        max_results=1,
+    )
+    return parents[0] if parents else None
+
+
 def study_header(client, runs, study: str) -> tuple[str, list[str]]:
     """The study's searched params and objective, from its parent run: (text, metrics)."""
-    import json
-
-    parents = [r for r in runs if r.data.tags.get("study_role") == "parent"]
-    if not parents:
-        experiment_ids = list({r.info.experiment_id for r in runs})
-        parents = client.search_runs(
-            experiment_ids,
-            f"tags.study_name = '{study}' AND tags.study_role = 'parent'",
-            max_results=1,
-        )
+    parent = study_parent(client, runs, study)
     searched = sorted(
         {k[len("trial.") :] for r in runs for k in r.data.params if k.startswith("trial.")}
     )
     objectives = ""
-    if parents:
-        params = parents[0].data.params
+    if parent is not None:
+        params = parent.data.params
         objectives = params.get("study.objectives", "")
         try:
             space = json.loads(params.get("study.space", "{}"))
@@ -285,9 +252,9 @@ def study_header(client, runs, study: str) -> tuple[str, list[str]]:
     return text, metrics
 
 
-def selection(args, client) -> tuple[str, set[str] | None, int | None, dict[str, str]]:
-    """(MLflow filter, states, start-time floor in ms, tags) of the flags; ConfigError."""
-    filter_string = args.filter
+def selection(args, client) -> tuple[str, set[str] | None, dict[str, str]]:
+    """(MLflow filter, states left to check here, tags) of the flags; ConfigError."""
+    clauses = [args.filter] if args.filter else []
     if args.study:
         if args.study not in study_names(client) and not client.search_runs(
             [e.experiment_id for e in client.search_experiments()],
@@ -296,29 +263,28 @@ def selection(args, client) -> tuple[str, set[str] | None, int | None, dict[str,
         ):
             known = ", ".join(study_names(client)) or "none yet"
             raise ConfigError(f"--study {args.study!r}: no such study; the store has: {known}")
-        study = f"tags.study_name = '{args.study}' AND tags.study_role = 'trial'"
-        filter_string = f"{filter_string} AND {study}" if filter_string else study
+        clauses.append(f"tags.study_name = '{args.study}' AND tags.study_role = 'trial'")
     if args.all_states:
         states = None
     elif args.status:
         states = labels.parse_statuses(args.status)
     else:
         states = None if args.study else {"FINISHED"}  # a study's pruned trials are KILLED
-    since = labels.parse_moment("--since", args.since) if args.since else None
-    wanted = labels.parse_tag_filter(args.tag)
-    return filter_string, states, since, wanted
+    if args.since:
+        clauses.append(f"attributes.start_time >= {labels.parse_moment('--since', args.since)}")
+    if states == {"FINISHED"}:  # filtered by MLflow; other states here
+        clauses.append("attributes.status = 'FINISHED'")
+    return " AND ".join(clauses), states, labels.parse_tag_filter(args.tag)
 
 
-def select_runs(runs, kind: str, states, since, wanted) -> list:
-    """The fetched runs that match --kind, --status, --since and --tag."""
+def select_runs(runs, kind: str, states, wanted) -> list:
+    """The fetched runs that match --kind, --status and --tag."""
     kept = []
     for run in runs:
         run_kind = run.data.tags.get("kind") or "training"
         if kind != "all" and run_kind != kind:
             continue
         if states is not None and run.info.status not in states:
-            continue
-        if since is not None and (run.info.start_time or 0) < since:
             continue
         if labels.match_tags(run.data.tags, wanted):
             kept.append(run)
@@ -329,36 +295,35 @@ def cell(value: str | None, width: int = 14) -> str:
     """A param value for a table cell: floats to 4 significant digits, long text cut."""
     if value is None:
         return "-"
-    try:
-        number = float(value)
-    except ValueError:
-        number = None
-    if number is not None and ("." in value or "e" in value.lower()):
-        value = f"{number:.4g}"
+    if "." in value or "e" in value.lower():
+        with contextlib.suppress(ValueError):  # a number; text stays as it is
+            value = f"{float(value):.4g}"
     return value if len(value) <= width else value[: width - 1] + "~"
 
 
-def run_table(rows: list[RunRow], metrics: list[str], group_by: str | None, columns) -> str:
+def run_table(runs, names: dict[str, str], metrics: list[str], group_key, group_by, columns) -> str:
     headers = ["run", "name", "start (UTC)", "status", "experiment"]
     if group_by:
         headers.append(group_by)
     headers += [c.removeprefix("trial.") for c in columns] + metrics
     body = []
-    for row in rows:
-        line = [labels.short_id(row.run_id), row.name, labels.start_time(row.start), row.status]
-        line.append(row.experiment)
+    for run in runs:
+        info, data = run.info, run.data
+        line = [labels.short_id(info.run_id), info.run_name or info.run_id[:8]]
+        line += [labels.start_time(info.start_time), info.status]
+        line.append(names.get(info.experiment_id, info.experiment_id))
         if group_by:
-            line.append(row.group)
-        line += [cell((row.params or {}).get(c)) for c in columns]
-        line += [f"{row.metrics[m]:.4f}" if m in row.metrics else "-" for m in metrics]
+            line.append(group_of(run, group_key))
+        line += [cell(data.params.get(c)) for c in columns]
+        line += [f"{data.metrics[m]:.4f}" if m in data.metrics else "-" for m in metrics]
         body.append(line)
     return table(headers, body)
 
 
-def param_columns(rows: list[RunRow], study: bool) -> tuple[list[str], list[str]]:
+def param_columns(runs, study: bool) -> tuple[list[str], list[str]]:
     """(shown, left out) param keys: a study's searched `trial.*` params, else the params
-    that differ between the rows (a run's config, not the study's bookkeeping)."""
-    params = [r.params or {} for r in rows]
+    that differ between the runs (a run's config, not the study's bookkeeping)."""
+    params = [r.data.params for r in runs]
     if study:
         keys = sorted({k for p in params for k in p if k.startswith("trial.")})
         return keys, []
@@ -368,13 +333,9 @@ def param_columns(rows: list[RunRow], study: bool) -> tuple[list[str], list[str]
 
 def fetch(args, client):
     """The selected runs and experiment names; ConfigError or MLflow's error on bad flags."""
-    filter_string, states, since, wanted = selection(args, client)
-    if since is not None:
-        clause = f"attributes.start_time >= {since}"
-        filter_string = f"{filter_string} AND {clause}" if filter_string else clause
-    only_finished = states == {"FINISHED"}  # filtered by MLflow; other states here
-    runs, names = fetch_runs(client, args.experiment, filter_string, not only_finished)
-    return select_runs(runs, args.kind, states, since, wanted), names
+    filter_string, states, wanted = selection(args, client)
+    runs, names = fetch_runs(client, args.experiment, filter_string)
+    return select_runs(runs, args.kind, states, wanted), names
 
 
 def main(argv: Sequence[str]) -> int:
@@ -414,7 +375,7 @@ def main(argv: Sequence[str]) -> int:
         return 2
     if header:
         print(header)
-    print_runs(build_rows(runs, names, group_key, metrics), metrics, args, group_key)
+    print_runs(runs, names, metrics, args, group_key)
     factors = factor_tables(client, runs, args.study, metrics) if args.study else ""
     if factors:
         print()
@@ -422,20 +383,23 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def print_runs(rows: list[RunRow], metrics: list[str], args, group_key: str | None) -> None:
+def print_runs(runs, names: dict[str, str], metrics: list[str], args, group_key) -> None:
     first = metrics[0]
-    rows.sort(key=lambda r: (first not in r.metrics, -r.metrics.get(first, 0.0)))
-    shown = rows[: args.limit]
+    runs = sorted(
+        runs, key=lambda r: (first not in r.data.metrics, -r.data.metrics.get(first, 0.0))
+    )
+    shown = runs[: args.limit]
     columns, left_out = param_columns(shown, bool(args.study))
-    print(run_table(shown, metrics, args.group_by if group_key else None, columns))
+    group_by = args.group_by if group_key else None
+    print(run_table(shown, names, metrics, group_key, group_by, columns))
     if left_out:
         print(f"(more params differ: {', '.join(left_out)})")
-    if len(rows) > len(shown):
-        print(f"... {len(rows) - len(shown)} more runs (--limit)")
+    if len(runs) > len(shown):
+        print(f"... {len(runs) - len(shown)} more runs (--limit)")
     if group_key:
         print()
         print(f"grouped by {args.group_by} ({group_key.replace(':', ' ')}):")
-        print(group_table(rows, metrics))
-    missing = sum(first not in r.metrics for r in rows)
+        print(group_table(runs, metrics, group_key))
+    missing = sum(first not in r.data.metrics for r in runs)
     if missing:
         print(f"\n{missing} run(s) have no {first} and are left out of the statistics")

@@ -115,13 +115,9 @@ def summarize(children: list[ChildRun], activations: list[str]) -> list[Activati
     rows = []
     for name in activations:
         mine = [c for c in children if c.activation == name]
-        loss_mean, loss_std = mean_std([c.final_train_loss for c in mine])
-        acc_mean, acc_std = mean_std([c.final_val_acc for c in mine])
-        rows.append(
-            ActivationRow(
-                name, len(mine), loss_mean, loss_std, acc_mean, acc_std, [c.run_id for c in mine]
-            )
-        )
+        loss = mean_std([c.final_train_loss for c in mine])
+        acc = mean_std([c.final_val_acc for c in mine])
+        rows.append(ActivationRow(name, len(mine), *loss, *acc, [c.run_id for c in mine]))
     return rows
 
 
@@ -139,63 +135,42 @@ def mean_curve(
     return steps, [m for m, _ in stats], [s for _, s in stats]
 
 
-def _csv_number(value: float | None) -> str:
-    """A std in the CSV: blank when there is none (a single run)."""
-    return "" if value is None else repr(value)
-
-
 def _pm(mean: float, std: float | None) -> str:
     """'mean ± std' for the markdown table; '-' in place of a std that does not exist."""
     return f"{mean:.4f} ± {'-' if std is None else f'{std:.4f}'}"
 
 
-def summary_csv(rows: list[ActivationRow]) -> str:
+def _csv(header: list[str], rows: list[list]) -> str:
+    """CSV text; floats as repr, None (a std that does not exist) as a blank cell."""
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        [
-            "activation",
-            "runs",
-            "final_train_loss_mean",
-            "final_train_loss_std",
-            "final_val_acc_mean",
-            "final_val_acc_std",
-            "run_ids",
-        ]
-    )
-    for r in rows:
-        writer.writerow(
-            [
-                r.activation,
-                r.runs,
-                repr(r.loss_mean),
-                _csv_number(r.loss_std),
-                repr(r.acc_mean),
-                _csv_number(r.acc_std),
-                " ".join(r.run_ids),
-            ]
-        )
+    csv.writer(buf, lineterminator="\n").writerows([header, *rows])
     return buf.getvalue()
+
+
+def summary_csv(rows: list[ActivationRow]) -> str:
+    header = [
+        "activation",
+        "runs",
+        "final_train_loss_mean",
+        "final_train_loss_std",
+        "final_val_acc_mean",
+        "final_val_acc_std",
+        "run_ids",
+    ]
+    body = [
+        [r.activation, r.runs, r.loss_mean, r.loss_std, r.acc_mean, r.acc_std, " ".join(r.run_ids)]
+        for r in rows
+    ]
+    return _csv(header, body)
 
 
 def runs_csv(children: list[ChildRun]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(
-        ["activation", "seed", "run_id", "final_train_loss", "final_val_acc", "test_acc"]
-    )
-    for c in sorted(children, key=lambda c: (c.activation, c.seed)):
-        writer.writerow(
-            [
-                c.activation,
-                c.seed,
-                c.run_id,
-                repr(c.final_train_loss),
-                repr(c.final_val_acc),
-                repr(c.test_acc),
-            ]
-        )
-    return buf.getvalue()
+    header = ["activation", "seed", "run_id", "final_train_loss", "final_val_acc", "test_acc"]
+    body = [
+        [c.activation, c.seed, c.run_id, c.final_train_loss, c.final_val_acc, c.test_acc]
+        for c in sorted(children, key=lambda c: (c.activation, c.seed))
+    ]
+    return _csv(header, body)
 
 
 def summary_markdown(rows: list[ActivationRow], seeds: int) -> str:
@@ -326,58 +301,19 @@ def _log_summary_figures(
 ) -> None:
     """The two curve figures and the bar chart, under the summary run's figures/."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        plot_curves(
-            children,
-            activations,
-            "loss_curve",
-            "training loss (mean since previous point)",
-            "S4: training loss per activation (mean ± std over seeds)",
-            folder / "activation_loss.png",
-        )
-        plot_curves(
-            children,
-            activations,
-            "val_acc_curve",
-            "validation accuracy",
-            "S4: validation accuracy per activation (mean ± std over seeds)",
-            folder / "activation_val_acc.png",
-        )
-        plot_bars(rows, folder / "activation_bars.png")
-        for name in ("activation_loss.png", "activation_val_acc.png", "activation_bars.png"):
-            client.log_artifact(run_id, str(folder / name), "figures")
-
-
-def _log_summary_contents(
-    client, run, activations, seeds, overrides, children, rows, markdown
-) -> None:
-    """Params, metrics, tables and figures of the summary run."""
-    from experiments.tracking import store
-
-    run_id = run.info.run_id
-    store.log_params(
-        client,
-        run_id,
-        {
-            "activations": ",".join(activations),
-            "seeds": str(seeds),
-            "experiment": EXPERIMENT,
-            "overrides": " ".join(overrides) or "(none)",
-            "child_runs": str(len(children)),
-        },
-    )
-    metrics = _summary_metrics(rows, run.info.start_time)
-    if metrics:
-        client.log_batch(run_id, metrics=metrics)
-    client.log_text(run_id, summary_csv(rows), "activation_summary.csv")
-    client.log_text(run_id, markdown, "activation_summary.md")
-    client.log_text(run_id, runs_csv(children), "activation_runs.csv")
-    _log_summary_figures(client, run_id, children, activations, rows)
+        for attr, ylabel, what, name in (
+            ("loss_curve", "training loss (mean since previous point)", "training loss", "loss"),
+            ("val_acc_curve", "validation accuracy", "validation accuracy", "val_acc"),
+        ):
+            title = f"S4: {what} per activation (mean ± std over seeds)"
+            path = Path(tmp) / f"activation_{name}.png"
+            plot_curves(children, activations, attr, ylabel, title, path)
+        plot_bars(rows, Path(tmp) / "activation_bars.png")
+        client.log_artifacts(run_id, tmp, "figures")
 
 
 def log_summary(
     client,
-    uri: str,
     experiment_id: str,
     group_id: str,
     activations: list[str],
@@ -386,8 +322,9 @@ def log_summary(
     children: list[ChildRun],
     run_name: str | None = None,
     user_tags: dict[str, str] | None = None,
-) -> tuple[str, list[ActivationRow], str]:
-    """Create the FINISHED summary run; returns (run id, table rows, markdown table)."""
+) -> tuple[str, str]:
+    """Create the FINISHED summary run with its params, metrics, tables and figures; returns
+    (run id, markdown table)."""
     from experiments.tracking import store
 
     rows = summarize(children, activations)
@@ -404,14 +341,28 @@ def log_summary(
     name = run_name or f"activation-summary-{group_id}"
     run = client.create_run(experiment_id, run_name=name, tags=tags)
     run_id = run.info.run_id
+    params = {
+        "activations": ",".join(activations),
+        "seeds": str(seeds),
+        "experiment": EXPERIMENT,
+        "overrides": " ".join(overrides) or "(none)",
+        "child_runs": str(len(children)),
+    }
     try:
-        _log_summary_contents(client, run, activations, seeds, overrides, children, rows, markdown)
+        store.log_params(client, run_id, params)
+        metrics = _summary_metrics(rows, run.info.start_time)
+        if metrics:
+            client.log_batch(run_id, metrics=metrics)
+        client.log_text(run_id, summary_csv(rows), "activation_summary.csv")
+        client.log_text(run_id, markdown, "activation_summary.md")
+        client.log_text(run_id, runs_csv(children), "activation_runs.csv")
+        _log_summary_figures(client, run_id, children, activations, rows)
     except BaseException as exc:
         client.set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:5000])
         client.set_terminated(run_id, "FAILED")
         raise
     client.set_terminated(run_id, "FINISHED")
-    return run_id, rows, markdown
+    return run_id, markdown
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -560,9 +511,8 @@ def main(argv: Sequence[str]) -> int:
         print("error: no run finished; nothing to summarize", file=sys.stderr)
         return 1
     experiment_id = client.get_run(children[0].run_id).info.experiment_id
-    summary_id, _, markdown = log_summary(
+    summary_id, markdown = log_summary(
         client,
-        uri,
         experiment_id,
         args.group_id,
         activations,

@@ -18,19 +18,18 @@ import csv
 import functools
 import html
 import io
-import math
 import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
 from experiments.errors import ConfigError
 from experiments.reports import answers
-from experiments.reports.answers import Sheet, Shown
+from experiments.reports.answers import Sheet, Shown, anchor, fmt
 from experiments.reports.choice import (
     Choice,
     Reference,
@@ -71,29 +70,12 @@ SUMMARY_FIGURES = (
 
 
 @dataclass(frozen=True)
-class Task:
+class Task(SeedTask):
     """A seed task (its facts from `experiments.seed_tasks`) and how the report gets a run."""
 
-    seed: SeedTask
     #: the command(s) that produce a run, `;`-separated
-    command: str
+    command: str = ""
     worked_artifact: str | None = None
-
-    @property
-    def id(self) -> str:
-        return self.seed.id
-
-    @property
-    def title(self) -> str:
-        return self.seed.title
-
-    @property
-    def acc_bar(self) -> float | None:
-        return self.seed.acc_bar
-
-    @property
-    def bar_text(self) -> str:
-        return self.seed.bar_text
 
 
 #: task id -> (command that produces a run, worked-example artifact)
@@ -110,7 +92,7 @@ HOW_TO_RUN: dict[str, tuple[str, str | None]] = {
 }
 COMPARE_ACTIVATIONS_COMMAND = "python -m experiments compare-activations"
 
-TASKS = tuple(Task(seed, *HOW_TO_RUN[task_id]) for task_id, seed in SEED_TASKS.items())
+TASKS = tuple(Task(*astuple(seed), *HOW_TO_RUN[task_id]) for task_id, seed in SEED_TASKS.items())
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,21 +110,11 @@ class Store:
         self.tmp = tmp
         experiments = self.client.search_experiments()
         self.experiment_ids = [e.experiment_id for e in experiments]
-        self._experiment_names = {e.experiment_id: e.name for e in experiments}
-
-    def experiment_name(self, experiment_id: str) -> str:
-        return self._experiment_names.get(experiment_id, experiment_id)
+        self.experiment_names = {e.experiment_id: e.name for e in experiments}
 
     def finished(self, task: str) -> list[Any]:
         """FINISHED runs tagged task=<task>, newest first."""
-        if not self.experiment_ids:
-            return []
-        return self.client.search_runs(
-            self.experiment_ids,
-            filter_string=f"tags.task = '{task}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1000,
-        )
+        return self.search(f"tags.task = '{task}'")
 
     def search(self, filter_string: str) -> list[Any]:
         """FINISHED runs matching `filter_string`, newest first."""
@@ -201,12 +173,6 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def fmt(value: float | None, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return f"{value:.{digits}f}"
-
-
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
@@ -244,7 +210,10 @@ def run_header(
         )
     items = [
         ("run", f"{esc(run.info.run_name)} <code>{esc(run.info.run_id)}</code>"),
-        ("MLflow experiment", esc(store.experiment_name(run.info.experiment_id))),
+        (
+            "MLflow experiment",
+            esc(store.experiment_names.get(run.info.experiment_id, run.info.experiment_id)),
+        ),
         ("started", esc(started)),
         ("catalog experiment", esc(tags.get("experiment", ""))),
         ("data", data),
@@ -263,32 +232,27 @@ def headline(task: Task, run: Any, group: Sequence[Any] = ()) -> tuple[str, str]
     """The headline metrics table and a one-line verdict for the overview; with two or more
     runs in `group` (the catalog's settings, several seeds), their mean &plusmn; sample std."""
     metrics = run.data.metrics
-    rows = []
+    acc = metrics.get("test/acc")
+    if task.acc_bar is not None:
+        ok = meets_bar(task.id, acc)
+        bar = f"&ge; {task.acc_bar:.2f}"
+        verdict = (
+            f'<span class="{"ok" if ok else "bad"}">'
+            f"{'meets' if ok else 'below'} the bar ({fmt(acc)} vs {bar})</span>"
+        )
+    elif task.id == "S2":
+        bar = f"{S2_REPORTED_ACC:.2f} (reported)"
+        verdict = f"{fmt(acc)} vs {S2_REPORTED_ACC:.2f} reported"
+    else:
+        bar, verdict = esc(task.bar_text), f"test/acc {fmt(acc)} (no bar)"
     spread = len(group) >= 2
-    verdict = "no bar"
+    rows = []
     for key in HEADLINE:
-        value = metrics.get(key)
-        seed = "-"
-        if key == "test/acc":
-            if task.acc_bar is not None:
-                ok = meets_bar(task.id, value)
-                seed = f"&ge; {task.acc_bar:.2f}"
-                verdict = (
-                    f'<span class="{"ok" if ok else "bad"}">'
-                    f"{'meets' if ok else 'below'} the bar ({fmt(value)} vs &ge; {task.acc_bar:.2f})</span>"
-                )
-            elif task.id == "S2":
-                seed = f"{S2_REPORTED_ACC:.2f} (reported)"
-                verdict = f"{fmt(value)} vs {S2_REPORTED_ACC:.2f} reported"
-            else:
-                seed = esc(task.bar_text)
         stats = []
         if spread:
             mean, std = mean_std([r.data.metrics[key] for r in group if key in r.data.metrics])
             stats = [f"{fmt(mean)} &plusmn; {fmt(std)}"]
-        rows.append([esc(key), fmt(value), *stats, seed])
-    if task.acc_bar is None and task.id not in ("S2",):
-        verdict = f"test/acc {fmt(metrics.get('test/acc'))} (no bar)"
+        rows.append([esc(key), fmt(metrics.get(key)), *stats, bar if key == "test/acc" else "-"])
     header = ["metric", "this run"]
     if spread:
         header.append(f"mean ± std of the {len(group)} runs with the catalog's settings")
@@ -300,10 +264,8 @@ def read_confusions(store: Store, run_id: str) -> tuple[list[str], list[list[int
     from experiments.tracking.artifacts import CONFUSION_CSV, read_confusion_csv
 
     text = store.text(run_id, CONFUSION_CSV)
-    if text is None:
-        return None
     try:
-        return read_confusion_csv(text)
+        return None if text is None else read_confusion_csv(text)
     except ValueError:
         return None
 
@@ -401,9 +363,8 @@ def why_chosen(choice: Choice, count_others: int) -> str:
         if not choice.reference:
             how = "is not compared: the catalog has no experiment of this task"
         elif diffs:
-            how = f"differs from the catalog's <code>{name}</code> in: " + esc(
-                "; ".join(map(str, diffs))
-            )
+            differ = esc("; ".join(map(str, diffs)))
+            how = f"differs from the catalog's <code>{name}</code> in: {differ}"
         else:
             how = f"has the settings of the catalog's <code>{name}</code>"
         text = f"<strong>Chosen by hand</strong> (<code>report --run</code>); this run {how}."
@@ -496,16 +457,13 @@ def training_section(
 
 
 def fit_judgement_html(tags: dict[str, str]) -> list[str]:
-    if "fit_judgement" not in tags:
-        return [
-            "<h3>Fit judgement</h3>",
-            "<p>not recorded for this run (no validation points or an older run)</p>",
-        ]
-    return [
-        "<h3>Fit judgement</h3>",
-        f'<p class="judgement"><strong>{esc(tags["fit_judgement"])}</strong>: '
-        f"{esc(tags.get('fit_judgement_reason', ''))}</p>",
-    ]
+    text = "<p>not recorded for this run (no validation points or an older run)</p>"
+    if "fit_judgement" in tags:
+        text = (
+            f'<p class="judgement"><strong>{esc(tags["fit_judgement"])}</strong>: '
+            f"{esc(tags.get('fit_judgement_reason', ''))}</p>"
+        )
+    return ["<h3>Fit judgement</h3>", text]
 
 
 def model_summary_html(store: Store, run_id: str) -> str:
@@ -549,7 +507,7 @@ def worked_section(store: Store, task: Task, runs: list[Any], shown: Shown) -> t
         return no_run(task.command), "no run yet"
     parts = [f'<p class="choice"><strong>Shown</strong>: {how}.</p>', run_header(store, run, count)]
     verdict = "chain rule and autograd agree"
-    metrics = run.data.metrics
+    metrics, params = run.data.metrics, run.data.params
     if task.id == "S3" and "y_pred" in metrics:
         y = metrics["y_pred"]
         ok = round(y, 2) == S3_REPORTED_OUTPUT
@@ -562,22 +520,18 @@ def worked_section(store: Store, task: Task, runs: list[Any], shown: Shown) -> t
                 ["quantity", "this run", "seed task"],
                 [
                     ["output y_pred", f"{fmt(y)} (rounded {y:.2f})", f"{S3_REPORTED_OUTPUT}"],
-                    ["y_true (ours)", esc(run.data.params.get("y_true", "-")), "not given"],
+                    ["y_true (ours)", esc(params.get("y_true", "-")), "not given"],
                     ["loss L", fmt(metrics.get("loss"), 6), "-"],
                 ],
             )
         )
     if task.id == "S0.1":
         rows = [
-            [
-                esc(key),
-                esc(run.data.params.get(f"init.{key}", "-")),
-                fmt(metrics.get(f"final/{key}"), 6),
-            ]
+            [esc(key), esc(params.get(f"init.{key}", "-")), fmt(metrics.get(f"final/{key}"), 6)]
             for key in ("W1_1", "W1_2", "b1", "W2_1", "b2")
         ]
         parts.append(
-            f"<p>learning rate {esc(run.data.params.get('lr', '-'))}</p>"
+            f"<p>learning rate {esc(params.get('lr', '-'))}</p>"
             + table(["parameter", "initial", "after one epoch"], rows)
         )
     if "max_abs_diff" in metrics:
@@ -590,15 +544,10 @@ def worked_section(store: Store, task: Task, runs: list[Any], shown: Shown) -> t
     return "\n".join(parts), verdict
 
 
-def _csv_number(text: str | None) -> float | None:
-    """A number of activation_summary.csv; None for a blank cell (no std for one run)."""
-    return float(text) if text not in (None, "") else None
-
-
 def _mean_pm_std(row: dict[str, str], key: str) -> str:
-    """'mean &plusmn; std' of `key` in an activation_summary.csv row ('-' where none)."""
-    mean = _csv_number(row.get(f"{key}_mean"))
-    std = _csv_number(row.get(f"{key}_std"))
+    """'mean &plusmn; std' of `key` in an activation_summary.csv row; '-' for a blank cell
+    (no std for one run)."""
+    mean, std = (float(row[k]) if row.get(k) else None for k in (f"{key}_mean", f"{key}_std"))
     return f"{fmt(mean)} &plusmn; {fmt(std)}"
 
 
@@ -611,23 +560,22 @@ def activation_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, 
         )
         return html_text, "no activation comparison yet"
     parts = ["<h3>Activation comparison</h3>", run_header(store, run, count)]
-    text = store.text(run.info.run_id, "activation_summary.csv")
+    params = run.data.params
+    text = store.text(run.info.run_id, "activation_summary.csv") or ""
     rows = []
-    if text:
-        for row in csv.DictReader(io.StringIO(text)):
-            seed = S4_REPORTED_ACTIVATIONS.get(row["activation"])
-            rows.append(
-                [
-                    esc(row["activation"]),
-                    esc(row["runs"]),
-                    _mean_pm_std(row, "final_train_loss"),
-                    _mean_pm_std(row, "final_val_acc"),
-                    f"{seed.train_loss:.2f}" if seed else "-",
-                    f"{seed.val_acc:.3f}" if seed else "-",
-                ]
-            )
+    for row in csv.DictReader(io.StringIO(text)):
+        seed = S4_REPORTED_ACTIVATIONS.get(row["activation"])
+        rows.append(
+            [
+                esc(row["activation"]),
+                esc(row["runs"]),
+                _mean_pm_std(row, "final_train_loss"),
+                _mean_pm_std(row, "final_val_acc"),
+                f"{seed.train_loss:.2f}" if seed else "-",
+                f"{seed.val_acc:.3f}" if seed else "-",
+            ]
+        )
     if rows:
-        params = run.data.params
         parts.append(
             f"<p>Mean &plusmn; std over seeds ({esc(params.get('seeds', '?'))} per activation; "
             f"overrides: <code>{esc(params.get('overrides', '-'))}</code>). The seed task's numbers "
@@ -649,7 +597,6 @@ def activation_section(store: Store, task: Task, runs: list[Any]) -> tuple[str, 
     else:
         parts.append("<p>activation_summary.csv missing from this run</p>")
     parts += figures_html(store, run.info.run_id, SUMMARY_FIGURES)
-    params = run.data.params
     verdict = (
         f"activation table: {esc(params.get('activations', '?'))} "
         f"x {esc(params.get('seeds', '?'))} seed(s)"
@@ -684,21 +631,17 @@ pre.model-summary { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mon
 """
 
 
-def data_line(store: Store, run_id: str | None) -> str:
+def data_line(run: Any | None) -> str:
     """Where a run's data came from and how much: a 200-image test set is not the real one."""
-    if run_id is None:
+    if run is None:
         return ""
-    tags = store.client.get_run(run_id).data.tags
+    tags = run.data.tags
     if "lineage.test_size" not in tags:
         return "-"
     return esc(
         f"{tags.get('lineage.source', '?')}, train {tags.get('lineage.train_size', '?')} / "
         f"test {tags['lineage.test_size']}"
     )
-
-
-def anchor(task_id: str) -> str:
-    return "task-" + task_id.replace(".", "-")
 
 
 @contextlib.contextmanager
@@ -733,18 +676,9 @@ def task_section(store: Store, task: Task, shown: Shown, folder: Path | None) ->
 def answer_sheet(sheet: Sheet) -> str:
     """The table of every question id of SEED_TASKS.md: answer, command, run, second check."""
     body = []
-    for question, row in answers.rows(sheet):
+    for q, row in answers.rows(sheet):
         run = f"<code>{esc(row.run_id)}</code>" if row.run_id else "-"
-        body.append(
-            [
-                esc(question.id),
-                esc(question.question),
-                row.answer,
-                row.command,
-                run,
-                row.two_ways,
-            ]
-        )
+        body.append([esc(q.id), esc(q.question), row.answer, row.command, run, row.two_ways])
     return table(
         ["id", "question", "answer", "command", "run", "checked two ways"], body, "answers"
     )
@@ -778,7 +712,7 @@ def build_report(uri: str, picks: dict[str, str] | None = None, catalog: Path | 
                     f"<code>{esc(run.info.run_id[:12])}</code>"
                     if run
                     else f"<strong>{esc(shown[task.id].missing)}</strong>",
-                    data_line(store, run.info.run_id if run else None),
+                    data_line(run),
                     verdict,
                 ]
             )

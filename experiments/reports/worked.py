@@ -5,13 +5,8 @@
     python -m experiments worked s3                        # forward 0.82, four gradients
     python -m experiments worked s3 --y-true 0
 
-Each example prints its equations and a table with the two computations side by side,
-asserts they agree within 1e-9, and is logged as a small MLflow run (experiment
-"worked-examples", tags task=S0.1|S3, kind=worked) with the printed text as the artifact
-`worked_s0.1.txt` / `worked_s3.txt`.
-
-The chain-rule side uses plain Python floats only: no tensor, no autograd, so it is a
-genuinely independent computation. The autograd side uses float64 torch tensors.
+What each example prints and logs, and why its chain-rule side (plain Python floats) is
+independent of the autograd side (float64 tensors): docs/tracking.md (worked examples).
 """
 
 from __future__ import annotations
@@ -53,21 +48,18 @@ class WorkedResult:
     text: str
     params: dict[str, str]
     metrics: dict[str, float]
-    max_abs_diff: float
     notes: list[str] = field(default_factory=list)
 
 
 class Printer:
     """Collects printed lines so the exact same text is shown and logged as the artifact."""
 
-    def __init__(self, echo: bool = True) -> None:
+    def __init__(self) -> None:
         self.lines: list[str] = []
-        self.echo = echo
 
     def __call__(self, line: str = "") -> None:
         self.lines.append(line)
-        if self.echo:
-            print(line, flush=True)
+        print(line, flush=True)
 
     @property
     def text(self) -> str:
@@ -243,8 +235,8 @@ def _s01_print_update(
     return max_diff
 
 
-def run_s01(initial: dict[str, float], lr: float, echo: bool = True) -> WorkedResult:
-    out = Printer(echo)
+def run_s01(initial: dict[str, float], lr: float) -> WorkedResult:
+    out = Printer()
     _s01_print_method(out, initial, lr)
     chain = dict(initial)  # updated by the hand-derived gradients
     auto = dict(initial)  # updated by autograd's gradients
@@ -272,7 +264,7 @@ def run_s01(initial: dict[str, float], lr: float, echo: bool = True) -> WorkedRe
     metrics["max_abs_diff"] = max_diff
     params = {f"init.{key}": repr(initial[name]) for name, key in S01_PARAMS}
     params["lr"] = repr(lr)
-    return WorkedResult("S0.1", out.text, params, metrics, max_diff, notes)
+    return WorkedResult("S0.1", out.text, params, metrics, notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -334,8 +326,8 @@ def _entries(grads: dict) -> list[tuple[str, float]]:
     return rows
 
 
-def run_s3(y_true: float, echo: bool = True) -> WorkedResult:
-    out = Printer(echo)
+def run_s3(y_true: float) -> WorkedResult:
+    out = Printer()
     fwd, g_chain = s3_chain_rule(y_true)
     y_auto, loss_auto, g_auto = s3_autograd(y_true)
     max_diff = max(
@@ -388,7 +380,7 @@ def run_s3(y_true: float, echo: bool = True) -> WorkedResult:
         f"Chain rule and autograd agree on all 4 gradients (max |diff| {max_diff:.1e} <= {AGREE_TOL:g}): agree"
     )
     metrics["max_abs_diff"] = max_diff
-    return WorkedResult("S3", out.text, {"y_true": repr(y_true)}, metrics, max_diff)
+    return WorkedResult("S3", out.text, {"y_true": repr(y_true)}, metrics)
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,9 +432,6 @@ def main(argv: Sequence[str]) -> int:
     s01.add_argument("--b1", type=float, default=0.0, help="b[1], hidden bias (default 0)")
     s01.add_argument("--w2-1", type=float, default=1.0, help="W2[1], output weight (default 1)")
     s01.add_argument("--b2", type=float, default=0.0, help="b[2], output bias (default 0)")
-    # 0.01: the first example's gradients are -128..-32 at the seed's initial values, so
-    # 0.01 moves each parameter by at most 1.28 and the second example's loss falls to ~0.6.
-    # With 0.1 the weights jump to 7-14 and the second prediction overshoots to ~760.
     s01.add_argument(
         "--lr",
         type=float,
@@ -470,13 +459,7 @@ def main(argv: Sequence[str]) -> int:
     if args.example == "s0.1":
         if args.lr <= 0:
             parser.error(f"--lr must be > 0, got {args.lr}")
-        initial = {
-            "W1[1]": args.w1_1,
-            "W1[2]": args.w1_2,
-            "b[1]": args.b1,
-            "W2[1]": args.w2_1,
-            "b[2]": args.b2,
-        }
+        initial = {name: getattr(args, key.lower()) for name, key in S01_PARAMS}  # --w1-1 ...
         result = run_s01(initial, args.lr)
         artifact = "worked_s0.1.txt"
     else:
