@@ -1,20 +1,10 @@
 """Experiment configuration: one YAML file per experiment, read once, parsed by jsonargparse.
 
-Each `experiments/configs/<name>.yaml` names a LightningModule and a LightningDataModule by
-`class_path` with their `init_args` (the network by its own `class_path` inside the model),
-plus `trainer` settings and a `seed`. One parser (`experiment_parser`) checks every value
-against the constructors' typed signatures, links what the data decides (classes, input
-shape) into the model, and instantiates; the result is one config object, a jsonargparse
-`Namespace`, kept in `ResolvedConfig`. Every override is named by its dotted key:
-
-    python -m experiments run s1-mlp --trainer.max_epochs 2 --model.lr 0.01 --seed 1
-    python -m experiments run s1-mlp --model.net.hidden_sizes '[256]'
-
-Why jsonargparse's own parser and not `LightningCLI(run=False)`: LightningCLI builds the
-Trainer while it parses, and our Trainer's MLFlowLogger takes the id of an MLflow run that
-must not exist until the config, the data and the store have been checked (a typo never
-leaves an empty run). The parser is the one LightningCLI builds in subclass mode, with the
-same `link_arguments`; the Trainer is built by `experiments.training.runner`.
+One parser (`experiment_parser`, the one LightningCLI builds in subclass mode) checks every
+value against the constructors' typed signatures, links what the data decides into the
+model, and instantiates; the result, a jsonargparse `Namespace`, is kept in
+`ResolvedConfig`. The file format, the dotted overrides and why not `LightningCLI`:
+docs/configuration.md. The Trainer is built by `experiments.training.runner`.
 """
 
 from __future__ import annotations
@@ -259,10 +249,6 @@ class ResolvedConfig:
     @property
     def model_class_path(self) -> str:
         return str(self.namespace.model.class_path)
-
-    @property
-    def data_class_path(self) -> str:
-        return str(self.namespace.data.class_path)
 
     @property
     def net_class_path(self) -> str | None:
