@@ -104,6 +104,7 @@ def check_runs(report: Report, uri: str, client, dry_run: bool) -> None:
     from experiments import errors
     from experiments.tracking import health
     from experiments.training import checkpoints
+    from experiments.training.interrupts import resume_command
 
     orphans = health.mark_orphaned_runs(
         client, found_by=f"`experiments doctor` (process {os.getpid()})", dry_run=dry_run
@@ -141,7 +142,6 @@ def check_runs(report: Report, uri: str, client, dry_run: bool) -> None:
         order_by=["attributes.start_time DESC"],
         max_results=RESUMABLE_SHOWN,
     )
-    flag = "" if uri == store.DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
     for run in interrupted:
         checkpoint = store.checkpoint_dir(uri, run.info.run_id) / "last.ckpt"
         if not checkpoint.is_file():
@@ -155,7 +155,7 @@ def check_runs(report: Report, uri: str, client, dry_run: bool) -> None:
             "ok",
             "resumable run",
             f"{run.info.run_id} ({run.info.status}, epoch {state['epoch']}): "
-            f"python -m experiments run --resume {run.info.run_id}{flag}",
+            + resume_command(run.info.run_id, uri),
         )
 
 
