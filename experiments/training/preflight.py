@@ -43,23 +43,16 @@ def _devices_available(accelerator: str) -> int:
 
 
 def _check_accelerator(accelerator: Any) -> str:
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+
     name = str(accelerator).lower()
-    if name in ("gpu", "cuda"):
-        from lightning.pytorch.accelerators import CUDAAccelerator
-
-        if not CUDAAccelerator.is_available():
-            raise ConfigError(
-                f"--trainer.accelerator {accelerator}: no CUDA GPU on this machine; "
-                "allowed here: cpu or auto"
-            )
-    elif name == "mps":
-        from lightning.pytorch.accelerators import MPSAccelerator
-
-        if not MPSAccelerator.is_available():
-            raise ConfigError(
-                f"--trainer.accelerator {accelerator}: no Apple MPS device on this machine; "
-                "allowed here: cpu or auto"
-            )
+    cuda = (CUDAAccelerator, "CUDA GPU")
+    needed = {"gpu": cuda, "cuda": cuda, "mps": (MPSAccelerator, "Apple MPS device")}
+    if name in needed and not needed[name][0].is_available():
+        raise ConfigError(
+            f"--trainer.accelerator {accelerator}: no {needed[name][1]} on this machine; "
+            "allowed here: cpu or auto"
+        )
     return "cpu" if name == "auto" and _devices_available("cuda") == 0 else name
 
 
@@ -191,9 +184,7 @@ def check_data(data) -> str:
 def _writable_folder(folder: Path, what: str) -> None:
     """`folder` is (or could be created as) a writable directory; nothing is created."""
     probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
         raise StoreError(f"{probe} is not a directory: {what} {folder} cannot be created there")
