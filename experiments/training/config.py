@@ -387,11 +387,11 @@ TOP_LEVEL_SPECS: dict[str, dict[str, Any]] = {
         "of": [{"t": "int", "gt": 0}, {"t": "choice", "of": ["adaptive"]}, {"t": "null"}],
     },
 }
-#: The base class a section's class_path must name.
+#: The base class a section's class_path must name, and an example of one.
 SECTION_BASES = {
-    "model": "lightning.LightningModule",
-    "data": "lightning.LightningDataModule",
-    "model.net": "torch.nn.Module",
+    "model": ("lightning.LightningModule", "models.ImageClassifier"),
+    "data": ("lightning.LightningDataModule", "datamodules.FashionMNISTDataModule"),
+    "model.net": ("torch.nn.Module", "models.components.MLP"),
 }
 
 
@@ -416,7 +416,7 @@ def key_specs(cfg: ResolvedConfig) -> dict[str, dict[str, Any]]:
         if not section:
             spec = TOP_LEVEL_SPECS.get(name, {"t": "any"})
         elif name == "class_path":
-            base = SECTION_BASES.get(section, "class").rpartition(".")[2]
+            base = SECTION_BASES.get(section, ("class",))[0].rpartition(".")[2]
             spec = {"t": "any", "what": f"a {base} subclass, such as {cfg.get(key)}"}
         else:
             path = "lightning.Trainer" if section == "trainer" else cfg.get(f"{section}.class_path")
@@ -647,9 +647,9 @@ def _in_words(message: str) -> str:
 def _check_class_path(key: str, value: str) -> None:
     """A class_path override names an importable subclass of the section's base class."""
     section = key.rpartition(".")[0]
-    base = SECTION_BASES.get(section)
-    if base is None:
+    if section not in SECTION_BASES:
         return
+    base, example = SECTION_BASES[section]
     try:
         cls = import_class(str(value), key)
     except ConfigError:
@@ -660,16 +660,8 @@ def _check_class_path(key: str, value: str) -> None:
             shown = f"not a subclass of {base.rpartition('.')[2]}"
         raise ConfigError(
             f"--{key} {value}: {shown}; allowed: the dotted path of a "
-            f"{base.rpartition('.')[2]} subclass, such as "
-            f"{_CLASS_EXAMPLES.get(section, 'models.ImageClassifier')}"
+            f"{base.rpartition('.')[2]} subclass, such as {example}"
         )
-
-
-_CLASS_EXAMPLES = {
-    "model": "models.ImageClassifier",
-    "data": "datamodules.FashionMNISTDataModule",
-    "model.net": "models.components.MLP",
-}
 
 
 def _culprit(parser, base: ResolvedConfig, pairs: list[tuple[str, str]], exc) -> str:
