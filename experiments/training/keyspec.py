@@ -26,6 +26,7 @@ import yaml
 KEYS_FILE = Path(__file__).resolve().parent.parent / "configs" / "keys.json"
 
 _BOUND_WORDS = {"gt": "above", "ge": "at least", "lt": "below", "le": "at most"}
+_KIND_WORDS = {"bool": "true or false", "str": "text", "null": "null"}
 _NULL_WORDS = ("null", "~")
 
 
@@ -109,12 +110,8 @@ def describe(spec: dict[str, Any]) -> str:
     if kind in ("int", "float"):
         words = "a whole number" if kind == "int" else "a finite number"
         return f"{words} {bounds}" if bounds else words
-    if kind == "bool":
-        return "true or false"
-    if kind == "str":
-        return "text"
-    if kind == "null":
-        return "null"
+    if kind in _KIND_WORDS:
+        return _KIND_WORDS[kind]
     if kind == "choice":
         if len(spec["of"]) == 1:
             return str(spec["of"][0])
