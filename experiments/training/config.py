@@ -172,11 +172,6 @@ def experiment_parser():
     return parser
 
 
-def public_key(key: str) -> str:
-    """`model.init_args.net.init_args.dropout` -> `model.net.dropout`: the spelling users type."""
-    return key.replace(".init_args", "")
-
-
 def _is_link_target(key: str) -> bool:
     section, _, name = key.rpartition(".")
     return section in LINKED_SECTIONS and name in DATA_LINKS
@@ -217,7 +212,7 @@ class ResolvedConfig:
     def config_keys(self) -> list[str]:
         """Every settable key, in the public spelling, link targets left out."""
         return [
-            public_key(k)
+            k.replace(".init_args", "")  # `model.init_args.net.init_args.X` -> `model.net.X`
             for k in self.namespace.keys()  # noqa: SIM118 (dotted keys of nested levels)
             if not _is_link_target(k) and not k.endswith(".init_args")
         ]
