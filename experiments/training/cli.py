@@ -133,9 +133,7 @@ def print_experiment_help(name: str) -> None:
     )
     for key in cfg.config_keys():
         value, default = cfg.get(key), cfg.class_default(key)
-        differs = default is not MISSING and shown(
-            list(default) if isinstance(default, tuple) else default
-        ) != shown(value)
+        differs = default is not MISSING and shown(default) != shown(value)  # a tuple as a list
         note = f"  (default {shown(default)})" if differs else ""
         print(f"{'*' if differs else ' '} --{key} {shown(value)}{note}")
 
