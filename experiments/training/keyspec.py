@@ -74,11 +74,9 @@ def spec_of(annotation: Any) -> dict[str, Any]:
         return {"t": "choice", "of": list({str(a): a for a in args}.values())}
     sequences = (list, tuple, collections.abc.Sequence, collections.abc.Iterable, set)
     if origin in sequences:
-        item = spec_of(args[0]) if args and args[-1] is not Ellipsis else {"t": "any"}
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            items = [spec_of(a) for a in args]
-            item = items[0] if all(i == items[0] for i in items) else {"t": "any"}
-        return {"t": "list", "of": item}
+        items = [spec_of(a) for a in args] if args and args[-1] is not Ellipsis else []
+        same = bool(items) and all(i == items[0] for i in items)  # tuple[int, int]: int
+        return {"t": "list", "of": items[0] if same else {"t": "any"}}
     if origin in (dict, collections.abc.Mapping) or annotation is dict:
         return {"t": "any", "what": "a mapping such as {hours: 1}"}
     if annotation is datetime.timedelta:
