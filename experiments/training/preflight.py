@@ -122,19 +122,17 @@ def _check_limits(trainer: dict[str, Any]) -> None:
 
 
 def _check_max_time(value: Any) -> None:
-    if value is None or isinstance(value, dict):
-        if isinstance(value, dict):
-            import datetime
+    if isinstance(value, dict):
+        import datetime
 
-            try:
-                datetime.timedelta(**value)
-            except (TypeError, ValueError, OverflowError):
-                raise ConfigError(
-                    f"--trainer.max_time {value}: not a duration; allowed: DD:HH:MM:SS or "
-                    "{days: D, hours: H, minutes: M}"
-                ) from None
-        return
-    if not _MAX_TIME.match(str(value)):
+        try:
+            datetime.timedelta(**value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(
+                f"--trainer.max_time {value}: not a duration; allowed: DD:HH:MM:SS or "
+                "{days: D, hours: H, minutes: M}"
+            ) from None
+    elif value is not None and not _MAX_TIME.match(str(value)):
         raise ConfigError(
             f"--trainer.max_time {value}: not a duration; allowed: DD:HH:MM:SS "
             "(e.g. 00:01:30:00 for 90 minutes), or null"
