@@ -198,12 +198,9 @@ class ResolvedConfig:
         section, _, name = key.rpartition(".")
         if section == "trainer" and name in TRAINER_DEFAULTS:
             return TRAINER_DEFAULTS[name]
-        if section == "trainer":
-            path = "lightning.Trainer"
-        elif section and name != "class_path":
-            path = self.get(f"{section}.class_path")
-        else:
+        if not section or name == "class_path":
             return MISSING
+        path = "lightning.Trainer" if section == "trainer" else self.get(f"{section}.class_path")
         parameter = inspect.signature(import_class(path, key)).parameters.get(name)
         if parameter is None or parameter.default is inspect.Parameter.empty:
             return MISSING
