@@ -1,12 +1,5 @@
-"""The callbacks the runner puts in every Trainer beside Lightning's ModelCheckpoint.
-
-- `RunGuard`: a diverging run stops at the first non-finite loss, before a checkpoint
-  with NaN weights can replace a good one; a SIGTERM (or a first Ctrl-C, see
-  `interrupts`) saves `last.ckpt` at the batch boundary where Lightning stops;
-- `ModelCheckpoint`: Lightning's, without its work on every training step when it saves
-  at validation or epoch ends only;
-- `HookProfiler`: Lightning's default "no profiler" without its cost per hook call.
-"""
+"""What the runner puts in every Trainer: `RunGuard` (non-finite loss, interrupts), and
+Lightning's ModelCheckpoint and default profiler without their cost on every step."""
 
 from __future__ import annotations
 
