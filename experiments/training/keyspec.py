@@ -236,10 +236,8 @@ def refusal(key: str, text: str, spec: dict[str, Any]) -> str | None:
     choices = {str(c).lower(): str(c) for m in members if m["t"] == "choice" for c in m["of"]}
     close = difflib.get_close_matches(str(text).lower(), list(choices), n=1)
     hint = f"; did you mean {choices[close[0]]}?" if close else ""
-    if problem.startswith("not one of"):
-        return f"--{key} {shown}: {problem}{hint}"
     allowed = describe(spec)
-    if problem == f"not {allowed}":
+    if problem.startswith("not one of") or problem == f"not {allowed}":
         return f"--{key} {shown}: {problem}{hint}"
     return f"--{key} {shown}: {problem}; allowed: {allowed}{hint}"
 
