@@ -298,12 +298,6 @@ def _plain(value: Any) -> Any:
     return plain(value) if plain is not None and type(value) is not plain else value
 
 
-def _plain_values(namespace) -> None:
-    """Plain values in the config: it is dumped, flattened and compared as plain YAML."""
-    for key in namespace.keys():  # noqa: SIM118 (dotted keys of nested levels)
-        namespace[key] = _plain(namespace[key])
-
-
 def namespace_key(namespace, key: str) -> str:
     """A public key -> its key in the namespace (`init_args` after every class_path node)."""
     from jsonargparse import Namespace
@@ -601,7 +595,9 @@ def parse(name: str, overrides: list[str]) -> ResolvedConfig:
         namespace = parser.parse_args([f"--{k}={v}" for k, v in pairs], namespace=namespace)
     except ArgumentError as exc:
         raise ConfigError(_culprit(parser, base, pairs, exc)) from exc
-    _plain_values(namespace)
+    # Plain values in the config: it is dumped, flattened and compared as plain YAML.
+    for key in namespace.keys():  # noqa: SIM118 (dotted keys of nested levels)
+        namespace[key] = _plain(namespace[key])
     return ResolvedConfig(name=source.stem, source=source, namespace=namespace)
 
 
