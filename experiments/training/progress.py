@@ -65,8 +65,7 @@ class TrainingProgressBar(TQDMProgressBar):
         # bar and in the summary; their own bars would add a line each time.
         return Tqdm(disable=True)
 
-    def init_test_tqdm(self):
-        return Tqdm(disable=True)
+    init_test_tqdm = init_validation_tqdm
 
     def init_train_tqdm(self):
         bar = super().init_train_tqdm()
