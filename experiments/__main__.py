@@ -113,11 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     verbose = bool({"-v", "--verbose"} & set(argv[1:]))
     argv = [a for a in argv if a not in ("-v", "--verbose")]
     console.configure(verbose)
-    module_name, _ = COMMANDS[args.command]
     if args.command == "list":
         return list_main(argv[1:])
-    module = importlib.import_module(module_name)
-    return module.main(argv[1:])
+    return importlib.import_module(COMMANDS[args.command][0]).main(argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,13 +1,5 @@
-"""The project's error types, by what happened, and the exit code each one means.
-
-- `Refused` (exit 2): the command was refused before anything was created: a bad config
-  value, missing data, an unreachable or unwritable store, a run that cannot be resumed.
-  `ConfigError` (bad input) and `StoreError` (the store cannot be used) are its kinds.
-- `RunFailed` (exit 1): a run started and then failed; it is marked FAILED in MLflow with
-  the error's `reason` as its `failure_reason` tag (`NonFiniteLossError`,
-  `CheckpointWriteError`, `CheckpointError`).
-- An interrupt (Ctrl-C, SIGTERM) is Python's own KeyboardInterrupt / SystemExit: the run
-  ends KILLED and the command exits 128 + the signal number (130, 143).
+"""The project's error types, by what happened, and the exit code each one means
+(docs/faults-and-security.md: `Refused` exits 2, `RunFailed` 1, an interrupt 128 + signal).
 """
 
 from __future__ import annotations

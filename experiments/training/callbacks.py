@@ -1,14 +1,5 @@
-"""The callbacks the runner puts in every Trainer beside Lightning's ModelCheckpoint.
-
-- `NonFiniteLossGuard`: a diverging run stops at the first non-finite loss, before a
-  checkpoint with NaN weights can replace a good one;
-- `SaveOnInterrupt`: a SIGTERM (or a first Ctrl-C, see `interrupts`) saves `last.ckpt`
-  at the batch boundary where Lightning stops;
-- `RunGuard`: both guards in one callback, which is what the runner installs;
-- `ModelCheckpoint`: Lightning's, without its work on every training step when it saves
-  at validation or epoch ends only;
-- `HookProfiler`: Lightning's default "no profiler" without its cost per hook call.
-"""
+"""What the runner puts in every Trainer: `RunGuard` (non-finite loss, interrupts), and
+Lightning's ModelCheckpoint and default profiler without their cost on every step."""
 
 from __future__ import annotations
 
@@ -33,32 +24,46 @@ def _lr_hint(pl_module) -> str:
     return f" with model.lr={lr}; lower --model.lr" if lr is not None else ""
 
 
-class NonFiniteLossGuard(Callback):
-    """Stop at the first non-finite training loss, or non-finite weights before a checkpoint.
+class RunGuard(Callback):
+    """The runner's guards, one callback (Lightning dispatches every hook to every callback,
+    which costs per step when a step takes under a millisecond, S1.2):
 
-    Lightning runs ModelCheckpoint after every other callback in the same hook, so the
-    weight check in `on_validation_end` / `on_train_epoch_end` happens before a checkpoint
-    of NaN weights could be written over `last.ckpt` or `best.ckpt`.
+    - a non-finite training loss, or non-finite weights before a checkpoint, stop training
+      (Lightning runs ModelCheckpoint after every other callback in the same hook, so NaN
+      weights are never written over `last.ckpt` or `best.ckpt`);
+    - a SIGTERM (or a first Ctrl-C, see `interrupts`) or a store outage saves `last.ckpt`
+      at the batch boundary where Lightning stops; a KeyboardInterrupt raised mid-step is
+      not saved (the weights may be half-updated: the last epoch-end checkpoint is better);
+    - with `notice` (tracking/outage.py), a step that ends after the store stopped
+      answering says that it answers again: the step's metrics were logged.
     """
+
+    def __init__(self, path: Path, notice: outage.OutageNotice | None = None) -> None:
+        self.path = Path(path)
+        self.notice = notice
+
+    def _store_back(self) -> None:
+        if self.notice is not None and self.notice.down_since is not None:
+            self.notice.back_if_down()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if not isinstance(loss, torch.Tensor):
-            return
-        # A scalar loss (the usual case) is checked as a Python float: a third of the cost
-        # of torch.isfinite(...).all() on every step of a sub-millisecond model.
-        finite = (
-            math.isfinite(loss.item())
-            if loss.numel() == 1
-            else bool(torch.isfinite(loss.detach()).all())
-        )
-        if not finite:
-            raise NonFiniteLossError(
-                f"training loss is {loss.detach().float().mean().item()} at epoch "
-                f"{trainer.current_epoch}, batch {batch_idx} (global step {trainer.global_step})"
-                f": training diverged{_lr_hint(pl_module)}. No checkpoint of these weights "
-                "was saved."
+        if isinstance(loss, torch.Tensor):
+            # A scalar loss (the usual case) is checked as a Python float: a third of the
+            # cost of torch.isfinite(...).all() on every step of a sub-millisecond model.
+            finite = (
+                math.isfinite(loss.item())
+                if loss.numel() == 1
+                else bool(torch.isfinite(loss.detach()).all())
             )
+            if not finite:
+                raise NonFiniteLossError(
+                    f"training loss is {loss.detach().float().mean().item()} at epoch "
+                    f"{trainer.current_epoch}, batch {batch_idx} (global step "
+                    f"{trainer.global_step}): training diverged{_lr_hint(pl_module)}. No "
+                    "checkpoint of these weights was saved."
+                )
+        self._store_back()
 
     def _check_weights(self, trainer, pl_module) -> None:
         for name, param in pl_module.named_parameters():
@@ -72,21 +77,10 @@ class NonFiniteLossGuard(Callback):
     def on_validation_end(self, trainer, pl_module) -> None:
         if not trainer.sanity_checking:
             self._check_weights(trainer, pl_module)
+        self._store_back()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._check_weights(trainer, pl_module)
-
-
-class SaveOnInterrupt(Callback):
-    """Save `last.ckpt` when Lightning stops training for a SIGTERM (at a batch boundary).
-
-    A KeyboardInterrupt raised mid-step is not saved: the weights may be half-updated,
-    and the last epoch-end checkpoint is the better one to keep.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.saved = False
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         stop = isinstance(exception, SIGTERMException) or outage.is_outage(exception)
@@ -95,34 +89,8 @@ class SaveOnInterrupt(Callback):
         try:
             # weights_only=False here means the full training state (optimizer, loops).
             trainer.save_checkpoint(self.path, weights_only=False)
-            self.saved = True
         except CheckpointWriteError as exc:
             print(f"warning: {exc}", file=sys.stderr)
-
-
-class RunGuard(NonFiniteLossGuard, SaveOnInterrupt):
-    """Both guards as one callback, which is what the runner installs.
-
-    Lightning calls every hook of every callback on every step (about six per step, each
-    wrapped in a profiler context), so one callback instead of two saves that dispatch
-    work on every step, which matters when a step takes under a millisecond (S1.2).
-    With `notice` (tracking/outage.py), a step that ends after the store stopped answering
-    says that it answers again: the step's metrics were logged.
-    """
-
-    def __init__(self, path: Path, notice: outage.OutageNotice | None = None) -> None:
-        super().__init__(path)
-        self.notice = notice
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-        if self.notice is not None and self.notice.down_since is not None:
-            self.notice.back_if_down()
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        super().on_validation_end(trainer, pl_module)
-        if self.notice is not None and self.notice.down_since is not None:
-            self.notice.back_if_down()
 
 
 #: The one context `HookProfiler.profile` returns: nullcontext keeps no state, so it nests.
@@ -130,33 +98,20 @@ _NOT_PROFILED = contextlib.nullcontext()
 
 
 class HookProfiler(PassThroughProfiler):
-    """Lightning's default profiler (PassThroughProfiler: records nothing) minus its cost.
-
-    Lightning wraps every hook call in `trainer.profiler.profile(name)`: about 90 per
-    training step in a run (six per callback, the module's and the strategy's hooks, the
-    loops), each a new generator-based context manager that then calls the no-op
-    `start`/`stop`, about 1 us each. Returning one shared `nullcontext` instead records the
-    same (nothing) at a fifth of the cost: on S1.2, where a step is about a millisecond,
-    that is what keeps the run's own callbacks within 5% of Lightning's floor
-    (docs/benchmarks.md, Speed). The runner uses it unless `--trainer.profiler` names one.
-    """
+    """Lightning's default profiler (PassThroughProfiler: records nothing) minus its cost
+    per hook call: why and how much, docs/internals.md and docs/benchmarks.md (Speed). The
+    runner uses it unless `--trainer.profiler` names one."""
 
     def profile(self, action_name: str) -> contextlib.AbstractContextManager:
         return _NOT_PROFILED
 
 
 class ModelCheckpoint(lightning_callbacks.ModelCheckpoint):
-    """Lightning's ModelCheckpoint, with its two costs on every training step removed.
-
-    Lightning formats every callback's `state_key` for every hook it calls (six per step;
-    for ModelCheckpoint a repr of its settings, ~1 us), and ModelCheckpoint's
-    `on_train_batch_end` checks its step and time triggers on every step. Here the key is
-    computed once (the settings it is made of are fixed at construction) and, when neither
-    `every_n_train_steps` nor `train_time_interval` is given (the runner's checkpoints save
-    at validation or epoch ends), `on_train_batch_end` does nothing, as Lightning's own
-    would after its checks. The class keeps Lightning's name, so its `state_key` (which
-    starts with the class name) is Lightning's and checkpoints written before this class
-    existed resume with their callback state.
+    """Lightning's ModelCheckpoint, with its two costs on every training step removed
+    (docs/internals.md): `state_key` is computed once (its settings are fixed at
+    construction), and `on_train_batch_end` does nothing without a step or time trigger.
+    The class keeps Lightning's name, so its `state_key` (which starts with the class name)
+    is Lightning's and older checkpoints resume with their callback state.
     """
 
     def __init__(self, **kwargs) -> None:  # by keyword: the triggers are read from them

@@ -1,9 +1,5 @@
-"""Checkpoint files: written atomically, read weights-only.
-
-- `AtomicCheckpointIO`: checkpoints are written to a temporary file and renamed, so a full
-  disk never leaves a truncated `last.ckpt`;
-- `read_checkpoint`: checkpoints are only ever loaded with `weights_only=True`.
-"""
+"""Checkpoint files: written atomically (`AtomicCheckpointIO`), read weights-only
+(`read_checkpoint`)."""
 
 from __future__ import annotations
 

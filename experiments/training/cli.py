@@ -133,9 +133,7 @@ def print_experiment_help(name: str) -> None:
     )
     for key in cfg.config_keys():
         value, default = cfg.get(key), cfg.class_default(key)
-        differs = default is not MISSING and shown(
-            list(default) if isinstance(default, tuple) else default
-        ) != shown(value)
+        differs = default is not MISSING and shown(default) != shown(value)  # a tuple as a list
         note = f"  (default {shown(default)})" if differs else ""
         print(f"{'*' if differs else ' '} --{key} {shown(value)}{note}")
 
@@ -179,18 +177,15 @@ def main(argv: Sequence[str]) -> int:
             tags=user_tags,
             run_name=run_name,
         )
-    except errors.Refused as exc:
+    except (errors.Refused, errors.RunFailed) as exc:
+        # A clear message, not a traceback (a run that failed is already marked FAILED
+        # with a failure_reason tag).
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except (KeyboardInterrupt, SystemExit):
         # The run is marked KILLED and the resume command printed; exit as a shell would
         # for the signal (130 for Ctrl-C, 143 for SIGTERM), never 0.
         return 128 + int(last_signal() or signal.SIGINT)
-    except errors.RunFailed as exc:
-        # Diverged training or a checkpoint that could not be written: a clear message,
-        # not a traceback (the run is already marked FAILED with a failure_reason tag).
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
     if distributed.is_global_zero():  # other DDP ranks would print the same summary again
         print_summary(result)
     return 0

@@ -1,20 +1,10 @@
 """Experiment configuration: one YAML file per experiment, read once, parsed by jsonargparse.
 
-Each `experiments/configs/<name>.yaml` names a LightningModule and a LightningDataModule by
-`class_path` with their `init_args` (the network by its own `class_path` inside the model),
-plus `trainer` settings and a `seed`. One parser (`experiment_parser`) checks every value
-against the constructors' typed signatures, links what the data decides (classes, input
-shape) into the model, and instantiates; the result is one config object, a jsonargparse
-`Namespace`, kept in `ResolvedConfig`. Every override is named by its dotted key:
-
-    python -m experiments run s1-mlp --trainer.max_epochs 2 --model.lr 0.01 --seed 1
-    python -m experiments run s1-mlp --model.net.hidden_sizes '[256]'
-
-Why jsonargparse's own parser and not `LightningCLI(run=False)`: LightningCLI builds the
-Trainer while it parses, and our Trainer's MLFlowLogger takes the id of an MLflow run that
-must not exist until the config, the data and the store have been checked (a typo never
-leaves an empty run). The parser is the one LightningCLI builds in subclass mode, with the
-same `link_arguments`; the Trainer is built by `experiments.training.runner`.
+One parser (`experiment_parser`, the one LightningCLI builds in subclass mode) checks every
+value against the constructors' typed signatures, links what the data decides into the
+model, and instantiates; the result, a jsonargparse `Namespace`, is kept in
+`ResolvedConfig`. The file format, the dotted overrides and why not `LightningCLI`:
+docs/configuration.md. The Trainer is built by `experiments.training.runner`.
 """
 
 from __future__ import annotations
@@ -182,11 +172,6 @@ def experiment_parser():
     return parser
 
 
-def public_key(key: str) -> str:
-    """`model.init_args.net.init_args.dropout` -> `model.net.dropout`: the spelling users type."""
-    return key.replace(".init_args", "")
-
-
 def _is_link_target(key: str) -> bool:
     section, _, name = key.rpartition(".")
     return section in LINKED_SECTIONS and name in DATA_LINKS
@@ -213,12 +198,9 @@ class ResolvedConfig:
         section, _, name = key.rpartition(".")
         if section == "trainer" and name in TRAINER_DEFAULTS:
             return TRAINER_DEFAULTS[name]
-        if section == "trainer":
-            path = "lightning.Trainer"
-        elif section and name != "class_path":
-            path = self.get(f"{section}.class_path")
-        else:
+        if not section or name == "class_path":
             return MISSING
+        path = "lightning.Trainer" if section == "trainer" else self.get(f"{section}.class_path")
         parameter = inspect.signature(import_class(path, key)).parameters.get(name)
         if parameter is None or parameter.default is inspect.Parameter.empty:
             return MISSING
@@ -227,7 +209,7 @@ class ResolvedConfig:
     def config_keys(self) -> list[str]:
         """Every settable key, in the public spelling, link targets left out."""
         return [
-            public_key(k)
+            k.replace(".init_args", "")  # `model.init_args.net.init_args.X` -> `model.net.X`
             for k in self.namespace.keys()  # noqa: SIM118 (dotted keys of nested levels)
             if not _is_link_target(k) and not k.endswith(".init_args")
         ]
@@ -259,10 +241,6 @@ class ResolvedConfig:
     @property
     def model_class_path(self) -> str:
         return str(self.namespace.model.class_path)
-
-    @property
-    def data_class_path(self) -> str:
-        return str(self.namespace.data.class_path)
 
     @property
     def net_class_path(self) -> str | None:
@@ -318,12 +296,6 @@ def _plain(value: Any) -> Any:
     """A restricted type's value (jsonargparse's PositiveFloat, ...) as the plain float, int."""
     plain = next((t for t in (bool, int, float, str) if isinstance(value, t)), None)
     return plain(value) if plain is not None and type(value) is not plain else value
-
-
-def _plain_values(namespace) -> None:
-    """Plain values in the config: it is dumped, flattened and compared as plain YAML."""
-    for key in namespace.keys():  # noqa: SIM118 (dotted keys of nested levels)
-        namespace[key] = _plain(namespace[key])
 
 
 def namespace_key(namespace, key: str) -> str:
@@ -401,11 +373,11 @@ TOP_LEVEL_SPECS: dict[str, dict[str, Any]] = {
         "of": [{"t": "int", "gt": 0}, {"t": "choice", "of": ["adaptive"]}, {"t": "null"}],
     },
 }
-#: The base class a section's class_path must name.
+#: The base class a section's class_path must name, and an example of one.
 SECTION_BASES = {
-    "model": "lightning.LightningModule",
-    "data": "lightning.LightningDataModule",
-    "model.net": "torch.nn.Module",
+    "model": ("lightning.LightningModule", "models.ImageClassifier"),
+    "data": ("lightning.LightningDataModule", "datamodules.FashionMNISTDataModule"),
+    "model.net": ("torch.nn.Module", "models.components.MLP"),
 }
 
 
@@ -430,7 +402,7 @@ def key_specs(cfg: ResolvedConfig) -> dict[str, dict[str, Any]]:
         if not section:
             spec = TOP_LEVEL_SPECS.get(name, {"t": "any"})
         elif name == "class_path":
-            base = SECTION_BASES.get(section, "class").rpartition(".")[2]
+            base = SECTION_BASES.get(section, ("class",))[0].rpartition(".")[2]
             spec = {"t": "any", "what": f"a {base} subclass, such as {cfg.get(key)}"}
         else:
             path = "lightning.Trainer" if section == "trainer" else cfg.get(f"{section}.class_path")
@@ -623,7 +595,9 @@ def parse(name: str, overrides: list[str]) -> ResolvedConfig:
         namespace = parser.parse_args([f"--{k}={v}" for k, v in pairs], namespace=namespace)
     except ArgumentError as exc:
         raise ConfigError(_culprit(parser, base, pairs, exc)) from exc
-    _plain_values(namespace)
+    # Plain values in the config: it is dumped, flattened and compared as plain YAML.
+    for key in namespace.keys():  # noqa: SIM118 (dotted keys of nested levels)
+        namespace[key] = _plain(namespace[key])
     return ResolvedConfig(name=source.stem, source=source, namespace=namespace)
 
 
@@ -661,9 +635,9 @@ def _in_words(message: str) -> str:
 def _check_class_path(key: str, value: str) -> None:
     """A class_path override names an importable subclass of the section's base class."""
     section = key.rpartition(".")[0]
-    base = SECTION_BASES.get(section)
-    if base is None:
+    if section not in SECTION_BASES:
         return
+    base, example = SECTION_BASES[section]
     try:
         cls = import_class(str(value), key)
     except ConfigError:
@@ -674,16 +648,8 @@ def _check_class_path(key: str, value: str) -> None:
             shown = f"not a subclass of {base.rpartition('.')[2]}"
         raise ConfigError(
             f"--{key} {value}: {shown}; allowed: the dotted path of a "
-            f"{base.rpartition('.')[2]} subclass, such as "
-            f"{_CLASS_EXAMPLES.get(section, 'models.ImageClassifier')}"
+            f"{base.rpartition('.')[2]} subclass, such as {example}"
         )
-
-
-_CLASS_EXAMPLES = {
-    "model": "models.ImageClassifier",
-    "data": "datamodules.FashionMNISTDataModule",
-    "model.net": "models.components.MLP",
-}
 
 
 def _culprit(parser, base: ResolvedConfig, pairs: list[tuple[str, str]], exc) -> str:

@@ -1,10 +1,6 @@
-"""Quiet output: a run prints its progress bar, its results and real problems, no chatter.
-
-Libraries log at INFO what a user rarely needs (Lightning's accelerator lines, its tips,
-"`Trainer.fit` stopped", checkpoint restoring; MLflow's database set-up): those loggers
-are set to WARNING. Python warnings raised while a run trains (deprecations inside
-Lightning, "fewer batches than the logging interval") go to the run's `warnings.log`,
-logged with the run as an artifact. `run -v` shows all of it on stderr again.
+"""Quiet output: a run prints its progress bar, its results and real problems, no chatter
+(what is left out, and `-v`: docs/configuration.md). The libraries' INFO loggers are set
+to WARNING; Python warnings raised while a run trains go to the run's `warnings.log`.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Which process of a multi-process (DDP) run this is, known before the Trainer exists.
 
-    python -m experiments run s0-mlp --trainer.strategy ddp --trainer.devices 2 --trainer.accelerator cpu
-
-Lightning's `ddp` strategy starts the other processes of a node by running the same
-command again at `trainer.fit`, with LOCAL_RANK/NODE_RANK/WORLD_SIZE in their environment;
-torchrun sets RANK, SLURM sets SLURM_PROCID. Every process trains its shard of the data,
-but only global rank 0 creates the MLflow run, logs to it and sets its final status.
-Rank 0 exports the run id in RUN_ID_ENV before `fit`, so the processes it launches know it.
+Only global rank 0 creates the MLflow run, logs to it and sets its final status
+(docs/scaling-out.md); it exports the run id in RUN_ID_ENV before `fit`, so the processes
+Lightning starts at `fit` (by running the same command again) know it.
 """
 
 from __future__ import annotations

@@ -74,29 +74,21 @@ def check_storage(report: Report, uri: str, client) -> None:
     """The local checkpoint folder and every experiment's artifact location."""
     folder = store.local_root(uri) / "checkpoints"
     problem = _writable(folder)
-    if problem:
-        report.line("FAIL", "checkpoint folder", problem)
-    else:
-        report.line("ok", "checkpoint folder", f"{folder.resolve()} is writable")
+    detail = problem or f"{folder.resolve()} is writable"
+    report.line("FAIL" if problem else "ok", "checkpoint folder", detail)
     if client is None:
         return
     for experiment in client.search_experiments():
         location = experiment.artifact_location
         parsed = urlparse(location)
-        label = "artifact store"
         if parsed.scheme in ("", "file"):
-            path = Path(parsed.path if parsed.scheme else location)
-            problem = _writable(path)
-            if problem:
-                report.line("FAIL", label, f"{experiment.name}: {problem}")
-            else:
-                report.line("ok", label, f"{experiment.name}: {location} is writable")
+            problem = _writable(Path(parsed.path if parsed.scheme else location))
+            level, detail = ("FAIL", problem) if problem else ("ok", f"{location} is writable")
         elif parsed.scheme == "mlflow-artifacts":
-            report.line("ok", label, f"{experiment.name}: {location} (served by the server)")
+            level, detail = "ok", f"{location} (served by the server)"
         else:
-            report.line(
-                "warn", label, f"{experiment.name}: {location} ({parsed.scheme}) not checked here"
-            )
+            level, detail = "warn", f"{location} ({parsed.scheme}) not checked here"
+        report.line(level, "artifact store", f"{experiment.name}: {detail}")
 
 
 def check_runs(report: Report, uri: str, client, dry_run: bool) -> None:
@@ -104,6 +96,7 @@ def check_runs(report: Report, uri: str, client, dry_run: bool) -> None:
     from experiments import errors
     from experiments.tracking import health
     from experiments.training import checkpoints
+    from experiments.training.interrupts import resume_command
 
     orphans = health.mark_orphaned_runs(
         client, found_by=f"`experiments doctor` (process {os.getpid()})", dry_run=dry_run
@@ -141,7 +134,6 @@ def check_runs(report: Report, uri: str, client, dry_run: bool) -> None:
         order_by=["attributes.start_time DESC"],
         max_results=RESUMABLE_SHOWN,
     )
-    flag = "" if uri == store.DEFAULT_TRACKING_URI else f" --tracking-uri {uri}"
     for run in interrupted:
         checkpoint = store.checkpoint_dir(uri, run.info.run_id) / "last.ckpt"
         if not checkpoint.is_file():
@@ -155,7 +147,7 @@ def check_runs(report: Report, uri: str, client, dry_run: bool) -> None:
             "ok",
             "resumable run",
             f"{run.info.run_id} ({run.info.status}, epoch {state['epoch']}): "
-            f"python -m experiments run --resume {run.info.run_id}{flag}",
+            + resume_command(run.info.run_id, uri),
         )
 
 

@@ -43,23 +43,16 @@ def _devices_available(accelerator: str) -> int:
 
 
 def _check_accelerator(accelerator: Any) -> str:
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+
     name = str(accelerator).lower()
-    if name in ("gpu", "cuda"):
-        from lightning.pytorch.accelerators import CUDAAccelerator
-
-        if not CUDAAccelerator.is_available():
-            raise ConfigError(
-                f"--trainer.accelerator {accelerator}: no CUDA GPU on this machine; "
-                "allowed here: cpu or auto"
-            )
-    elif name == "mps":
-        from lightning.pytorch.accelerators import MPSAccelerator
-
-        if not MPSAccelerator.is_available():
-            raise ConfigError(
-                f"--trainer.accelerator {accelerator}: no Apple MPS device on this machine; "
-                "allowed here: cpu or auto"
-            )
+    cuda = (CUDAAccelerator, "CUDA GPU")
+    needed = {"gpu": cuda, "cuda": cuda, "mps": (MPSAccelerator, "Apple MPS device")}
+    if name in needed and not needed[name][0].is_available():
+        raise ConfigError(
+            f"--trainer.accelerator {accelerator}: no {needed[name][1]} on this machine; "
+            "allowed here: cpu or auto"
+        )
     return "cpu" if name == "auto" and _devices_available("cuda") == 0 else name
 
 
@@ -129,19 +122,17 @@ def _check_limits(trainer: dict[str, Any]) -> None:
 
 
 def _check_max_time(value: Any) -> None:
-    if value is None or isinstance(value, dict):
-        if isinstance(value, dict):
-            import datetime
+    if isinstance(value, dict):
+        import datetime
 
-            try:
-                datetime.timedelta(**value)
-            except (TypeError, ValueError, OverflowError):
-                raise ConfigError(
-                    f"--trainer.max_time {value}: not a duration; allowed: DD:HH:MM:SS or "
-                    "{days: D, hours: H, minutes: M}"
-                ) from None
-        return
-    if not _MAX_TIME.match(str(value)):
+        try:
+            datetime.timedelta(**value)
+        except (TypeError, ValueError, OverflowError):
+            raise ConfigError(
+                f"--trainer.max_time {value}: not a duration; allowed: DD:HH:MM:SS or "
+                "{days: D, hours: H, minutes: M}"
+            ) from None
+    elif value is not None and not _MAX_TIME.match(str(value)):
         raise ConfigError(
             f"--trainer.max_time {value}: not a duration; allowed: DD:HH:MM:SS "
             "(e.g. 00:01:30:00 for 90 minutes), or null"
@@ -191,9 +182,7 @@ def check_data(data) -> str:
 def _writable_folder(folder: Path, what: str) -> None:
     """`folder` is (or could be created as) a writable directory; nothing is created."""
     probe = folder
-    while not probe.exists():
-        if probe.parent == probe:
-            break
+    while not probe.exists() and probe.parent != probe:
         probe = probe.parent
     if not probe.is_dir():
         raise StoreError(f"{probe} is not a directory: {what} {folder} cannot be created there")

@@ -35,11 +35,9 @@ class TrainingProgressBar(TQDMProgressBar):
         self,
         refresh_rate: int = DEFAULT_REFRESH_RATE,
         min_interval: float = DEFAULT_MIN_INTERVAL,
-        shown: tuple[str, ...] = SHOWN_METRICS,
     ) -> None:
         super().__init__(refresh_rate=refresh_rate)
         self.min_interval = min_interval
-        self.shown = tuple(shown)
         self._last_redraw = float("-inf")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -67,8 +65,7 @@ class TrainingProgressBar(TQDMProgressBar):
         # bar and in the summary; their own bars would add a line each time.
         return Tqdm(disable=True)
 
-    def init_test_tqdm(self):
-        return Tqdm(disable=True)
+    init_test_tqdm = init_validation_tqdm
 
     def init_train_tqdm(self):
         bar = super().init_train_tqdm()
@@ -86,5 +83,5 @@ class TrainingProgressBar(TQDMProgressBar):
             # right after one the bar shows the mean just logged rather than no loss.
             value = trainer.callback_metrics.get("train/loss")
         metrics = {} if value is None else {"loss": f"{float(value):.4f}"}
-        metrics.update((key, logged[key]) for key in self.shown if key in logged)
+        metrics.update((key, logged[key]) for key in SHOWN_METRICS if key in logged)
         return metrics

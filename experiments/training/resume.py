@@ -6,8 +6,7 @@
 The run's own logged `config.yaml` rebuilds the model and data; training restarts from
 `<store>/checkpoints/RUN_ID/last.ckpt` (weights, optimizer state, epoch and step counters),
 so metrics continue on the same step axis. Everything is checked before the run is
-reopened: a finished run, a run whose process is still alive, a missing or corrupt
-checkpoint, or data that changed since the run started are refused with the reason.
+reopened (what is refused: docs/faults-and-security.md).
 """
 
 from __future__ import annotations

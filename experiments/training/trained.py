@@ -1,11 +1,8 @@
 """A run's trained network: logged as its MLflow model, registered, or rebuilt from the run.
 
 `log_model` is what a run's `model` output does once tested (training/outputs.py);
-`log_outputs_of_run` tests a finished run again from what it logged (its `config.yaml` and
-best checkpoint) with output callbacks, which is how a study logs its best trial's figures
-and model once the study ends:
-
-    python -m experiments search lr --trials 8 --register fashion-mlp
+`log_outputs_of_run` is how a study logs its best trial's figures and model once it ends
+(`python -m experiments search lr --trials 8 --register fashion-mlp`).
 """
 
 from __future__ import annotations
