@@ -109,14 +109,6 @@ def answers(url: str) -> bool:
         return False
 
 
-def start_server(storage: str, host: str, port: int) -> subprocess.Popen:
-    """The server process, tied to this one (tracking/servers.py): it stops when this
-    process ends, however it ends."""
-    env = {**os.environ, STORAGE_ENV: storage}
-    command = [sys.executable, "-m", "experiments.services.dashboard", host, str(port)]
-    return servers.start_tied(command, env)
-
-
 def wait_until_up(proc: subprocess.Popen, url: str) -> bool:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -126,10 +118,6 @@ def wait_until_up(proc: subprocess.Popen, url: str) -> bool:
             return True
         time.sleep(0.5)
     return False
-
-
-def _raise_exit(signum, frame):
-    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -154,9 +142,8 @@ def main(argv: Sequence[str]) -> int:
         )
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     site = f"http://{url_host}:{args.port}"
-    previous = signal.signal(signal.SIGTERM, _raise_exit)
-    proc = start_server(storage, args.host, args.port)
-    try:
+
+    def announce(proc: subprocess.Popen) -> int | None:
         if not wait_until_up(proc, f"{site}/api/studies"):
             print(f"error: the dashboard did not start on {site}", file=sys.stderr)
             return 1
@@ -164,14 +151,13 @@ def main(argv: Sequence[str]) -> int:
         for name, trials in found:
             print(f"  {name}: {trials} trials")
         print("Stop with Ctrl-C.", flush=True)
-        return proc.wait()
-    except (KeyboardInterrupt, SystemExit) as exc:
-        return 130 if isinstance(exc, KeyboardInterrupt) else int(exc.code or 143)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:
-            servers.stop_group(proc.pid)
-            proc.wait()
+        return None
+
+    # The server process, tied to this one (tracking/servers.py): it stops when this
+    # process ends, however it ends.
+    env = {**os.environ, STORAGE_ENV: storage}
+    command = [sys.executable, "-m", "experiments.services.dashboard", args.host, str(args.port)]
+    return servers.run_tied(command, env, started=announce)
 
 
 # --- the server process (`python -m experiments.services.dashboard HOST PORT`) -----------
