@@ -27,17 +27,12 @@ import torch
 from experiments import errors
 from experiments.errors import ConfigError
 from experiments.inference.images import INVERT_CHOICES, load_inputs
-from experiments.inference.reference import TrainedModel, add_model_arguments, resolve
+from experiments.inference.reference import TrainedModel, model_parser, resolve
 from experiments.tracking import store
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments predict",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_model_arguments(parser)
+    parser = model_parser("predict", __doc__)
     parser.add_argument("inputs", metavar="INPUT", nargs="*", help="PNG/JPEG files or .npy arrays")
     parser.add_argument("--from-test", type=int, metavar="N", help="the first N test images")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per input (default 3)")
