@@ -85,15 +85,8 @@ def check_kind(uri: str) -> None:
     """StoreError unless `uri` names a kind of store MLflow opens (no network, no files)."""
     scheme = urlparse(uri).scheme.split("+")[0].lower() if "://" in uri else ""
     file_store = scheme in ("", "file")
-    if (
-        file_store
-        and uri.strip()
-        and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower()
-        in (
-            "true",
-            "1",
-        )
-    ):
+    file_store_allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+    if file_store and uri.strip() and file_store_allowed:
         return
     if file_store or scheme not in TRACKING_SCHEMES:
         what = (
