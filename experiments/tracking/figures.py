@@ -2,10 +2,8 @@
 accuracy and first-layer weights as image tiles.
 
 Every function takes plain data (sequences, arrays, tensors) and writes one PNG to
-``path``; none of them reads MLflow. `experiments.tracking.artifacts` feeds them from a run's
-metric history and logs the files under ``figures/`` at the end of every run:
-
-    python -m experiments run s2-cnn      # then open the run's figures/ in the MLflow UI
+``path``; none of them reads MLflow: `experiments.tracking.artifacts` does (the figures of
+every run: docs/tracking.md, Figures and fit judgement).
 
 Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot: no global
 figure registry, no GUI backend, safe in threads and in headless CI.
@@ -58,8 +56,6 @@ def plot_loss_per_epoch(
     losses: Sequence[float],
     path: str | Path,
     title: str,
-    *,
-    y_label: str = "mean training loss (cross-entropy)",
 ) -> Path:
     """Average training loss of each epoch against the epoch number (S0.2, S0.3)."""
     x, y = _array(epochs), _array(losses)
@@ -82,7 +78,7 @@ def plot_loss_per_epoch(
             fontsize=8,
         )
     ax.set_xlabel("epoch")
-    ax.set_ylabel(y_label)
+    ax.set_ylabel("mean training loss (cross-entropy)")
     ax.set_title(title)
     # Whole epochs only: "epoch 1.5" would be meaningless for an epoch mean.
     ax.set_xticks(x if x.size <= 20 else np.linspace(x.min(), x.max(), 11).round())
@@ -308,8 +304,6 @@ def plot_first_layer_weights(
     input_shape: Sequence[int],
     path: str | Path,
     title: str,
-    *,
-    max_tiles: int = MAX_WEIGHT_TILES,
 ) -> Path:
     """First-layer weights as images, one tile per hidden unit (S4).
 
@@ -327,7 +321,7 @@ def plot_first_layer_weights(
     if c not in (1, 3):
         raise ValueError(f"input_shape channels must be 1 (grayscale) or 3 (RGB), got {c}")
     hidden = w.shape[0]
-    shown = min(hidden, max_tiles)
+    shown = min(hidden, MAX_WEIGHT_TILES)
     cols = math.ceil(math.sqrt(shown))
     rows = math.ceil(shown / cols)
     # One mosaic image with a 1-pixel white border between tiles: a single imshow is far

@@ -64,11 +64,8 @@ def _signature(input_shape: tuple[int, ...], num_classes: int):
 def pip_requirements() -> list[str]:
     """What loading the model needs, given rather than inferred: MLflow infers them in a
     subprocess that imports the model (about 7 s a model on a 2-core machine)."""
-    pins = []
-    for package in ("torch", "mlflow", "numpy"):
-        version = metadata.version(package).split("+")[0]  # 2.14.1+cu130 -> 2.14.1
-        pins.append(f"{package}=={version}")
-    return pins
+    # the public version: 2.14.1+cu130 -> 2.14.1
+    return [f"{p}=={metadata.version(p).split('+')[0]}" for p in ("torch", "mlflow", "numpy")]
 
 
 def log_trained_model(
