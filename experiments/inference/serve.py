@@ -49,7 +49,7 @@ def main(argv: Sequence[str]) -> int:
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
+    where = "loopback only" if args.host in servers.LOOPBACK else "ALL listed"
     print(f"serving {model_uri} from {uri} at http://{args.host}:{args.port}/invocations ({where})")
     print("Stop with Ctrl-C.", flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}

@@ -100,23 +100,16 @@ def studies(storage: str) -> list[tuple[str, int]]:
     return [(s.study_name, s.n_trials) for s in found]
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            json.loads(response.read())
-            return True
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
 def wait_until_up(proc: subprocess.Popen, url: str) -> bool:
+    """Whether the server answers `url` with JSON within START_TIMEOUT (False once it exits)."""
     deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        if answers(url):
-            return True
-        time.sleep(0.5)
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                json.loads(response.read())
+                return True
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(0.5)
     return False
 
 

@@ -74,7 +74,7 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
+    where = "loopback only" if args.host in servers.LOOPBACK else "ALL listed"
     site = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri} at {site} (bound to {args.host}: {where})")
     for name, experiment_id in training_experiments(uri):
