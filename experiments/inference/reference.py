@@ -1,10 +1,5 @@
-"""What MODEL names (a run, a registered or logged model, a local checkpoint), resolved.
-
-    python -m experiments evaluate 8dd37a91f9214686b8d481b211e8588a     # a run id
-    python -m experiments evaluate runs:/8dd37a91f9214686b8d481b211e8588a
-    python -m experiments evaluate models:/fashion-mlp/1                # registry
-    python -m experiments evaluate models:/m-7eeb06165e264756ab1d0597bd1ea3bd
-    python -m experiments evaluate mlruns/checkpoints/RUN/best.ckpt     # config.yaml beside it
+"""What MODEL names, resolved: a run id, `runs:/RUN_ID[/model]`, `models:/NAME/VERSION`,
+`models:/m-...`, or a local checkpoint with its run's `config.yaml` beside it.
 
 Whatever the form, the network is rebuilt from the run's logged `config.yaml` and its best
 checkpoint (weights only), so `evaluate` scores it with the very code `run` tested it with; a

@@ -1,11 +1,7 @@
 """Figures, model summary and fit judgement of a finished run, logged to its MLflow run.
 
 Called once the run is tested by its output callbacks (experiments/training/outputs.py:
-`Figures`, `ModelSummary`, `FitJudgement`), which a plain run has all of:
-
-    python -m experiments run s1-cnn     # figures/ + model_summary.* in the run's artifacts
-
-The artifacts and tags (their names are relied upon by reports and tests) are listed in
+`Figures`, `ModelSummary`, `FitJudgement`), which a plain run has all of. The artifacts and tags (their names are relied upon by reports and tests) are listed in
 docs/tracking.md (Figures and fit judgement).
 
 Steps and epochs: Lightning logs each point with MLflow step = (iterations completed - 1),

@@ -1,11 +1,7 @@
 """A run's train, validation and test splits as MLflow dataset inputs (the UI's Dataset column).
 
-Each split is one `mlflow.entities.Dataset`: name ``<dataset>-<split>`` (``fashion_mnist-train``),
-the folder the files were read from as its source, and a digest of what makes the split: the
-files' md5 checksums (the datamodule computes them while reading, `lineage["md5_*"]`), the
-split seed and sizes, and the superclass for CIFAR-100. Same files and split, same digest;
-another split seed or another copy of the data, another digest. Logged once, when the run is
-created, with the input tag ``mlflow.data.context`` = training / validation / testing.
+Each split is one `mlflow.entities.Dataset` named ``<dataset>-<split>``, its source the data
+folder; what its digest hashes: docs/tracking.md (Datasets). Logged once, when the run is created.
 """
 
 from __future__ import annotations

@@ -164,18 +164,9 @@ def plot_confusion_matrix(
     ax.set_title(title)
     # Dark cells get white text so every count stays readable.
     threshold = counts.max() / 2 if counts.size and counts.max() > 0 else 0.5
-    for i in range(n):
-        for j in range(n):
-            value = counts[i, j]
-            ax.text(
-                j,
-                i,
-                f"{value:.0f}",
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if value > threshold else "black",
-            )
+    for (i, j), value in np.ndenumerate(counts):
+        colour = "white" if value > threshold else "black"
+        ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=9, color=colour)
     fig.tight_layout()
     return _save(fig, path)
 

@@ -166,10 +166,8 @@ def running_runs(client) -> list:
     """Every RUNNING run in every active experiment of the store."""
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     runs: list = []
-    if not experiment_ids:
-        return runs
     token = None
-    while True:
+    while experiment_ids:
         page = client.search_runs(
             experiment_ids,
             filter_string="attributes.status = 'RUNNING'",
@@ -179,7 +177,8 @@ def running_runs(client) -> list:
         runs.extend(page)
         token = page.token
         if not token:
-            return runs
+            break
+    return runs
 
 
 def mark_orphaned_runs(client, found_by: str, *, dry_run: bool = False) -> list:

@@ -4,10 +4,6 @@ Written by the `model` output callback of a plain run, and for a study's best tr
 the study ends. What is logged (the `ClassProbabilities` wrapper, `pt2` serialization read
 back without pickle, signature, metadata, the test metrics attached): docs/tracking.md.
 The input example is two test images: a batch of one would be exported as a fixed batch of one.
-
-    python -m experiments run s1-mlp --register fashion-mlp
-    MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db \
-        python -c "import mlflow; print(mlflow.pytorch.load_model('models:/fashion-mlp/1'))"
 """
 
 from __future__ import annotations
