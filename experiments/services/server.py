@@ -144,15 +144,13 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
-    if not args.backend_store_uri:
-        print(
-            "error: --backend-store-uri is required (or set MLFLOW_BACKEND_STORE_URI), e.g. "
-            "postgresql://team@127.0.0.1:5432/mlflow",
-            file=sys.stderr,
-        )
-        return 2
     uri = args.backend_store_uri
     try:
+        if not uri:
+            raise ConfigError(
+                "--backend-store-uri is required (or set MLFLOW_BACKEND_STORE_URI), e.g. "
+                "postgresql://team@127.0.0.1:5432/mlflow"
+            )
         servers.check_port(args.host, args.port)
         if args.auth:
             auth.check_installed()
