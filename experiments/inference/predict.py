@@ -56,12 +56,10 @@ def probabilities_of(trained: TrainedModel):
         import mlflow
 
         mlflow.set_tracking_uri(trained.uri)  # where models:/ is looked up
-        logged = mlflow.pytorch.load_model(trained.model_uri)
-        return lambda x: logged(x).detach()
+        return mlflow.pytorch.load_model(trained.model_uri)
     from experiments.tracking.logged_model import ClassProbabilities
 
-    network = ClassProbabilities(trained.model.network).eval()
-    return lambda x: network(x).detach()
+    return ClassProbabilities(trained.model.network).eval()
 
 
 def top_classes(probabilities: torch.Tensor, class_names: list[str], k: int) -> list[list[dict]]:
@@ -94,11 +92,8 @@ def predictions(trained: TrainedModel, args: argparse.Namespace) -> list[dict]:
         ]
     with torch.no_grad():
         probabilities = probabilities_of(trained)(x)
-    for row, top in zip(
-        rows, top_classes(probabilities, data.class_names, args.top_k), strict=True
-    ):
-        row["top"] = top
-    return rows
+    tops = top_classes(probabilities, data.class_names, args.top_k)
+    return [{**row, "top": top} for row, top in zip(rows, tops, strict=True)]
 
 
 def print_table(rows: list[dict]) -> None:

@@ -179,11 +179,7 @@ def plot_per_class_accuracy(
     *,
     overall: float | None = None,
 ) -> Path:
-    """Test accuracy per class in class order, with the overall accuracy as a line (S2).
-
-    Classes below the overall accuracy are drawn in red: those are the problematic ones.
-    ``overall`` defaults to the mean of the per-class accuracies (labelled as such).
-    """
+    """`per_class_accuracy_figure`, saved at ``path``."""
     return _save(per_class_accuracy_figure(accuracies, class_names, title, overall=overall), path)
 
 
@@ -196,7 +192,8 @@ VALUE_PAD = 2
 def per_class_accuracy_figure(
     accuracies: Any, class_names: Sequence[str], title: str, *, overall: float | None = None
 ) -> Figure:
-    """The figure of `plot_per_class_accuracy`, not yet saved.
+    """Test accuracy per class in class order, with the overall accuracy as a line (S2); classes
+    below it in red. ``overall`` defaults to the mean of the per-class accuracies (labelled so).
 
     The legend (what the line and the two colours mean) sits between the title and the
     axes, and no value is drawn across the dashed line: a value that would be is put
