@@ -89,7 +89,7 @@ def log_trained_model(
     # experiment), so the run is made the active one: the documented way to log to a run.
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        info = mlflow.pytorch.log_model(
+        return mlflow.pytorch.log_model(
             wrapper,
             name=MODEL_NAME,
             serialization_format="pt2",
@@ -100,7 +100,6 @@ def log_trained_model(
             tags=tags,
             step=test_step,
         )
-    return info
 
 
 def register(uri: str, name: str, model_id: str, tags: dict[str, str]):

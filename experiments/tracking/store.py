@@ -47,9 +47,7 @@ def redact(uri: str) -> str:
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI (relative or absolute), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :])
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def local_root(uri: str) -> Path:
