@@ -23,18 +23,13 @@ import tempfile
 from collections.abc import Sequence
 
 from experiments import errors
-from experiments.inference.reference import TrainedModel, add_model_arguments, resolve
+from experiments.inference.reference import TrainedModel, model_parser, resolve
 from experiments.tracking import datasets, health, labels, store
 from experiments.training.runner import HEADLINE_METRICS
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments evaluate",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_model_arguments(parser)
+    parser = model_parser("evaluate", __doc__)
     parser.add_argument(
         "--check",
         action="store_true",

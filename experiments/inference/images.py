@@ -1,16 +1,7 @@
 """Image files and arrays -> the model's input: (N, C, H, W) float32, normalized as in training.
 
-A PNG or JPEG is converted to the model's channels (greyscale for Fashion-MNIST, RGB for
-CIFAR-100) and size (28x28, 32x32; bilinear), pixels scaled to [0, 1]; an image of more than
-`MAX_PIXELS` pixels is refused from its header, before it is decoded. A `.npy` file is
-read without pickle (`allow_pickle=False`): one image or a batch, as (H, W), (H, W, C),
-(C, H, W), (N, H, W), (N, H, W, C) or (N, C, H, W); uint8 pixels are divided by 255, other
-values are taken as [0, 1] pixels. Then the datamodule's own normalization
-(`normalize_pixels`: (x - mean) / std).
-
-Fashion-MNIST images are light garments on a black background. A photo or drawing of a
-garment on a white page is the opposite, so `--invert auto` (the default) inverts a
-greyscale image whose border is mostly light (border mean above 0.5); `yes` / `no` force it.
+What a PNG/JPEG or .npy file becomes, `--invert` and the pixel limit: docs/using-models.md
+(Predict) and docs/faults-and-security.md (Never unpickle).
 """
 
 from __future__ import annotations
@@ -24,10 +15,8 @@ import torch
 from experiments.errors import ConfigError
 
 INVERT_CHOICES = ("auto", "yes", "no")
-#: The largest image decoded: 4096x4096 (a 12-megapixel phone photo, 4032x3024, fits). The
-#: models take 28x28 or 32x32 images, so nothing larger is needed, and decoding it would
-#: cost up to 50 MB (RGB) of memory; a larger header is refused before any pixel is read
-#: (a 389 KB PNG can declare 20000x20000 pixels: 1.2 GB decoded).
+#: The largest image decoded; a larger header is refused before any pixel is read (why:
+#: docs/faults-and-security.md)
 MAX_SIDE = 4096
 MAX_PIXELS = MAX_SIDE * MAX_SIDE
 
@@ -43,7 +32,9 @@ def read_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)  # reads the header only: nothing is decoded yet
         with image:
-            check_pixels(path, image.size)
+            width_px, height_px = image.size
+            if width_px * height_px > MAX_PIXELS:
+                raise ConfigError(f"{path}: {too_large(f'{width_px}x{height_px} pixels')}")
             image = image.convert("L" if channels == 1 else "RGB")
             image = image.resize((width, height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image, dtype=np.float32) / 255.0
@@ -65,13 +56,6 @@ def too_large(detail: object) -> str:
     )
 
 
-def check_pixels(path: Path, size: tuple[int, int]) -> None:
-    """Refuse an image whose header gives more than MAX_PIXELS pixels, before decoding it."""
-    width, height = size
-    if width * height > MAX_PIXELS:
-        raise ConfigError(f"{path}: {too_large(f'{width}x{height} pixels')}")
-
-
 def read_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     """A .npy file (no pickle) as (N, C, H, W) float pixels in [0, 1]."""
     try:
@@ -87,7 +71,8 @@ def read_array(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
 
 
 def as_batch(pixels: np.ndarray, shape: tuple[int, int, int], name: str) -> np.ndarray:
-    """(N, C, H, W) from any of the layouts the module docstring lists; ConfigError if none."""
+    """(N, C, H, W) from one image (H, W), (H, W, C), (C, H, W) or a batch (N, H, W),
+    (N, H, W, C), (N, C, H, W); ConfigError if none fits."""
     c, h, w = shape
     s = pixels.shape
     if s == (h, w) and c == 1:
@@ -111,14 +96,7 @@ def as_batch(pixels: np.ndarray, shape: tuple[int, int, int], name: str) -> np.n
 
 def light_background(image: np.ndarray) -> bool:
     """Whether a (C, H, W) image's one-pixel border is mostly light (mean above 0.5)."""
-    border = np.concatenate(
-        [
-            image[:, 0, :].ravel(),
-            image[:, -1, :].ravel(),
-            image[:, :, 0].ravel(),
-            image[:, :, -1].ravel(),
-        ]
-    )
+    border = np.concatenate([image[:, [0, -1], :].ravel(), image[:, :, [0, -1]].ravel()])
     return float(border.mean()) > 0.5
 
 
@@ -133,6 +111,7 @@ def load_inputs(
         batch = read_array(path, shape) if path.suffix == ".npy" else read_image(path, shape)[None]
         for i, image in enumerate(batch):
             label = name if len(batch) == 1 else f"{name}[{i}]"
+            # Fashion-MNIST garments are light on black: a drawing on white paper is inverted
             flip = invert == "yes" or (
                 invert == "auto" and shape[0] == 1 and light_background(image)
             )

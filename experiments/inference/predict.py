@@ -27,17 +27,12 @@ import torch
 from experiments import errors
 from experiments.errors import ConfigError
 from experiments.inference.images import INVERT_CHOICES, load_inputs
-from experiments.inference.reference import TrainedModel, add_model_arguments, resolve
+from experiments.inference.reference import TrainedModel, model_parser, resolve
 from experiments.tracking import store
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments predict",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_model_arguments(parser)
+    parser = model_parser("predict", __doc__)
     parser.add_argument("inputs", metavar="INPUT", nargs="*", help="PNG/JPEG files or .npy arrays")
     parser.add_argument("--from-test", type=int, metavar="N", help="the first N test images")
     parser.add_argument("--top-k", type=int, default=3, help="classes shown per input (default 3)")
@@ -61,12 +56,10 @@ def probabilities_of(trained: TrainedModel):
         import mlflow
 
         mlflow.set_tracking_uri(trained.uri)  # where models:/ is looked up
-        logged = mlflow.pytorch.load_model(trained.model_uri)
-        return lambda x: logged(x).detach()
+        return mlflow.pytorch.load_model(trained.model_uri)
     from experiments.tracking.logged_model import ClassProbabilities
 
-    network = ClassProbabilities(trained.model.network).eval()
-    return lambda x: network(x).detach()
+    return ClassProbabilities(trained.model.network).eval()
 
 
 def top_classes(probabilities: torch.Tensor, class_names: list[str], k: int) -> list[list[dict]]:
@@ -99,11 +92,8 @@ def predictions(trained: TrainedModel, args: argparse.Namespace) -> list[dict]:
         ]
     with torch.no_grad():
         probabilities = probabilities_of(trained)(x)
-    for row, top in zip(
-        rows, top_classes(probabilities, data.class_names, args.top_k), strict=True
-    ):
-        row["top"] = top
-    return rows
+    tops = top_classes(probabilities, data.class_names, args.top_k)
+    return [{**row, "top": top} for row, top in zip(rows, tops, strict=True)]
 
 
 def print_table(rows: list[dict]) -> None:

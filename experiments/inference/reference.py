@@ -1,10 +1,5 @@
-"""What MODEL names (a run, a registered or logged model, a local checkpoint), resolved.
-
-    python -m experiments evaluate 8dd37a91f9214686b8d481b211e8588a     # a run id
-    python -m experiments evaluate runs:/8dd37a91f9214686b8d481b211e8588a
-    python -m experiments evaluate models:/fashion-mlp/1                # registry
-    python -m experiments evaluate models:/m-7eeb06165e264756ab1d0597bd1ea3bd
-    python -m experiments evaluate mlruns/checkpoints/RUN/best.ckpt     # config.yaml beside it
+"""What MODEL names, resolved: a run id, `runs:/RUN_ID[/model]`, `models:/NAME/VERSION`,
+`models:/m-...`, or a local checkpoint with its run's `config.yaml` beside it.
 
 Whatever the form, the network is rebuilt from the run's logged `config.yaml` and its best
 checkpoint (weights only), so `evaluate` scores it with the very code `run` tested it with; a
@@ -31,13 +26,22 @@ from experiments.training.config import ResolvedConfig, did_you_mean, parse
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def add_model_arguments(parser: argparse.ArgumentParser, *, checkpoints: bool = True) -> None:
-    """MODEL, --config (for a local checkpoint) and --tracking-uri: every inference command's."""
+def model_parser(
+    command: str, description: str | None, *, checkpoints: bool = True
+) -> argparse.ArgumentParser:
+    """The parser of `python -m experiments COMMAND` with every inference command's arguments:
+    MODEL, --config (for a local checkpoint) and --tracking-uri."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m experiments {command}",
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = "run id, runs:/..., models:/..." + (", or a .ckpt file" if checkpoints else "")
     parser.add_argument("model", metavar="MODEL", help=kinds)
     if checkpoints:
         parser.add_argument("--config", help="the config.yaml of a local checkpoint")
     parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: embedded store)")
+    return parser
 
 
 @dataclass
@@ -176,26 +180,22 @@ def _registered(client, reference: str, uri: str) -> tuple[str, str | None]:
         hint = did_you_mean(name, known)
         listed = f" (registered: {', '.join(known)})" if known else " (none is registered)"
         raise ConfigError(f"{reference}: no registered model {name!r}{hint}{listed}")
-    by_number = {v.version: v for v in versions}
-    if version not in {str(n) for n in by_number}:
-        numbers = ", ".join(str(n) for n in sorted(int(n) for n in by_number))
+    chosen = next((v for v in versions if str(v.version) == version), None)
+    if chosen is None:
+        numbers = ", ".join(sorted((str(v.version) for v in versions), key=int))
         raise ConfigError(
             f"{reference}: model {name!r} has no version {version or '(none given)'}; "
             f"its versions are {numbers} (write models:/{name}/VERSION)"
         )
-    chosen = next(v for v in versions if str(v.version) == version)
-    model_id = (
-        chosen.source.removeprefix("models:/") if chosen.source.startswith("models:/") else None
-    )
     if not chosen.run_id:
         raise ConfigError(f"{reference}: the version names no training run, so no config")
-    if model_id is None:
+    if not chosen.source.startswith("models:/"):
         raise ConfigError(
             f"{reference}: the version's source is {chosen.source}, not a logged model "
             "(models:/m-...); the project scores a version's own weights only from the pt2 "
             "model it logged"
         )
-    return chosen.run_id, model_id
+    return chosen.run_id, chosen.source.removeprefix("models:/")
 
 
 def _logged_model_of(client, run_id: str) -> str | None:

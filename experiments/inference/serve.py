@@ -12,13 +12,12 @@ the class names are in the model's metadata). experiments/docs/using-models.md "
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
 from experiments import errors
-from experiments.inference.reference import add_model_arguments, model_uri_of
+from experiments.inference.reference import model_parser, model_uri_of
 from experiments.tracking import servers, store
 
 
@@ -39,12 +38,7 @@ def serve_command(model_uri: str, host: str, port: int) -> list[str]:
 
 
 def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments serve",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_model_arguments(parser, checkpoints=False)
+    parser = model_parser("serve", __doc__, checkpoints=False)
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     parser.add_argument("--port", type=int, default=5050)
     args = parser.parse_args(argv)
@@ -55,7 +49,7 @@ def main(argv: Sequence[str]) -> int:
     except errors.Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
+    where = "loopback only" if args.host in servers.LOOPBACK else "ALL listed"
     print(f"serving {model_uri} from {uri} at http://{args.host}:{args.port}/invocations ({where})")
     print("Stop with Ctrl-C.", flush=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}

@@ -100,36 +100,17 @@ def studies(storage: str) -> list[tuple[str, int]]:
     return [(s.study_name, s.n_trials) for s in found]
 
 
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            json.loads(response.read())
-            return True
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-
-
-def start_server(storage: str, host: str, port: int) -> subprocess.Popen:
-    """The server process, tied to this one (tracking/servers.py): it stops when this
-    process ends, however it ends."""
-    env = {**os.environ, STORAGE_ENV: storage}
-    command = [sys.executable, "-m", "experiments.services.dashboard", host, str(port)]
-    return servers.start_tied(command, env)
-
-
 def wait_until_up(proc: subprocess.Popen, url: str) -> bool:
+    """Whether the server answers `url` with JSON within START_TIMEOUT (False once it exits)."""
     deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        if answers(url):
-            return True
-        time.sleep(0.5)
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                json.loads(response.read())
+                return True
+        except (urllib.error.URLError, OSError, ValueError):
+            time.sleep(0.5)
     return False
-
-
-def _raise_exit(signum, frame):
-    raise SystemExit(128 + signum)
 
 
 def main(argv: Sequence[str]) -> int:
@@ -154,9 +135,8 @@ def main(argv: Sequence[str]) -> int:
         )
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     site = f"http://{url_host}:{args.port}"
-    previous = signal.signal(signal.SIGTERM, _raise_exit)
-    proc = start_server(storage, args.host, args.port)
-    try:
+
+    def announce(proc: subprocess.Popen) -> int | None:
         if not wait_until_up(proc, f"{site}/api/studies"):
             print(f"error: the dashboard did not start on {site}", file=sys.stderr)
             return 1
@@ -164,14 +144,13 @@ def main(argv: Sequence[str]) -> int:
         for name, trials in found:
             print(f"  {name}: {trials} trials")
         print("Stop with Ctrl-C.", flush=True)
-        return proc.wait()
-    except (KeyboardInterrupt, SystemExit) as exc:
-        return 130 if isinstance(exc, KeyboardInterrupt) else int(exc.code or 143)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:
-            servers.stop_group(proc.pid)
-            proc.wait()
+        return None
+
+    # The server process, tied to this one (tracking/servers.py): it stops when this
+    # process ends, however it ends.
+    env = {**os.environ, STORAGE_ENV: storage}
+    command = [sys.executable, "-m", "experiments.services.dashboard", args.host, str(args.port)]
+    return servers.run_tied(command, env, started=announce)
 
 
 # --- the server process (`python -m experiments.services.dashboard HOST PORT`) -----------

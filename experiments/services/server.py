@@ -35,18 +35,14 @@ from experiments.tracking import servers
 from experiments.tracking.servers import LOOPBACK
 from experiments.tracking.store import mlflow_command, redact
 
-SQL_SCHEMES = ("postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql", "mssql", "sqlite")
-
-
-class ServerConfigError(ConfigError):
-    """A flag's value cannot work; the message names the flag, the value and the fix."""
+SQL_SCHEMES = ("postgresql", "mysql", "mssql", "sqlite")  # each with any driver (`+psycopg2`)
 
 
 def check_backend_store(uri: str) -> None:
     """Connect once to the backend store, turning the usual failures into actionable errors."""
     scheme = urlsplit(uri).scheme
-    if scheme.split("+")[0] not in {s.split("+")[0] for s in SQL_SCHEMES}:
-        raise ServerConfigError(
+    if scheme.split("+")[0] not in SQL_SCHEMES:
+        raise ConfigError(
             f"--backend-store-uri {redact(uri)!r}: scheme {scheme!r} is not a database; "
             "expected e.g. postgresql://USER@HOST:5432/DATABASE"
         )
@@ -57,7 +53,7 @@ def check_backend_store(uri: str) -> None:
         engine = sqlalchemy.create_engine(uri, connect_args=connect_args)
     except ImportError as exc:
         # SQLAlchemy >= 2.1 opens postgresql:// with psycopg 3, older releases with psycopg2.
-        raise ServerConfigError(
+        raise ConfigError(
             f"--backend-store-uri {redact(uri)}: its database driver is not installed "
             f"({exc}); pip install -e '.[postgres]'"
         ) from exc
@@ -74,7 +70,7 @@ def check_backend_store(uri: str) -> None:
             hint = "; set PGPASSWORD (or ~/.pgpass) for this role"
         elif "Connection refused" in detail or "could not connect" in detail:
             hint = "; is PostgreSQL running? (Debian: sudo pg_ctlcluster 15 main start)"
-        raise ServerConfigError(f"--backend-store-uri {redact(uri)}: {detail}{hint}") from exc
+        raise ConfigError(f"--backend-store-uri {redact(uri)}: {detail}{hint}") from exc
     finally:
         engine.dispose()
 
@@ -148,15 +144,13 @@ def main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
-    if not args.backend_store_uri:
-        print(
-            "error: --backend-store-uri is required (or set MLFLOW_BACKEND_STORE_URI), e.g. "
-            "postgresql://team@127.0.0.1:5432/mlflow",
-            file=sys.stderr,
-        )
-        return 2
     uri = args.backend_store_uri
     try:
+        if not uri:
+            raise ConfigError(
+                "--backend-store-uri is required (or set MLFLOW_BACKEND_STORE_URI), e.g. "
+                "postgresql://team@127.0.0.1:5432/mlflow"
+            )
         servers.check_port(args.host, args.port)
         if args.auth:
             auth.check_installed()

@@ -16,8 +16,10 @@ from experiments.tracking import servers, store
 
 
 def server_command(uri: str, host: str, port: int) -> list[str]:
-    """The `mlflow server` command line that serves `uri` (a local store) on host:port."""
-    cmd = [
+    """The `mlflow server` command line that serves `uri` (a local SQLite store) on host:port."""
+    store.client(uri)  # creates the folder so the server can open the file
+    artifacts = (store.local_root(uri) / "artifacts").resolve()
+    return [
         *store.mlflow_command(),
         "server",
         "--backend-store-uri",
@@ -26,13 +28,9 @@ def server_command(uri: str, host: str, port: int) -> list[str]:
         host,
         "--port",
         str(port),
+        "--default-artifact-root",
+        artifacts.as_uri(),
     ]
-    root = store.sqlite_path(uri)
-    if root is not None:
-        store.client(uri)  # creates the folder so the server can open the file
-        artifacts = (store.local_root(uri) / "artifacts").resolve()
-        cmd += ["--default-artifact-root", artifacts.as_uri()]
-    return cmd
 
 
 def runs_page(experiment_id: str) -> str:
@@ -66,15 +64,14 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--tracking-uri", help="store to serve (default: embedded store)")
     args = parser.parse_args(argv)
     uri = store.resolve_tracking_uri(args.tracking_uri)
-    if store.sqlite_path(uri) is None:
-        print(f"error: {uri} is not a local store; open it in a browser directly", file=sys.stderr)
-        return 2
     try:
+        if store.sqlite_path(uri) is None:
+            raise ConfigError(f"{uri} is not a local store; open it in a browser directly")
         servers.check_port(args.host, args.port)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    where = "loopback only" if args.host in ("127.0.0.1", "localhost", "::1") else "ALL listed"
+    where = "loopback only" if args.host in servers.LOOPBACK else "ALL listed"
     site = f"http://{args.host}:{args.port}"
     print(f"MLflow UI for {uri} at {site} (bound to {args.host}: {where})")
     for name, experiment_id in training_experiments(uri):

@@ -1,11 +1,7 @@
 """Figures, model summary and fit judgement of a finished run, logged to its MLflow run.
 
 Called once the run is tested by its output callbacks (experiments/training/outputs.py:
-`Figures`, `ModelSummary`, `FitJudgement`), which a plain run has all of:
-
-    python -m experiments run s1-cnn     # figures/ + model_summary.* in the run's artifacts
-
-The artifacts and tags (their names are relied upon by reports and tests) are listed in
+`Figures`, `ModelSummary`, `FitJudgement`), which a plain run has all of. The artifacts and tags (their names are relied upon by reports and tests) are listed in
 docs/tracking.md (Figures and fit judgement).
 
 Steps and epochs: Lightning logs each point with MLflow step = (iterations completed - 1),
@@ -161,13 +157,6 @@ def read_curves(client: Any, run_id: str, params: dict[str, str] | None = None) 
     return RunCurves(raw, epoch_of, _step_driven(params, [s for s, _ in raw["val/loss"]], epoch_of))
 
 
-def _first_layer_weight(network: Any) -> Any:
-    layer = getattr(network, "first_layer", None)
-    if layer is not None and hasattr(layer, "weight"):
-        return layer.weight
-    return getattr(network, "first_layer_weight", None)
-
-
 class _Drawer:
     """Draws figures, collecting the errors: a figure must not fail a finished run."""
 
@@ -261,7 +250,10 @@ def _draw_test_results(draw: _Drawer, model: Any, class_names: list[str]) -> Non
 
 def _draw_first_layer(draw: _Drawer, model: Any, input_shape: tuple[int, ...]) -> None:
     """One tile per hidden unit, for a network whose first layer reads the pixels (S4)."""
-    weight = _first_layer_weight(getattr(model, "network", None))
+    network = getattr(model, "network", None)
+    layer = getattr(network, "first_layer", None)  # an MLP's first Linear
+    scratch_w1 = getattr(network, "first_layer_weight", None)  # the from-scratch network's
+    weight = layer.weight if hasattr(layer, "weight") else scratch_w1
     if weight is not None and weight.shape[-1] == math.prod(input_shape):
         draw(
             "first_layer_weights",

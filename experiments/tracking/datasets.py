@@ -1,11 +1,7 @@
 """A run's train, validation and test splits as MLflow dataset inputs (the UI's Dataset column).
 
-Each split is one `mlflow.entities.Dataset`: name ``<dataset>-<split>`` (``fashion_mnist-train``),
-the folder the files were read from as its source, and a digest of what makes the split: the
-files' md5 checksums (the datamodule computes them while reading, `lineage["md5_*"]`), the
-split seed and sizes, and the superclass for CIFAR-100. Same files and split, same digest;
-another split seed or another copy of the data, another digest. Logged once, when the run is
-created, with the input tag ``mlflow.data.context`` = training / validation / testing.
+Each split is one `mlflow.entities.Dataset` named ``<dataset>-<split>``, its source the data
+folder; what its digest hashes: docs/tracking.md (Datasets). Logged once, when the run is created.
 """
 
 from __future__ import annotations
@@ -29,18 +25,21 @@ def split_digest(lineage: dict[str, Any], split: str) -> str:
     return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def split_datasets(data: Any) -> dict[str, Any]:
-    """split -> the `mlflow.entities.Dataset` of a set-up datamodule's train/val/test split."""
-    from mlflow.entities import Dataset
+def log_split_inputs(
+    client: Any, run_id: str, data: Any, splits: tuple[str, ...] = tuple(CONTEXTS)
+) -> None:
+    """Log the `splits` of a set-up datamodule as the run's dataset inputs, each an
+    `mlflow.entities.Dataset` with its context tag."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
 
     lineage = data.lineage
     source = Path(str(lineage["source_path"]))
-    out = {}
-    for split in CONTEXTS:
+    inputs = []
+    for split in (s for s in CONTEXTS if s in splits):
         images = getattr(data, f"{split}_x")
         if split == "val" and len(images) == 0:
             continue  # val_size 0: no validation split
-        out[split] = Dataset(
+        dataset = Dataset(
             name=f"{data.dataset_name}-{split}",
             digest=split_digest(lineage, split),
             source_type="local",
@@ -50,18 +49,7 @@ def split_datasets(data: Any) -> dict[str, Any]:
             ),
             profile=json.dumps({"num_rows": len(images), "classes": len(data.class_names)}),
         )
-    return out
-
-
-def log_split_inputs(
-    client: Any, run_id: str, data: Any, splits: tuple[str, ...] = tuple(CONTEXTS)
-) -> None:
-    """Log the `splits` as the run's dataset inputs, each with its context tag."""
-    from mlflow.entities import DatasetInput, InputTag
-
-    inputs = [
-        DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXTS[split])])
-        for split, dataset in split_datasets(data).items()
-        if split in splits
-    ]
+        inputs.append(
+            DatasetInput(dataset, tags=[InputTag("mlflow.data.context", CONTEXTS[split])])
+        )
     client.log_inputs(run_id, datasets=inputs)

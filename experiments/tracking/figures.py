@@ -2,10 +2,8 @@
 accuracy and first-layer weights as image tiles.
 
 Every function takes plain data (sequences, arrays, tensors) and writes one PNG to
-``path``; none of them reads MLflow. `experiments.tracking.artifacts` feeds them from a run's
-metric history and logs the files under ``figures/`` at the end of every run:
-
-    python -m experiments run s2-cnn      # then open the run's figures/ in the MLflow UI
+``path``; none of them reads MLflow: `experiments.tracking.artifacts` does (the figures of
+every run: docs/tracking.md, Figures and fit judgement).
 
 Figures are built on ``matplotlib.figure.Figure`` directly, never through pyplot: no global
 figure registry, no GUI backend, safe in threads and in headless CI.
@@ -58,8 +56,6 @@ def plot_loss_per_epoch(
     losses: Sequence[float],
     path: str | Path,
     title: str,
-    *,
-    y_label: str = "mean training loss (cross-entropy)",
 ) -> Path:
     """Average training loss of each epoch against the epoch number (S0.2, S0.3)."""
     x, y = _array(epochs), _array(losses)
@@ -82,7 +78,7 @@ def plot_loss_per_epoch(
             fontsize=8,
         )
     ax.set_xlabel("epoch")
-    ax.set_ylabel(y_label)
+    ax.set_ylabel("mean training loss (cross-entropy)")
     ax.set_title(title)
     # Whole epochs only: "epoch 1.5" would be meaningless for an epoch mean.
     ax.set_xticks(x if x.size <= 20 else np.linspace(x.min(), x.max(), 11).round())
@@ -168,18 +164,9 @@ def plot_confusion_matrix(
     ax.set_title(title)
     # Dark cells get white text so every count stays readable.
     threshold = counts.max() / 2 if counts.size and counts.max() > 0 else 0.5
-    for i in range(n):
-        for j in range(n):
-            value = counts[i, j]
-            ax.text(
-                j,
-                i,
-                f"{value:.0f}",
-                ha="center",
-                va="center",
-                fontsize=9,
-                color="white" if value > threshold else "black",
-            )
+    for (i, j), value in np.ndenumerate(counts):
+        colour = "white" if value > threshold else "black"
+        ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=9, color=colour)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -192,11 +179,7 @@ def plot_per_class_accuracy(
     *,
     overall: float | None = None,
 ) -> Path:
-    """Test accuracy per class in class order, with the overall accuracy as a line (S2).
-
-    Classes below the overall accuracy are drawn in red: those are the problematic ones.
-    ``overall`` defaults to the mean of the per-class accuracies (labelled as such).
-    """
+    """`per_class_accuracy_figure`, saved at ``path``."""
     return _save(per_class_accuracy_figure(accuracies, class_names, title, overall=overall), path)
 
 
@@ -209,7 +192,8 @@ VALUE_PAD = 2
 def per_class_accuracy_figure(
     accuracies: Any, class_names: Sequence[str], title: str, *, overall: float | None = None
 ) -> Figure:
-    """The figure of `plot_per_class_accuracy`, not yet saved.
+    """Test accuracy per class in class order, with the overall accuracy as a line (S2); classes
+    below it in red. ``overall`` defaults to the mean of the per-class accuracies (labelled so).
 
     The legend (what the line and the two colours mean) sits between the title and the
     axes, and no value is drawn across the dashed line: a value that would be is put
@@ -308,8 +292,6 @@ def plot_first_layer_weights(
     input_shape: Sequence[int],
     path: str | Path,
     title: str,
-    *,
-    max_tiles: int = MAX_WEIGHT_TILES,
 ) -> Path:
     """First-layer weights as images, one tile per hidden unit (S4).
 
@@ -327,7 +309,7 @@ def plot_first_layer_weights(
     if c not in (1, 3):
         raise ValueError(f"input_shape channels must be 1 (grayscale) or 3 (RGB), got {c}")
     hidden = w.shape[0]
-    shown = min(hidden, max_tiles)
+    shown = min(hidden, MAX_WEIGHT_TILES)
     cols = math.ceil(math.sqrt(shown))
     rows = math.ceil(shown / cols)
     # One mosaic image with a 1-pixel white border between tiles: a single imshow is far

@@ -1,14 +1,8 @@
 """Is the store usable, and is the process that owns a run still alive?
 
 Used by the runner before anything trains, by `--resume`, by the search workers and by
-`python -m experiments doctor`:
-
-- `check_tracking_server` / `check_local_storage`: fail fast, before anything trains, when
-  the tracking server is unreachable or the local store/checkpoint folder cannot be written;
-- `process_tags` / `process_state` / `mark_orphaned_runs`: every run records which process
-  owns it, so a run left RUNNING by a killed process is found later and marked FAILED;
-- `process_start_time` / `process_alive`: the one liveness check (a pid that exists, is not
-  a zombie and started when the owner says it did), shared with the Optuna workers.
+`python -m experiments doctor`. Every run records which process owns it, so a run left
+RUNNING by a killed process is found later and marked FAILED (docs/faults-and-security.md).
 """
 
 from __future__ import annotations
@@ -30,12 +24,10 @@ from experiments.tracking.store import redact
 REACHABILITY_TIMEOUT = 5.0
 
 #: Tags that say which process owns a RUNNING run (see `process_state`).
-PID_TAG, HOST_TAG, START_TAG, BOOT_TAG = (
-    "process.pid",
-    "process.host",
-    "process.start",
-    "process.boot_id",
-)
+PID_TAG = "process.pid"
+HOST_TAG = "process.host"
+START_TAG = "process.start"
+BOOT_TAG = "process.boot_id"
 
 
 # --- pre-flight: the store answers and can be written -------------------------------------
@@ -174,10 +166,8 @@ def running_runs(client) -> list:
     """Every RUNNING run in every active experiment of the store."""
     experiment_ids = [e.experiment_id for e in client.search_experiments()]
     runs: list = []
-    if not experiment_ids:
-        return runs
     token = None
-    while True:
+    while experiment_ids:
         page = client.search_runs(
             experiment_ids,
             filter_string="attributes.status = 'RUNNING'",
@@ -187,7 +177,8 @@ def running_runs(client) -> list:
         runs.extend(page)
         token = page.token
         if not token:
-            return runs
+            break
+    return runs
 
 
 def mark_orphaned_runs(client, found_by: str, *, dry_run: bool = False) -> list:

@@ -2,11 +2,7 @@
 
 S1.2 and S1.3 ask for this judgement "derived from the curves". The `judgement` output applies it to
 every run with validation (tags ``fit_judgement`` and ``fit_judgement_reason``, printed with
-the test metrics):
-
-    python -m experiments run s1-mlp     # ... fit judgement: generalizing (...)
-
-The rule (first match wins; thresholds below) is written out in docs/tracking.md.
+the test metrics). The rule (first match wins; thresholds below) is written out in docs/tracking.md.
 
 Why these numbers: a 5-point accuracy gap is well beyond the epoch-to-epoch noise of a
 10,000-image validation set (standard error about 0.3 points at 90 % accuracy), and a

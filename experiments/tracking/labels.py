@@ -4,10 +4,8 @@ by age and status (`--since`, `--older-than`, `--status`).
     python -m experiments run s1-mlp --run-name baseline --tag owner=ana --tag purpose=demo
     python -m experiments compare --tag owner=ana --since 2d --status FINISHED,KILLED
 
-A user's tag never overwrites one the project writes: every key the project sets on a run
-(`PROJECT_TAGS`) and every key starting with one of `PROTECTED_PREFIXES` (MLflow's own
-`mlflow.*`, the data `lineage.*`, `system*`, `version.*`, ...) is refused by name before
-anything is created (exit 2).
+A user's tag never overwrites one the project writes (`PROJECT_TAGS`, `PROTECTED_PREFIXES`):
+docs/tracking.md (Run names and tags).
 """
 
 from __future__ import annotations

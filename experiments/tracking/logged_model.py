@@ -4,10 +4,6 @@ Written by the `model` output callback of a plain run, and for a study's best tr
 the study ends. What is logged (the `ClassProbabilities` wrapper, `pt2` serialization read
 back without pickle, signature, metadata, the test metrics attached): docs/tracking.md.
 The input example is two test images: a batch of one would be exported as a fixed batch of one.
-
-    python -m experiments run s1-mlp --register fashion-mlp
-    MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db \
-        python -c "import mlflow; print(mlflow.pytorch.load_model('models:/fashion-mlp/1'))"
 """
 
 from __future__ import annotations
@@ -64,11 +60,8 @@ def _signature(input_shape: tuple[int, ...], num_classes: int):
 def pip_requirements() -> list[str]:
     """What loading the model needs, given rather than inferred: MLflow infers them in a
     subprocess that imports the model (about 7 s a model on a 2-core machine)."""
-    pins = []
-    for package in ("torch", "mlflow", "numpy"):
-        version = metadata.version(package).split("+")[0]  # 2.14.1+cu130 -> 2.14.1
-        pins.append(f"{package}=={version}")
-    return pins
+    # the public version: 2.14.1+cu130 -> 2.14.1
+    return [f"{p}=={metadata.version(p).split('+')[0]}" for p in ("torch", "mlflow", "numpy")]
 
 
 def log_trained_model(
@@ -96,7 +89,7 @@ def log_trained_model(
     # experiment), so the run is made the active one: the documented way to log to a run.
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id, log_system_metrics=False):
-        info = mlflow.pytorch.log_model(
+        return mlflow.pytorch.log_model(
             wrapper,
             name=MODEL_NAME,
             serialization_format="pt2",
@@ -107,7 +100,6 @@ def log_trained_model(
             tags=tags,
             step=test_step,
         )
-    return info
 
 
 def register(uri: str, name: str, model_id: str, tags: dict[str, str]):

@@ -1,15 +1,8 @@
 """A logged MLflow model checked before anything of it is loaded: only what loads without pickle.
 
-The project logs its models as pt2 (`torch.export`, see `logged_model`): a traced graph and
-its weights, which `mlflow.pytorch.load_model` reads back without running stored code once
-pickle deserialization is off. A model logged another way, e.g. by
-`mlflow.pytorch.log_model(..., serialization_format="pickle")` and registered under a
-team's model name, would run whatever its pickle holds the moment it is loaded. So
-`evaluate`, `predict` and `serve` read the model's MLmodel file and the names of its files
-first (`check_loadable`) and refuse, by name, any flavor other than MLflow's PyTorch one, a
-serialization other than pt2 (the pickle format is the file `data/model.pth`), and bundled
-code; and every command runs with `MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false`
-(`PICKLE_ENV`), which makes MLflow check a pt2 archive for pickle payloads as it loads it.
+What is refused and why (a pickled model runs its code as it loads), and the
+`MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false` every command runs with: docs/faults-and-security.md
+(Never unpickle).
 """
 
 from __future__ import annotations

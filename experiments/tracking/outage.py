@@ -43,16 +43,9 @@ def set_retry_window() -> None:
 
 def retry_window_s() -> float:
     """Seconds MLflow's client waits for a server that refuses connections (backoff only)."""
-    retries = int(
-        os.environ.get(
-            "MLFLOW_HTTP_REQUEST_MAX_RETRIES", RETRY_ENV["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]
-        )
-    )
-    factor = float(
-        os.environ.get(
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", RETRY_ENV["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]
-        )
-    )
+    settings = {**RETRY_ENV, **os.environ}
+    retries = int(settings["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    factor = float(settings["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])
     return sum(min(factor * 2**i, BACKOFF_MAX_S) for i in range(retries))
 
 

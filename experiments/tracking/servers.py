@@ -1,13 +1,9 @@
 """The servers the project starts (`ui`, `server`, `serve`, `dashboard`): a port checked first, and a
 child that stops when its parent stops, however the parent stops.
 
-`run_tied` starts the server in its own process group and, beside it, a watchdog process
-(`python -m experiments.tracking.servers PGID`) whose standard input is the read end of a
-pipe whose only write end this process holds. When this process ends - it returns, is
-stopped by Ctrl-C or SIGTERM, or is killed with SIGKILL - the kernel closes that write end,
-the watchdog's read returns end-of-file, and it sends SIGTERM to the server's process group
-(SIGKILL after `GRACE_S` seconds). SIGTERM and Ctrl-C in this process stop the server at
-once themselves.
+`run_tied` starts the server in its own process group beside a watchdog
+(`python -m experiments.tracking.servers PGID`) that stops the group once the pipe from this
+process ends: how and why in docs/faults-and-security.md (Servers that stop with their parent).
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from experiments.errors import ConfigError
 
@@ -75,9 +71,14 @@ def start_tied(command: Sequence[str], env: Mapping[str, str]) -> subprocess.Pop
 _held: list[int] = []  # the pipes' write ends: closed by the kernel when this process ends
 
 
-def run_tied(command: Sequence[str], env: Mapping[str, str]) -> int:
+def run_tied(
+    command: Sequence[str],
+    env: Mapping[str, str],
+    started: Callable[[subprocess.Popen], int | None] | None = None,
+) -> int:
     """Run `command` as a tied server until it exits (its code), or until Ctrl-C (130) or
-    SIGTERM (143) here, which stop it first."""
+    SIGTERM (143) here, which stop it first. `started(server)`, called once it is started,
+    may end the command early with an exit code (the server is stopped)."""
     server = start_tied(command, env)
 
     def on_sigterm(signum, frame):
@@ -85,7 +86,8 @@ def run_tied(command: Sequence[str], env: Mapping[str, str]) -> int:
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return server.wait()
+        code = started(server) if started else None
+        return server.wait() if code is None else code
     except KeyboardInterrupt:
         return 130
     finally:

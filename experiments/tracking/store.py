@@ -47,9 +47,7 @@ def redact(uri: str) -> str:
 
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI (relative or absolute), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri[len("sqlite:///") :])
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
 
 
 def local_root(uri: str) -> Path:
@@ -85,15 +83,8 @@ def check_kind(uri: str) -> None:
     """StoreError unless `uri` names a kind of store MLflow opens (no network, no files)."""
     scheme = urlparse(uri).scheme.split("+")[0].lower() if "://" in uri else ""
     file_store = scheme in ("", "file")
-    if (
-        file_store
-        and uri.strip()
-        and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower()
-        in (
-            "true",
-            "1",
-        )
-    ):
+    file_store_allowed = os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() in ("true", "1")
+    if file_store and uri.strip() and file_store_allowed:
         return
     if file_store or scheme not in TRACKING_SCHEMES:
         what = (

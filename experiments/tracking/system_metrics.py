@@ -1,15 +1,10 @@
 """MLflow's system metrics monitor, kept alive through a store outage.
 
-MLflow's `SystemMetricsMonitor` thread quits at its first failed request (the run's status
-it checks after each sample, or the batch it logs): a store that stops answering for
-longer than one request waits ends the run's system metrics for good, although training
-rides the outage out. `KeptSystemMetrics` runs MLflow's own loop (`monitor`) again once the
-store answers and the run is still RUNNING, with the steps going on where they stopped; a
-batch that failed to log stays in MLflow's batch logger and goes with the next one.
-
-Beyond MLflow's public API (Internals table, docs/internals.md): the class itself, that
-`start()` runs the overridable `self.monitor` in its thread, and that `monitor` returns
-(rather than raising) when a request fails. No private attribute of it is used.
+MLflow's `SystemMetricsMonitor` thread quits at its first failed request, so a store outage
+longer than one request's retries would end the run's system metrics for good.
+`KeptSystemMetrics` runs MLflow's own loop (`monitor`) again once the store answers and the
+run is still RUNNING, the steps going on where they stopped (a batch that failed to log goes
+with the next one). What of MLflow it relies on: docs/internals.md (Internals table).
 """
 
 from __future__ import annotations
