@@ -138,7 +138,10 @@ def test_a_logged_config_repeats_the_run_exactly(store, fashion_dir, capsys):
     assert run.data.tags["torch_threads_reason"].startswith(("probe: ", "1 core available"))
     logged = Path(client.download_artifacts(first.run_id, "config.yaml"))
     assert yaml.safe_load(logged.read_text())["threads"] == count
-    code, _, err = run_main("run", "--config", str(logged), "--no-system-metrics", capsys=capsys)
+    # --tracking-uri: the default relative sqlite URI is MLflow's cached store, whose pooled
+    # connection may still be to an earlier test's database in another working directory.
+    rerun = ["--config", str(logged), "--tracking-uri", store, "--no-system-metrics"]
+    code, _, err = run_main("run", *rerun, capsys=capsys)
     assert code == 0, err
     again = client.search_runs(
         [run.info.experiment_id], order_by=["attributes.start_time DESC"], max_results=1
