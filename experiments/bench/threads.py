@@ -6,9 +6,8 @@
     python -m experiments bench threads --json          # the figures as one JSON object
     python -m experiments bench threads --models cnn_s13   # one model (mlp512, lenet_b4, cnn_s13)
 
-Measured on 2 cores: the full run took 27 min 18 s with the machine at load average 5-7
-from other jobs (2026-12-03); --quick runs one round of the three (a third of that there,
-less on a quiet machine, where every step is faster and the slow counts are stopped sooner).
+Measured on 2 cores (AMD EPYC, quiet, 2026-12-07): the full run took 18 min 14-21 s,
+--quick (one round of the three) 4 min 57 s; 27 min 18 s at load 5-7 (Xeon, 2026-12-03).
 
 Three models, each the catalog experiment's model and optimizer (`s1-mlp`: the S1.2 MLP
 784-512-10 at batch 64; `s0-cnn`: LeNet at batch 4; `s1-cnn`: the S1.3 CNN at batch 64),
