@@ -37,7 +37,7 @@ tag `torch_threads_schedule`, metric `threads` per epoch): faster when a neighbo
 or leaves mid-run, at the price of bit-for-bit repeatability.
 
 Studies: a worker probes at its first trial and its later trials reuse that count
-(`probe_once_per_process`); each trial records it. A study with N workers gives each
+(`study_worker`); each trial records it. A study with N workers gives each
 worker cores/N threads at most (experiments/search/study.py), so with one core per worker
 there is nothing to probe. DDP: no probe; each of the node's processes takes
 cores / processes (every rank computes the same count from the config, and ranks that
@@ -299,26 +299,21 @@ def choose(requested: int | None, network, example_batch, cap: int | None = None
 
 # --- the run's choice ---------------------------------------------------------------------
 
-#: A study worker's count, probed at its first trial (`probe_once_per_process`).
+#: A study worker's count, probed at its first trial (`study_worker`).
 _PROCESS: dict[str, Any] = {"once": False, "choice": None}
-
-
-def probe_once_per_process(once: bool = True) -> None:
-    """From now on this process probes at its first run only, and its later runs reuse that
-    count (a study worker: every trial records it); `once=False`: every run probes again."""
-    _PROCESS.update(once=once, choice=None)
 
 
 @contextmanager
 def study_worker(count: int) -> Iterator[None]:
-    """A study worker's block: torch on `count` threads (its share of the cores), and one
-    probe for all its runs (`probe_once_per_process`); both undone after the block."""
-    probe_once_per_process()
+    """A study worker's block: torch on `count` threads (its share of the cores), and the
+    count probed at its first run reused by its later runs; both undone after the block, so
+    a study run in-process leaves the next run of the process as it found it."""
+    _PROCESS.update(once=True, choice=None)
     try:
         with using(count):
             yield
     finally:
-        probe_once_per_process(False)
+        _PROCESS.update(once=False, choice=None)
 
 
 def processes_per_node(trainer: dict[str, Any]) -> int:
