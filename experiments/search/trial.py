@@ -149,7 +149,8 @@ def run_trial(
         study.tell(trial, state=TrialState.FAIL)
         retry(study, trial)
         raise
-    heartbeat.stop()
+    finally:  # also when recording the error fails (the storage itself)
+        heartbeat.stop()
     epochs = len(recorder.history)
     trial.set_user_attr("epochs", epochs)
     trial.set_user_attr("epochs_s", round(sum(recorder.epoch_seconds.values()), 4))
