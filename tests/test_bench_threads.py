@@ -1,13 +1,13 @@
-"""`bench threads --quick --json` measures every variant in every condition and its figures
-agree with each other. No speed is asserted (CI machines are shared and noisy): each ratio
-is checked against the seconds it is made of, each count against the candidates. One model
-(LeNet at batch 4, the cheapest: about a minute) keeps the CI cost down; the others run
-the same code."""
+"""`bench threads --json` measures every variant in every condition and its figures agree
+with each other. No speed is asserted (CI machines are shared and noisy): each ratio is
+checked against the seconds it is made of, each count against the candidates. One round of
+one model (LeNet at batch 4, the cheapest: about a minute) keeps the CI cost down; the
+others run the same code, and how rounds and stopped runs combine is checked on given
+seconds (`figures`)."""
 
 from __future__ import annotations
 
 import json
-import statistics
 
 import pytest
 
@@ -17,13 +17,14 @@ from tests.helpers import run_main
 
 
 @pytest.mark.slow
-def test_quick_threads_benchmark_figures_agree_with_each_other(capsys):
+def test_threads_benchmark_figures_agree_with_each_other(capsys):
     code, out, err = run_main(
-        "bench", "threads", "--quick", "--json", "--models", "lenet_b4", capsys=capsys
+        "bench", "threads", "--rounds", "1", "--json", "--models", "lenet_b4", capsys=capsys
     )
     assert code == 0, err[-3000:]
     report = json.loads(out)
-    assert (report["epochs"], report["rounds"], report["quick"]) == (2, 1, True)
+    assert (report["epochs"], report["rounds"], report["quick"]) == (2, 1, False)
+    assert report["conditions"] == list(bench.CONDITIONS)
     assert report["cores"] == threads.available_cores()
     assert len(report["load_before"]) == len(report["load_after"]) == 3
     assert list(report["models"]) == ["lenet_b4"]
@@ -35,9 +36,9 @@ def test_quick_threads_benchmark_figures_agree_with_each_other(capsys):
     for condition in bench.CONDITIONS:
         seconds, runs = row["seconds"][condition], row["runs"][condition]
         assert set(seconds) == set(runs) == set(variants)
-        for variant in variants:
-            assert len(runs[variant]) == 1 and seconds[variant] == statistics.median(runs[variant])
-            assert seconds[variant] > 0
+        for variant in variants:  # one round: the fastest run and the median are that run
+            assert len(runs[variant]) == 1 and seconds[variant] == runs[variant][0] > 0
+            assert row["median_seconds"][condition][variant] == seconds[variant]
         # The better fixed count: the fastest of those not stopped early (3x the fastest).
         cut = row["cut"][condition]
         assert set(cut) <= set(fixed) and len(cut) < len(fixed)
@@ -58,3 +59,30 @@ def test_quick_threads_benchmark_figures_agree_with_each_other(capsys):
     assert report["targets_met"] == all(
         row[f"default_vs_best_{c}"] <= limit for c, limit in bench.TARGETS.items()
     )
+
+
+def test_each_variant_counts_its_fastest_run_and_a_stopped_count_only_as_a_bound():
+    # Three rounds of what --quick runs (the fixed counts and the default, quiet and busy).
+    # Busy: two threads stopped in round 1 (3x the fastest so far) and not run again; quiet:
+    # one thread finished round 1, then was stopped: its finished run still counts.
+    runs = {
+        "quiet": {"1": [2.2, 9.0], "2": [2.3, 2.6, 2.1], "default": [2.4, 2.2, 2.9]},
+        "busy": {"1": [3.0, 3.3, 2.9], "2": [9.5], "default": [3.1, 3.6, 3.0]},
+    }
+    counts = {c: {"default": [[1, 1]] * 3} for c in runs}
+    cuts = {"quiet": ["1"], "busy": ["2"]}
+    row = bench.figures("mlp512", "MLP", 500, ["1", "2"], runs, counts, cuts)
+    assert row["seconds"] == {
+        "quiet": {"1": 2.2, "2": 2.1, "default": 2.2},
+        "busy": {"1": 2.9, "2": 9.5, "default": 3.0},  # 9.5: the stopped run's lower bound
+    }
+    assert row["median_seconds"]["quiet"] == {"1": 5.6, "2": 2.3, "default": 2.4}
+    assert row["best_fixed"] == {"quiet": 2, "busy": 1}
+    assert row["default_vs_best_quiet"] == pytest.approx(2.2 / 2.1)
+    assert row["default_vs_best_busy"] == pytest.approx(3.0 / 2.9)
+    assert "adaptive_vs_best_quiet" not in row and "default_vs_best_late" not in row
+
+
+def test_rounds_below_one_are_refused_in_words(capsys):
+    code, _, err = run_main("bench", "threads", "--rounds", "0", capsys=capsys)
+    assert code == 2 and "--rounds must be at least 1, got 0" in err
