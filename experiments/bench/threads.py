@@ -71,6 +71,11 @@ SPIN = (
 #: know it is not the better count (two threads beside a busy process can be 10x slower;
 #: identical runs differ by 1.9x at most), so later rounds do not run it again.
 CUT_FACTOR = 3.0
+#: A fixed count that took this much longer than another fixed count in the same round and
+#: condition is not run in later rounds either (adjacent identical runs differ by 1.3x at
+#: most on the VM of experiments/docs/benchmarks.md): the S1.3 CNN's two threads beside the
+#: busy process, 2x one thread's 17 s, would take a third of `--quick` again and again.
+SETTLED = 1.5
 
 
 class Neighbour:
@@ -182,7 +187,8 @@ def measure_model(
     key: str, rounds: int, log, conditions: Sequence[str] = CONDITIONS, adaptive: bool = True
 ) -> dict:
     """Every variant of one model in every condition, `rounds` times (rotated order); a
-    fixed count stopped in a round (`CUT_FACTOR`) is not run again in its condition."""
+    fixed count stopped in a round (`CUT_FACTOR`) or far slower than another (`SETTLED`) is
+    not run again in its condition."""
     from experiments.training import threads
 
     experiment, what, batches = MODELS[key]
@@ -192,15 +198,17 @@ def measure_model(
     counts: dict = {c: {v: [] for v in variants if not v.isdigit()} for c in conditions}
     cuts: dict = {c: [] for c in conditions}
     fastest_of: dict = {c: None for c in conditions}
+    settled: dict = {c: set() for c in conditions}  # not run again: cut, or far slower
     neighbour = Neighbour()
     for round_ in range(rounds):
         order = variants[round_ % len(variants) :] + variants[: round_ % len(variants)]
         for condition in conditions:
             if condition == "busy":
                 neighbour.start()
+            finished = {}  # this round's fixed counts that ran to the end: their seconds
             try:
                 fastest = fastest_of[condition]  # the fastest so far, any round
-                for variant in (v for v in order if v not in cuts[condition]):
+                for variant in (v for v in order if v not in settled[condition]):
                     late = neighbour if condition == "late" else None
                     limit = None if fastest is None else CUT_FACTOR * fastest
                     result = run_variant(experiment, variant, batches, late, limit)
@@ -209,8 +217,11 @@ def measure_model(
                     if not result["cut"]:
                         fastest = min(result["seconds"], fastest or result["seconds"])
                         fastest_of[condition] = fastest
+                        if variant in fixed:
+                            finished[variant] = result["seconds"]
                     else:
                         cuts[condition].append(variant)
+                        settled[condition].add(variant)
                     runs[condition][variant].append(result["seconds"])
                     if variant in counts[condition]:
                         counts[condition][variant].append(result["threads"])
@@ -221,7 +232,14 @@ def measure_model(
                     )
             finally:
                 neighbour.stop()
+            settled[condition] |= far_slower(finished)
     return figures(key, what, batches, fixed, runs, counts, cuts)
+
+
+def far_slower(seconds: dict[str, float]) -> set[str]:
+    """The fixed counts of one round (count -> seconds) at least `SETTLED` times the fastest."""
+    fastest = min(seconds.values(), default=0.0)
+    return {n for n, s in seconds.items() if s >= SETTLED * fastest}
 
 
 def figures(

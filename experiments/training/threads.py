@@ -58,7 +58,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-#: Timed training steps per candidate count, at most (plus one untimed step in all).
+#: Timed training steps per candidate count, at most (plus one untimed step per count).
 PROBE_STEPS = 24
 #: The timed steps come in this many rounds, the counts' order alternating between rounds,
 #: so a load that changes during the probe hits every count alike.
@@ -202,26 +202,42 @@ def measure(
     """Mean seconds per `step` at each thread count, every step timed on its own, in rounds
     whose order of counts alternates. The mean, not the median: a run's time is the sum of
     its steps, and beside a busy process two threads alternate fast steps with steps 50x
-    slower. A count whose steps already take `CLEAR_WIN` times the fastest count's is not
-    run further; the probe ends after a round in which the fewest threads won by
-    `CLEAR_WIN` (more threads must win every round), or when `budget_s` (or `PROBE_SHARE`
-    of the `planned_steps` of the run) is spent."""
+    slower; but without each count's slowest step once it has three (`typical`): on a shared
+    VM one step in a few is slowed by the host, which once made two threads look slower than
+    one for the MLP, quiet. A count whose steps already take `CLEAR_WIN` times the fastest
+    count's is not run further; the probe ends after a round in which the fewest threads won
+    by `CLEAR_WIN` (more threads must win every round), or when `budget_s` is spent, or
+    `PROBE_SHARE` of the run's `planned_steps` at the fastest count measured so far (the
+    untimed first steps only size the rounds)."""
     clock = time.perf_counter
     started = clock()
-    with using(counts[0]):  # untimed: the first step allocates gradients, optimizer state
-        step()
-    estimate = clock() - started
-    if planned_steps is not None:
-        budget_s = min(budget_s, PROBE_SHARE * planned_steps * estimate)
+    # Untimed: one step per count first. The first step allocates gradients and optimizer
+    # state, and a count's first parallel region starts its threads (the MLP's first step on
+    # two threads took 14.5 ms, the next ones 2 ms): both once per run, not per step.
+    warm_up = []
+    for n in counts:
+        with using(n):
+            begun = clock()
+            step()
+            warm_up.append(clock() - begun)
+    estimate = min(warm_up)
+    share = None if planned_steps is None else PROBE_SHARE * planned_steps
     # Steps per count and round: PROBE_STEPS / PROBE_ROUNDS, fewer where the rounds would
     # not fit in the budget (the S1.3 CNN: one).
+    sizing = budget_s if share is None else min(budget_s, share * estimate)
     chunk = max(
-        1, min(steps // PROBE_ROUNDS, int(budget_s / (PROBE_ROUNDS * len(counts) * estimate)))
+        1, min(steps // PROBE_ROUNDS, int(sizing / (PROBE_ROUNDS * len(counts) * estimate)))
     )
     per_step: dict[int, list[float]] = {n: [] for n in counts}
 
     def mean(n: int) -> float:
-        return statistics.fmean(per_step[n])
+        return typical(per_step[n])
+
+    def spent() -> bool:  # at least one step per count, then the budget decides
+        if not all(per_step.values()):
+            return False
+        fastest = min(mean(n) for n in counts)
+        return clock() - started > (budget_s if share is None else min(budget_s, share * fastest))
 
     for round_ in range(PROBE_ROUNDS):
         for n in counts if round_ % 2 == 0 else counts[::-1]:
@@ -232,14 +248,22 @@ def measure(
                     per_step[n].append(clock() - begun)
                     others = [mean(m) for m in counts if m != n and per_step[m]]
                     losing = others and len(per_step[n]) >= 2 and mean(n) > CLEAR_WIN * min(others)
-                    if losing or (begun - started > budget_s and all(per_step.values())):
+                    if losing or spent():
                         break
         if all(per_step.values()):
             means = {n: mean(n) for n in counts}
-            fewest_won = all(t >= CLEAR_WIN * means[counts[0]] for t in list(means.values())[1:])
-            if fewest_won or clock() - started > budget_s:
+            # decided on three steps per count at least, so that one slowed step is left out
+            fewest_won = min(map(len, per_step.values())) >= 3 and all(
+                t >= CLEAR_WIN * means[counts[0]] for t in list(means.values())[1:]
+            )
+            if fewest_won or spent():
                 break
-    return {n: statistics.fmean(times) for n, times in per_step.items()}
+    return {n: typical(times) for n, times in per_step.items()}
+
+
+def typical(times: list[float]) -> float:
+    """The mean of `times` without the slowest one, once there are three or more."""
+    return statistics.fmean(sorted(times)[:-1] if len(times) >= 3 else times)
 
 
 def pick(timings: dict[int, float]) -> int:
