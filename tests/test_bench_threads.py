@@ -98,6 +98,7 @@ def test_each_variant_counts_its_fastest_run_and_a_stopped_count_only_as_a_bound
     assert row["best_fixed"] == {"quiet": 2, "busy": 1}
     assert row["default_vs_best_quiet"] == pytest.approx(2.2 / 2.1)
     assert row["default_vs_best_busy"] == pytest.approx(3.0 / 2.9)
+    assert row["median_ratios"]["default_vs_best_quiet"] == pytest.approx(2.4 / 2.3)
     assert "adaptive_vs_best_quiet" not in row and "default_vs_best_late" not in row
 
 

@@ -65,26 +65,21 @@ def test_a_short_run_pays_one_timed_step_per_count():
     assert 2 + 2 < len(calls) <= 2 + 2 * threads.PROBE_STEPS
 
 
-def test_a_counts_first_step_and_a_lone_slow_step_do_not_decide():
-    # Each count's first step is slow (its threads start), and one later step at two threads
-    # is slowed by the host: two threads (1 ms against 2 ms) still win.
-    first, slowed = set(), [False]
+def test_a_counts_first_step_does_not_decide():
+    # Each count's first step is slow (it allocates, or starts the count's threads: 14.5 ms
+    # against 2 ms for the MLP on two threads); two threads (1 ms against 2 ms) still win.
+    first = set()
 
     def step():
         n = torch.get_num_threads()
         if n not in first:
             first.add(n)
             time.sleep(0.02)
-        elif n == 2 and not slowed[0]:
-            slowed[0] = True
-            time.sleep(0.02)
         else:
             time.sleep(0.002 / n)
 
     timings = threads.measure(step, [1, 2], budget_s=0.2)
     assert threads.pick(timings) == 2, timings
-    assert threads.typical([1.0, 1.0, 10.0]) == 1.0  # the slowest of three or more is left out
-    assert threads.typical([1.0, 3.0]) == 2.0
 
 
 def test_the_planned_steps_follow_lightnings_limits():

@@ -270,9 +270,14 @@ def figures(
         whole = [n for n in fixed if finished(condition, n)] or fixed
         best = min(whole, key=lambda n, c=condition: seconds[c][n])
         out.setdefault("best_fixed", {})[condition] = int(best)
+        medians = out["median_seconds"][condition]
         for variant in counts[condition]:
             ratio = seconds[condition][variant] / seconds[condition][best]
             out[f"{variant}_vs_best_{condition}"] = ratio
+            # the same on the medians, for comparison with runs before 2026-12-07 (evening)
+            out.setdefault("median_ratios", {})[f"{variant}_vs_best_{condition}"] = (
+                medians[variant] / medians[best]
+            )
     return out
 
 

@@ -200,15 +200,15 @@ def measure(
     planned_steps: int | None = None,
 ) -> dict[int, float]:
     """Mean seconds per `step` at each thread count, every step timed on its own, in rounds
-    whose order of counts alternates. The mean, not the median: a run's time is the sum of
-    its steps, and beside a busy process two threads alternate fast steps with steps 50x
-    slower; but without each count's slowest step once it has three (`typical`): on a shared
-    VM one step in a few is slowed by the host, which once made two threads look slower than
-    one for the MLP, quiet. A count whose steps already take `CLEAR_WIN` times the fastest
-    count's is not run further; the probe ends after a round in which the fewest threads won
-    by `CLEAR_WIN` (more threads must win every round), or when `budget_s` is spent, or
-    `PROBE_SHARE` of the run's `planned_steps` at the fastest count measured so far (the
-    untimed first steps only size the rounds)."""
+    whose order of counts alternates. The mean, not the median nor a trimmed mean: a run's
+    time is the sum of its steps, and beside a busy process two threads alternate fast steps
+    with steps 50x slower (leaving out each count's slowest step made the MLP's and LeNet's
+    probes pick two threads beside the busy process in `bench threads`, 4x slower). A count
+    whose steps already take `CLEAR_WIN` times the fastest count's is not run further; the
+    probe ends after a round in which the fewest threads won by `CLEAR_WIN` (more threads
+    must win every round), or when `budget_s` is spent, or `PROBE_SHARE` of the run's
+    `planned_steps` at the fastest count measured so far (the untimed first steps only size
+    the rounds)."""
     clock = time.perf_counter
     started = clock()
     # Untimed: one step per count first. The first step allocates gradients and optimizer
@@ -231,7 +231,7 @@ def measure(
     per_step: dict[int, list[float]] = {n: [] for n in counts}
 
     def mean(n: int) -> float:
-        return typical(per_step[n])
+        return statistics.fmean(per_step[n])
 
     def spent() -> bool:  # at least one step per count, then the budget decides
         if not all(per_step.values()):
@@ -252,18 +252,10 @@ def measure(
                         break
         if all(per_step.values()):
             means = {n: mean(n) for n in counts}
-            # decided on three steps per count at least, so that one slowed step is left out
-            fewest_won = min(map(len, per_step.values())) >= 3 and all(
-                t >= CLEAR_WIN * means[counts[0]] for t in list(means.values())[1:]
-            )
+            fewest_won = all(t >= CLEAR_WIN * means[counts[0]] for t in list(means.values())[1:])
             if fewest_won or spent():
                 break
-    return {n: typical(times) for n, times in per_step.items()}
-
-
-def typical(times: list[float]) -> float:
-    """The mean of `times` without the slowest one, once there are three or more."""
-    return statistics.fmean(sorted(times)[:-1] if len(times) >= 3 else times)
+    return {n: statistics.fmean(times) for n, times in per_step.items()}
 
 
 def pick(timings: dict[int, float]) -> int:
