@@ -202,13 +202,11 @@ def measure(
     """Mean seconds per `step` at each thread count, every step timed on its own, in rounds
     whose order of counts alternates. The mean, not the median nor a trimmed mean: a run's
     time is the sum of its steps, and beside a busy process two threads alternate fast steps
-    with steps 50x slower (leaving out each count's slowest step made the MLP's and LeNet's
-    probes pick two threads beside the busy process in `bench threads`, 4x slower). A count
+    with steps 50x slower. A count
     whose steps already take `CLEAR_WIN` times the fastest count's is not run further; the
     probe ends after a round in which the fewest threads won by `CLEAR_WIN` (more threads
-    must win every round), or when `budget_s` is spent, or `PROBE_SHARE` of the run's
-    `planned_steps` at the fastest count measured so far (the untimed first steps only size
-    the rounds)."""
+    must win every round), or when `budget_s` (or `PROBE_SHARE` of the `planned_steps` of the
+    run, at the first step's seconds) is spent."""
     clock = time.perf_counter
     started = clock()
     # Untimed: one step per count first. The first step allocates gradients and optimizer
@@ -220,13 +218,17 @@ def measure(
             begun = clock()
             step()
             warm_up.append(clock() - begun)
-    estimate = min(warm_up)
-    share = None if planned_steps is None else PROBE_SHARE * planned_steps
+    # The share is sized from the first step, which its allocation makes 2-3x slower than the
+    # next: tried on 2026-12-07, a share from the measured steps (with the slowest step of
+    # each count left out, then without) made the probes of `bench threads` pick two threads
+    # beside the busy process in 4 of 18 rounds (2-5x slower): too few steps to see it.
+    estimate = warm_up[0]
+    if planned_steps is not None:
+        budget_s = min(budget_s, PROBE_SHARE * planned_steps * estimate)
     # Steps per count and round: PROBE_STEPS / PROBE_ROUNDS, fewer where the rounds would
     # not fit in the budget (the S1.3 CNN: one).
-    sizing = budget_s if share is None else min(budget_s, share * estimate)
     chunk = max(
-        1, min(steps // PROBE_ROUNDS, int(sizing / (PROBE_ROUNDS * len(counts) * estimate)))
+        1, min(steps // PROBE_ROUNDS, int(budget_s / (PROBE_ROUNDS * len(counts) * estimate)))
     )
     per_step: dict[int, list[float]] = {n: [] for n in counts}
 
@@ -234,10 +236,7 @@ def measure(
         return statistics.fmean(per_step[n])
 
     def spent() -> bool:  # at least one step per count, then the budget decides
-        if not all(per_step.values()):
-            return False
-        fastest = min(mean(n) for n in counts)
-        return clock() - started > (budget_s if share is None else min(budget_s, share * fastest))
+        return all(per_step.values()) and clock() - started > budget_s
 
     for round_ in range(PROBE_ROUNDS):
         for n in counts if round_ % 2 == 0 else counts[::-1]:
