@@ -58,7 +58,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
-#: Timed training steps per candidate count, at most (plus one untimed step in all).
+#: Timed training steps per candidate count, at most (plus one untimed step per count).
 PROBE_STEPS = 24
 #: The timed steps come in this many rounds, the counts' order alternating between rounds,
 #: so a load that changes during the probe hits every count alike.
@@ -200,17 +200,29 @@ def measure(
     planned_steps: int | None = None,
 ) -> dict[int, float]:
     """Mean seconds per `step` at each thread count, every step timed on its own, in rounds
-    whose order of counts alternates. The mean, not the median: a run's time is the sum of
-    its steps, and beside a busy process two threads alternate fast steps with steps 50x
-    slower. A count whose steps already take `CLEAR_WIN` times the fastest count's is not
-    run further; the probe ends after a round in which the fewest threads won by
-    `CLEAR_WIN` (more threads must win every round), or when `budget_s` (or `PROBE_SHARE`
-    of the `planned_steps` of the run) is spent."""
+    whose order of counts alternates. The mean, not the median nor a trimmed mean: a run's
+    time is the sum of its steps, and beside a busy process two threads alternate fast steps
+    with steps 50x slower. A count
+    whose steps already take `CLEAR_WIN` times the fastest count's is not run further; the
+    probe ends after a round in which the fewest threads won by `CLEAR_WIN` (more threads
+    must win every round), or when `budget_s` (or `PROBE_SHARE` of the `planned_steps` of the
+    run, at the first step's seconds) is spent."""
     clock = time.perf_counter
     started = clock()
-    with using(counts[0]):  # untimed: the first step allocates gradients, optimizer state
-        step()
-    estimate = clock() - started
+    # Untimed: one step per count first. The first step allocates gradients and optimizer
+    # state, and a count's first parallel region starts its threads (the MLP's first step on
+    # two threads took 14.5 ms, the next ones 2 ms): both once per run, not per step.
+    warm_up = []
+    for n in counts:
+        with using(n):
+            begun = clock()
+            step()
+            warm_up.append(clock() - begun)
+    # The share is sized from the first step, which its allocation makes 2-3x slower than the
+    # next: tried on 2026-12-07, a share from the measured steps (with the slowest step of
+    # each count left out, then without) made the probes of `bench threads` pick two threads
+    # beside the busy process in 4 of 18 rounds (2-5x slower): too few steps to see it.
+    estimate = warm_up[0]
     if planned_steps is not None:
         budget_s = min(budget_s, PROBE_SHARE * planned_steps * estimate)
     # Steps per count and round: PROBE_STEPS / PROBE_ROUNDS, fewer where the rounds would
@@ -223,6 +235,9 @@ def measure(
     def mean(n: int) -> float:
         return statistics.fmean(per_step[n])
 
+    def spent() -> bool:  # at least one step per count, then the budget decides
+        return all(per_step.values()) and clock() - started > budget_s
+
     for round_ in range(PROBE_ROUNDS):
         for n in counts if round_ % 2 == 0 else counts[::-1]:
             with using(n):
@@ -232,12 +247,12 @@ def measure(
                     per_step[n].append(clock() - begun)
                     others = [mean(m) for m in counts if m != n and per_step[m]]
                     losing = others and len(per_step[n]) >= 2 and mean(n) > CLEAR_WIN * min(others)
-                    if losing or (begun - started > budget_s and all(per_step.values())):
+                    if losing or spent():
                         break
         if all(per_step.values()):
             means = {n: mean(n) for n in counts}
             fewest_won = all(t >= CLEAR_WIN * means[counts[0]] for t in list(means.values())[1:])
-            if fewest_won or clock() - started > budget_s:
+            if fewest_won or spent():
                 break
     return {n: statistics.fmean(times) for n, times in per_step.items()}
 

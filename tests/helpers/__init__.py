@@ -5,7 +5,7 @@
 * commands.py: `REPO`, `child_env`, `run_cli` (`python -m experiments` in a fresh process),
   `run_main` (the same in this process), `start_cli` (started, left running), `free_port`,
   `stop_group`.
-* servers.py: `listening`, `wait_listening`, `assert_port_closes_when_killed`, ... (servers
+* servers.py: `listening`, `wait_listening`, `assert_port_closes_when_killed`, `start_server`, ... (servers
   a test started).
 * data.py: `data_overrides`, `catalog_overrides` (what conftest's `catalog_run` trains),
   `tiny` (s1-mlp on the tiny Fashion-MNIST), `write_space`.

@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
-from tests.helpers.commands import stop_group
+from tests.helpers.commands import child_env, stop_group
 
 
 def listening(port: int) -> bool:
@@ -60,3 +62,26 @@ def assert_port_closes_when_killed(proc: subprocess.Popen, port: int, signum: in
     finally:
         stop_group(proc)
         kill_listeners(port)
+
+
+def start_server(tmp_path: Path, port: int, *extra: str) -> subprocess.Popen:
+    """`python -m experiments server` on a SQLite file, one uvicorn worker, loopback."""
+    command = [
+        *(sys.executable, "-m", "experiments", "server", "--port", str(port)),
+        *("--backend-store-uri", f"sqlite:///{tmp_path}/runs.db", "--workers", "1"),
+        *("--artifacts-destination", str(tmp_path / "artifacts"), *extra),
+    ]
+    # Its output goes to a file: a pipe nobody reads fills up with the access log (64 KB,
+    # a few hundred requests) and the server then hangs writing to it.
+    log = tmp_path / f"server-{port}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            command,
+            cwd=tmp_path,
+            env=child_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    proc.log = log
+    return proc
