@@ -30,6 +30,21 @@ from tests.helpers.servers import kill_listeners, start_server, wait_listening
 PORTS = range(5700, 5740)  # this file's share of the project's test port range
 
 
+def first_epoch_logged(client: MlflowClient, run: subprocess.Popen) -> str:
+    """The id of the MLflow run that process `run` logs to, once it has a `val/acc` point
+    (the test fails if the process ends first, or after 300 s)."""
+    deadline = time.monotonic() + 300
+    run_id = None
+    while run_id is None or not client.get_metric_history(run_id, "val/acc"):
+        if run.poll() is not None or time.monotonic() > deadline:
+            run.kill()
+            pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
+        found = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        run_id = found[0].info.run_id if found else None
+        time.sleep(0.5)
+    return run_id
+
+
 @pytest.mark.slow
 def test_an_outage_beyond_the_retry_window_ends_the_run_cleanly_and_resume_finishes_it(
     tmp_path, fashion_dir
@@ -55,15 +70,7 @@ def test_an_outage_beyond_the_retry_window_ends_the_run_cleanly_and_resume_finis
             text=True,
         )
         client = MlflowClient(url)
-        deadline = time.monotonic() + 300
-        run_id = None
-        while run_id is None or not client.get_metric_history(run_id, "val/acc"):
-            if run.poll() is not None or time.monotonic() > deadline:
-                run.kill()
-                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
-            found = client.search_runs([e.experiment_id for e in client.search_experiments()])
-            run_id = found[0].info.run_id if found else None
-            time.sleep(0.5)
+        run_id = first_epoch_logged(client, run)
         mlflow_server = psutil.Process(server.pid).children()[0]  # its own process group
         os.killpg(mlflow_server.pid, signal.SIGSTOP)  # stopped: it answers nothing
         try:
@@ -110,15 +117,7 @@ def test_a_short_outage_is_ridden_out_with_one_line_each_way_and_every_point(tmp
             text=True,
         )
         client = MlflowClient(url)
-        deadline = time.monotonic() + 300
-        run_id = None
-        while run_id is None or not client.get_metric_history(run_id, "val/acc"):
-            if run.poll() is not None or time.monotonic() > deadline:
-                run.kill()
-                pytest.fail(f"no epoch finished: {run.communicate()[1][-3000:]}")
-            found = client.search_runs([e.experiment_id for e in client.search_experiments()])
-            run_id = found[0].info.run_id if found else None
-            time.sleep(0.5)
+        run_id = first_epoch_logged(client, run)
         stop_group(server, timeout=10)  # the server is gone: connections are refused
         kill_listeners(port)
         time.sleep(15)
