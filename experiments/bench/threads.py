@@ -302,8 +302,11 @@ def table(report: dict) -> str:
     ]
     for key, row in report["models"].items():
         for condition, seconds in row["seconds"].items():
+            # '>': a lower bound, the count's only run was stopped (a stopped count is not
+            # run again, so one that finished a run before shows that run)
+            bound = {n for n in row["cut"][condition] if len(row["runs"][condition][n]) == 1}
             cells = "".join(
-                f"{('>' if str(n) in row['cut'][condition] else '') + format(seconds[str(n)], '.2f'):>9}"
+                f"{('>' if str(n) in bound else '') + format(seconds[str(n)], '.2f'):>9}"
                 for n in fixed
             )
             chose = "/".join(str(t[0]) for t in row["threads_chosen"][condition]["default"])

@@ -202,11 +202,10 @@ def measure(
     """Mean seconds per `step` at each thread count, every step timed on its own, in rounds
     whose order of counts alternates. The mean, not the median nor a trimmed mean: a run's
     time is the sum of its steps, and beside a busy process two threads alternate fast steps
-    with steps 50x slower. A count
-    whose steps already take `CLEAR_WIN` times the fastest count's is not run further; the
-    probe ends after a round in which the fewest threads won by `CLEAR_WIN` (more threads
-    must win every round), or when `budget_s` (or `PROBE_SHARE` of the `planned_steps` of the
-    run, at the first step's seconds) is spent."""
+    with steps 50x slower. A count whose steps already take `CLEAR_WIN` times the fastest
+    count's is not run further; the probe ends after a round in which the fewest threads won
+    by `CLEAR_WIN` (more threads must win every round), or when `budget_s` (or `PROBE_SHARE`
+    of the `planned_steps` of the run, at the first step's seconds) is spent."""
     clock = time.perf_counter
     started = clock()
     # Untimed: one step per count first. The first step allocates gradients and optimizer
